@@ -1,0 +1,246 @@
+//! The guest health snapshot carried by `Report` and `ProbeReply`.
+//!
+//! Every collector's part is optional or a list: a guest that cannot provide
+//! something (no PSI, no systemd, a failing collector) leaves it out and names
+//! the failure in [`Snapshot::failures`] instead of failing the whole report.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Text;
+
+/// One point-in-time view of a guest's health.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Snapshot {
+    /// Guest monotonic time (ms since boot) when the snapshot was taken.
+    pub uptime_ms: u64,
+    /// Guest wall clock (ms since the Unix epoch), for display only.
+    pub wall_ms: u64,
+    /// Process table summary.
+    pub processes: Option<ProcessSummary>,
+    /// The agent's watch list, in configured order.
+    pub watched: Vec<WatchedService>,
+    /// Real (non-pseudo) mounted filesystems.
+    pub filesystems: Vec<Filesystem>,
+    /// Memory and swap.
+    pub memory: Option<Memory>,
+    /// Pressure stall information, where `/proc/pressure` exists.
+    pub pressure: Option<Pressure>,
+    /// Load and CPU utilisation.
+    pub cpu: Option<Cpu>,
+    /// Kernel log events not yet reported, oldest first (bounded).
+    pub kernel_events: Vec<KernelEvent>,
+    /// Running totals of kernel events since the agent started.
+    pub kernel_counters: KernelCounters,
+    /// The previous boot's crash record from pstore, sent once.
+    pub crash_record: Option<CrashRecord>,
+    /// Collectors that failed for this snapshot.
+    pub failures: Vec<CollectorFailure>,
+}
+
+/// Process table counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct ProcessSummary {
+    /// All processes.
+    pub total: u32,
+    /// Zombie (Z) processes.
+    pub zombies: u32,
+    /// Processes in uninterruptible sleep (D).
+    pub uninterruptible: u32,
+}
+
+/// How a watched service is identified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum WatchTarget {
+    /// A process name (`comm`).
+    Process(Text),
+    /// A systemd unit name.
+    Unit(Text),
+}
+
+/// State of one watched process or unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct WatchedService {
+    /// What is watched.
+    pub target: WatchTarget,
+    /// Whether it is running now.
+    pub running: bool,
+    /// Main pid, when running.
+    pub pid: Option<u32>,
+    /// Times the pid changed since the agent started.
+    pub restarts: u32,
+}
+
+/// One mounted filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Filesystem {
+    /// Mount point.
+    pub mount_point: Text,
+    /// Source device.
+    pub device: Text,
+    /// Filesystem type (ext4, xfs, ...).
+    pub fs_type: Text,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Bytes available to unprivileged users.
+    pub avail_bytes: u64,
+    /// Total inodes (0 when the filesystem has no fixed inode table).
+    pub inodes_total: u64,
+    /// Free inodes.
+    pub inodes_free: u64,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// Memory and swap, in bytes; OOM kills since boot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Memory {
+    /// MemTotal.
+    pub total_bytes: u64,
+    /// MemAvailable.
+    pub available_bytes: u64,
+    /// SwapTotal.
+    pub swap_total_bytes: u64,
+    /// SwapFree.
+    pub swap_free_bytes: u64,
+    /// `oom_kill` from /proc/vmstat, when the kernel has it.
+    pub oom_kills: Option<u64>,
+}
+
+/// One PSI line: share of time stalled, averaged over 10 s and 60 s, in
+/// hundredths of a percent (so 12.34 % is 1234; integers keep the wire exact).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct PsiLine {
+    /// avg10 × 100.
+    pub avg10: u32,
+    /// avg60 × 100.
+    pub avg60: u32,
+    /// Total stall time in microseconds.
+    pub total_us: u64,
+}
+
+/// PSI `some`/`full` for one resource (`full` is absent for cpu on old kernels).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct PsiResource {
+    /// Some tasks stalled.
+    pub some: PsiLine,
+    /// All non-idle tasks stalled.
+    pub full: Option<PsiLine>,
+}
+
+/// Pressure stall information per resource.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Pressure {
+    /// CPU pressure.
+    pub cpu: Option<PsiResource>,
+    /// Memory pressure.
+    pub memory: Option<PsiResource>,
+    /// I/O pressure.
+    pub io: Option<PsiResource>,
+}
+
+/// Load averages (× 100) and CPU utilisation since the previous snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Cpu {
+    /// 1-minute load × 100.
+    pub load1: u32,
+    /// 5-minute load × 100.
+    pub load5: u32,
+    /// 15-minute load × 100.
+    pub load15: u32,
+    /// Online CPUs.
+    pub cpus: u16,
+    /// Busy share of all CPUs since the previous sample, in hundredths of a percent.
+    pub busy: u16,
+    /// iowait share, in hundredths of a percent.
+    pub iowait: u16,
+    /// Steal share (host contention), in hundredths of a percent.
+    pub steal: u16,
+}
+
+/// What a kernel log record means for health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum KernelEventKind {
+    /// `Oops`, `BUG:`, kernel warning with a stack.
+    Oops,
+    /// `Kernel panic - not syncing`.
+    Panic,
+    /// `task ... blocked for more than N seconds`.
+    HungTask,
+    /// `watchdog: BUG: soft lockup`.
+    SoftLockup,
+    /// `rcu: INFO: rcu_sched detected stalls`.
+    RcuStall,
+    /// `Out of memory: Killed process` (victim in `subject`).
+    OomKill,
+    /// Block layer I/O error (device in `subject`).
+    IoError,
+    /// ext4/xfs/btrfs error (device in `subject`).
+    FsError,
+    /// A filesystem remounted read-only (device in `subject`).
+    RemountReadOnly,
+    /// Machine check exception.
+    MachineCheck,
+    /// A user process segfault (counted, reported sparsely).
+    Segfault,
+}
+
+/// One classified kernel log record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct KernelEvent {
+    /// Classification.
+    pub kind: KernelEventKind,
+    /// kmsg sequence number.
+    pub seq: u64,
+    /// kmsg timestamp, microseconds since boot.
+    pub timestamp_us: u64,
+    /// Device, filesystem or process the event names, when it names one.
+    pub subject: Option<Text>,
+    /// The record's text, truncated to [`crate::limits::MAX_TEXT`] bytes.
+    pub text: Text,
+}
+
+/// Running kernel event totals since the agent started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct KernelCounters {
+    /// Classified events seen (all kinds).
+    pub events: u64,
+    /// Segfaults seen.
+    pub segfaults: u64,
+    /// Events dropped by the rate limit.
+    pub dropped: u64,
+    /// Records lost because kmsg's ring buffer overwrote them (EPIPE).
+    pub overwritten: u64,
+}
+
+/// The previous boot's crash record, from pstore.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct CrashRecord {
+    /// pstore file name (e.g. `dmesg-efi-...`).
+    pub source: Text,
+    /// The tail of the record, truncated to [`crate::limits::MAX_CRASH_TEXT`] bytes.
+    pub text: Text,
+}
+
+/// A collector that failed, and why (a short message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct CollectorFailure {
+    /// Collector name (`processes`, `filesystems`, ...).
+    pub collector: Text,
+    /// What went wrong.
+    pub error: Text,
+}

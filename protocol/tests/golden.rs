@@ -1,0 +1,77 @@
+//! Golden byte vectors: one committed file per message kind. A wire change
+//! shows up as a diff here. Regenerate deliberately with
+//! `VIGIL_BLESS=1 cargo test -p vigil-protocol --test golden`.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use std::path::PathBuf;
+
+use vigil_protocol::{encode, Kind, MessageDecoder, DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION};
+
+fn golden_path(kind: Kind) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{}.hex", kind.name()))
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    for line in bytes.chunks(32) {
+        for b in line {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+#[test]
+fn every_kind_has_a_sample() {
+    let kinds: Vec<Kind> = common::one_of_each().iter().map(|m| m.kind()).collect();
+    assert_eq!(kinds, Kind::ALL.to_vec());
+}
+
+#[test]
+fn golden_vectors_match() {
+    let bless = std::env::var_os("VIGIL_BLESS").is_some();
+    let mut mismatched = Vec::new();
+    for msg in common::one_of_each() {
+        let wire = encode(&msg, PROTOCOL_VERSION).unwrap();
+        let path = golden_path(msg.kind());
+        let want = to_hex(&wire);
+        if bless {
+            std::fs::write(&path, &want).unwrap();
+            continue;
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("{}: {e} (run with VIGIL_BLESS=1 to create)", path.display())
+        });
+        if have != want {
+            mismatched.push(msg.kind().name());
+        }
+        // The committed bytes also decode back to the sample.
+        let bytes: Vec<u8> = have
+            .split_whitespace()
+            .flat_map(|l| {
+                (0..l.len())
+                    .step_by(2)
+                    .map(move |i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
+            })
+            .collect();
+        let mut dec = MessageDecoder::new(DEFAULT_MAX_PAYLOAD);
+        let mut input: &[u8] = &bytes;
+        assert_eq!(
+            dec.push(&mut input).unwrap(),
+            Some(msg.clone()),
+            "{}",
+            msg.kind().name()
+        );
+        assert!(input.is_empty());
+    }
+    assert!(
+        mismatched.is_empty(),
+        "wire format changed for {mismatched:?}; review, then VIGIL_BLESS=1"
+    );
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command: lint, unit + integration + property + scenario tests,
+# and a build of the fuzz target. Fails on the first failing step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+step() { echo; echo "== $*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace --locked
+
+step "fuzz target builds (cargo-fuzz runs it on nightly)"
+cargo check --manifest-path protocol/fuzz/Cargo.toml --quiet
+
+step "codec benchmark"
+cargo bench -p vigil-protocol --bench codec --locked
