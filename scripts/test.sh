@@ -22,3 +22,6 @@ cargo check --manifest-path protocol/fuzz/Cargo.toml --quiet
 
 step "codec benchmark"
 cargo bench -p vigil-protocol --bench codec --locked
+
+step "agent footprint (60 s against a local sink)"
+bash scripts/agent-footprint.sh 60

@@ -1,1 +1,132 @@
-fn main() {}
+//! `vigil-agent`: parse arguments, build the config, run.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use nix::sys::signal::{SigSet, Signal};
+use vigil_agent::config::{Config, DEFAULT_CONFIG_PATH};
+
+/// Vigil's in-guest health agent.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Print the default configuration (TOML) and exit.
+    #[arg(long)]
+    print_config: bool,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Report to the host until stopped.
+    Run {
+        /// Config file.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Host address: vsock://CID:PORT, unix:///path or hybrid:///path:PORT.
+        #[arg(long, env = "VIGIL_AGENT_CONNECT")]
+        connect: Option<String>,
+    },
+    /// Take one snapshot and judge it: exit 0 healthy, 1 degraded, 2 faulted.
+    Check {
+        /// Config file.
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// Print JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exit status for usage and config errors (sysexits EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+/// Exit status for a runtime failure.
+const EXIT_FAILURE: u8 = 3;
+
+fn load(path: &Path, connect: Option<String>) -> anyhow::Result<Config> {
+    let required = path.as_os_str() != DEFAULT_CONFIG_PATH;
+    let mut config = Config::load(path, required)?;
+    if let Some(c) = connect {
+        config.connect = c;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Block the stop signals in every thread and turn them into a flag.
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set.thread_block().context("cannot block signals")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = set.wait() {
+                log::info!("received {sig}");
+                flag.store(true, Ordering::Relaxed);
+            }
+        })?;
+    Ok(stop)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    if args.print_config {
+        print!("{}", Config::defaults_toml());
+        return ExitCode::SUCCESS;
+    }
+    match args.command {
+        None => {
+            eprintln!("vigil-agent: a subcommand is required (run, check); see --help");
+            ExitCode::from(2)
+        }
+        Some(Cmd::Run { config, connect }) => {
+            let config = match load(&config, connect) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("vigil-agent: {e:#}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match stop_flag().and_then(|stop| vigil_agent::client::run(config, stop)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigil-agent: {e:#}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+        Some(Cmd::Check { config, json }) => {
+            let config = match load(&config, None) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("vigil-agent: {e:#}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let result = vigil_agent::check::check(&config);
+            if json {
+                match serde_json::to_string_pretty(&result) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("vigil-agent: cannot render JSON: {e}");
+                        return ExitCode::from(EXIT_FAILURE);
+                    }
+                }
+            } else {
+                print!("{}", vigil_agent::check::render(&result));
+            }
+            ExitCode::from(result.status as u8)
+        }
+    }
+}

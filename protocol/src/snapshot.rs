@@ -51,7 +51,7 @@ pub struct ProcessSummary {
 }
 
 /// How a watched service is identified.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum WatchTarget {
     /// A process name (`comm`).

@@ -1,0 +1,697 @@
+//! The reporter: connect, handshake, heartbeat from a thread of its own,
+//! report periodically and at once on trouble, answer probes and commands,
+//! say `Bye` on stop, reconnect with capped exponential backoff and jitter.
+//!
+//! Threads: the heartbeat ticker (whole agent lifetime; writes a heartbeat
+//! when connected and pings the systemd watchdog), the kmsg follower, one
+//! reader per connection, at most one command runner. The main thread owns
+//! the collector and all decisions; the others talk to it over a channel.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use vigil_protocol::io::{write_message, MessageReader};
+use vigil_protocol::snapshot::{KernelEventKind, Snapshot};
+use vigil_protocol::transport::{self, Address, Stream};
+use vigil_protocol::*;
+
+use crate::collect::{Changes, Collector, KernelLog};
+use crate::config::Config;
+use crate::kmsg::{KmsgReader, RateLimit, ReadOutcome};
+use crate::{commands, pstore};
+
+/// How long to wait for `Welcome` after `Hello`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A write that takes longer than this means the host is stuck: reconnect.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often watched pids are checked between reports.
+const WATCH_TICK: Duration = Duration::from_secs(1);
+/// How often the main loop looks at the stop flag when idle.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Something for the main thread.
+enum Event {
+    /// New kernel events are queued; `urgent` if any warrants a report now.
+    Kernel { urgent: bool },
+    /// A message from the host on connection `conn`.
+    Host(u64, Box<Message>),
+    /// Connection `conn` ended (read error, EOF, failed heartbeat).
+    Closed(u64, String),
+    /// A command finished.
+    CommandDone(CommandResult),
+}
+
+/// The current connection's writer, shared with the heartbeat ticker.
+struct Link {
+    conn: u64,
+    stream: Stream,
+    version: u8,
+    seq: u64,
+}
+
+type Slot = Arc<Mutex<Option<Link>>>;
+
+fn lock(slot: &Slot) -> std::sync::MutexGuard<'_, Option<Link>> {
+    // A panicking holder cannot leave a half-written frame we could fix; the
+    // stream will fail and reconnect, so recover the guard.
+    slot.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Clamp host-requested settings to what this agent accepts.
+pub fn clamp(s: Settings) -> Settings {
+    Settings {
+        heartbeat_interval_ms: s.heartbeat_interval_ms.clamp(50, 60_000),
+        report_interval_ms: s.report_interval_ms.clamp(1000, 3_600_000),
+        thresholds: s.thresholds,
+    }
+}
+
+fn systemd_notify(state: &[sd_notify::NotifyState<'_>]) {
+    // A no-op unless NOTIFY_SOCKET is set (i.e. under systemd).
+    let _ = sd_notify::notify(state);
+}
+
+/// Heartbeat ticker: never waits for collectors; only for the socket.
+fn heartbeat_thread(
+    slot: Slot,
+    interval_ms: Arc<std::sync::atomic::AtomicU32>,
+    uptime: impl Fn() -> u64 + Send + 'static,
+    tx: Sender<Event>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let interval = Duration::from_millis(u64::from(interval_ms.load(Ordering::Relaxed)));
+        next += interval;
+        let now = Instant::now();
+        if next > now {
+            thread::sleep(next - now);
+        } else {
+            next = now; // fell behind (suspended guest): do not burst
+        }
+        let mut guard = lock(&slot);
+        if let Some(link) = guard.as_mut() {
+            link.seq += 1;
+            let hb = Message::Heartbeat(Heartbeat {
+                seq: link.seq,
+                uptime_ms: uptime(),
+            });
+            if let Err(e) = write_message(&mut link.stream, &hb, link.version, DEFAULT_MAX_PAYLOAD)
+            {
+                let conn = link.conn;
+                let _ = link.stream.shutdown();
+                *guard = None;
+                let _ = tx.send(Event::Closed(conn, format!("heartbeat write failed: {e}")));
+            }
+        }
+        drop(guard);
+        systemd_notify(&[sd_notify::NotifyState::Watchdog]);
+    }
+}
+
+/// kmsg follower: scan this boot's records, then follow.
+fn kmsg_thread(config: Config, log: Arc<Mutex<KernelLog>>, tx: Sender<Event>, start: Instant) {
+    let mut reader = match KmsgReader::open(&config.kmsg, false) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(
+                "kernel log unavailable: path={} error={e}",
+                config.kmsg.display()
+            );
+            return;
+        }
+    };
+    let mut limit = RateLimit::new(config.limits.kernel_events_per_minute);
+    let mut segv_limit = RateLimit::new(1);
+    loop {
+        let outcome = match reader.read_once() {
+            Ok(o) => o,
+            Err(e) => {
+                warn!("kernel log read failed, giving up on it: {e}");
+                return;
+            }
+        };
+        match outcome {
+            ReadOutcome::Idle => thread::sleep(Duration::from_millis(200)), // a plain file at EOF
+            ReadOutcome::Overwritten => {
+                log.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .counters
+                    .overwritten += 1;
+            }
+            ReadOutcome::Records(events) if events.is_empty() => {}
+            ReadOutcome::Records(events) => {
+                let now_ms = start.elapsed().as_millis() as u64;
+                let mut urgent = false;
+                let mut k = log.lock().unwrap_or_else(|p| p.into_inner());
+                for ev in events {
+                    k.counters.events += 1;
+                    let segv = ev.kind == KernelEventKind::Segfault;
+                    if segv {
+                        k.counters.segfaults += 1;
+                    }
+                    let allowed = if segv {
+                        segv_limit.allow(now_ms)
+                    } else {
+                        limit.allow(now_ms)
+                    };
+                    if allowed {
+                        urgent |= !segv;
+                        k.push(ev);
+                    } else {
+                        k.counters.dropped += 1;
+                    }
+                }
+                drop(k);
+                if tx.send(Event::Kernel { urgent }).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn reader_thread(conn: u64, reader: MessageReader<Stream>, tx: Sender<Event>) {
+    let mut reader = reader;
+    loop {
+        match reader.read_message() {
+            Ok(Some(m)) => {
+                if tx.send(Event::Host(conn, Box::new(m))).is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {
+                let _ = tx.send(Event::Closed(conn, "host closed the connection".into()));
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Event::Closed(conn, format!("{e}: {}", source_text(&e))));
+                return;
+            }
+        }
+    }
+}
+
+fn source_text(e: &dyn std::error::Error) -> String {
+    e.source().map(|s| s.to_string()).unwrap_or_default()
+}
+
+/// Read this guest's identity for `Hello`.
+fn hello(config: &Config) -> Hello {
+    let read = |p: &str| {
+        std::fs::read_to_string(config.proc_root.join(p))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let mut caps = vec![Capability::Probe, Capability::Commands, Capability::Pstore];
+    if config.kmsg.exists() {
+        caps.push(Capability::KernelLog);
+    }
+    if !config.watch.units.is_empty() {
+        caps.push(Capability::SystemdUnits);
+    }
+    let bounded = |s: String| Text::from(limits::truncate_utf8(&s, 128));
+    Hello {
+        versions: SUPPORTED,
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        boot_id: bounded(read("sys/kernel/random/boot_id")),
+        hostname: bounded(
+            sysinfo::System::host_name().unwrap_or_else(|_| read("sys/kernel/hostname")),
+        ),
+        kernel_release: bounded(
+            sysinfo::System::kernel_version().unwrap_or_else(|_| read("sys/kernel/osrelease")),
+        ),
+        capabilities: caps,
+    }
+}
+
+/// Why a session ended.
+enum End {
+    /// Stop requested; `Bye` was sent.
+    Stopped,
+    /// The connection broke or the host closed it.
+    Lost(String),
+}
+
+/// Handshake errors that deserve a long back-off.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("host refused: {0}")]
+    Refused(String),
+    #[error("handshake failed: {0}")]
+    Failed(String),
+}
+
+fn handshake(
+    stream: &mut Stream,
+    config: &Config,
+) -> Result<(Welcome, MessageReader<Stream>), HandshakeError> {
+    let fail = |e: &dyn std::fmt::Display| HandshakeError::Failed(e.to_string());
+    stream
+        .set_write_timeout(Some(WRITE_TIMEOUT))
+        .map_err(|e| fail(&e))?;
+    write_message(
+        stream,
+        &Message::Hello(hello(config)),
+        PROTOCOL_VERSION,
+        DEFAULT_MAX_PAYLOAD,
+    )
+    .map_err(|e| fail(&e))?;
+    let rs = stream.try_clone().map_err(|e| fail(&e))?;
+    rs.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(|e| fail(&e))?;
+    let mut reader = MessageReader::new(rs, DEFAULT_MAX_PAYLOAD);
+    match reader.read_message() {
+        Ok(Some(Message::Welcome(w))) => {
+            if negotiate(
+                SUPPORTED,
+                VersionRange {
+                    min: w.version,
+                    max: w.version,
+                },
+            )
+            .is_err()
+            {
+                return Err(HandshakeError::Refused(format!(
+                    "host chose unsupported version {}",
+                    w.version
+                )));
+            }
+            reader.decoder().set_version(w.version);
+            reader
+                .get_ref()
+                .set_read_timeout(None)
+                .map_err(|e| fail(&e))?;
+            Ok((w, reader))
+        }
+        Ok(Some(Message::Refused(r))) => Err(HandshakeError::Refused(format!(
+            "{} (host speaks {}..={}, we speak {}..={})",
+            r.reason, r.supported.min, r.supported.max, SUPPORTED.min, SUPPORTED.max
+        ))),
+        Ok(Some(other)) => Err(fail(&format!(
+            "expected welcome, got {}",
+            other.kind().name()
+        ))),
+        Ok(None) => Err(fail(&"host closed the connection")),
+        Err(e) => Err(fail(&format!("{e}: {}", source_text(&e)))),
+    }
+}
+
+/// The agent's main loop state.
+pub struct Agent {
+    config: Config,
+    stop: Arc<AtomicBool>,
+    collector: Collector,
+    kernel: Arc<Mutex<KernelLog>>,
+    slot: Slot,
+    heartbeat_ms: Arc<std::sync::atomic::AtomicU32>,
+    tx: Sender<Event>,
+    rx: Receiver<Event>,
+    conn: u64,
+    command_running: bool,
+    deny_log: RateLimit,
+    started: Instant,
+}
+
+impl Agent {
+    /// An agent for `config` that runs until `stop` is set.
+    pub fn new(config: Config, stop: Arc<AtomicBool>) -> Agent {
+        let (tx, rx) = mpsc::channel();
+        Agent {
+            collector: Collector::new(&config),
+            kernel: Arc::default(),
+            slot: Arc::default(),
+            heartbeat_ms: Arc::new(Settings::default().heartbeat_interval_ms.into()),
+            tx,
+            rx,
+            conn: 0,
+            command_running: false,
+            deny_log: RateLimit::new(10),
+            started: Instant::now(),
+            config,
+            stop,
+        }
+    }
+
+    /// Run until stopped. Returns only on stop (or a fatal setup error).
+    pub fn run(mut self) -> anyhow::Result<()> {
+        let addr: Address = self.config.address()?;
+        {
+            let (c, k, t) = (self.config.clone(), self.kernel.clone(), self.tx.clone());
+            let start = self.started;
+            thread::Builder::new()
+                .name("kmsg".into())
+                .spawn(move || kmsg_thread(c, k, t, start))?;
+        }
+        {
+            let (slot, ms, tx, stop) = (
+                self.slot.clone(),
+                self.heartbeat_ms.clone(),
+                self.tx.clone(),
+                self.stop.clone(),
+            );
+            let proc_root = self.config.proc_root.clone();
+            let uptime = move || crate::collect::uptime_ms(&proc_root).unwrap_or(0);
+            thread::Builder::new()
+                .name("heartbeat".into())
+                .spawn(move || heartbeat_thread(slot, ms, uptime, tx, stop))?;
+        }
+        let max_backoff = Duration::from_millis(self.config.limits.max_backoff_ms);
+        let mut backoff = Duration::from_millis(100);
+        let mut notified = false;
+        let mut last_error = String::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            let attempt = transport::connect(&addr, HANDSHAKE_TIMEOUT)
+                .map_err(|e| format!("{e}: {}", source_text(&e)))
+                .and_then(|mut s| {
+                    handshake(&mut s, &self.config)
+                        .map(|(w, r)| (s, w, r))
+                        .map_err(|e| {
+                            if matches!(e, HandshakeError::Refused(_)) {
+                                backoff = max_backoff;
+                            }
+                            e.to_string()
+                        })
+                });
+            if !notified {
+                systemd_notify(&[sd_notify::NotifyState::Ready]);
+                notified = true;
+            }
+            match attempt {
+                Ok((stream, welcome, reader)) => {
+                    info!("connected: addr={addr} version={}", welcome.version);
+                    last_error.clear();
+                    let began = Instant::now();
+                    match self.session(stream, welcome, reader) {
+                        End::Stopped => break,
+                        End::Lost(why) => warn!("disconnected: addr={addr} reason={why}"),
+                    }
+                    if began.elapsed() > Duration::from_secs(10) {
+                        backoff = Duration::from_millis(100);
+                    }
+                }
+                Err(e) => {
+                    // Log each distinct failure once, not every retry.
+                    if e != last_error {
+                        warn!("cannot reach host: addr={addr} error={e}; retrying with back-off");
+                        last_error = e;
+                    }
+                }
+            }
+            self.sleep_interruptibly(jitter(backoff, self.started.elapsed().subsec_nanos()));
+            backoff = (backoff * 2).min(max_backoff);
+        }
+        info!("stopped");
+        Ok(())
+    }
+
+    fn sleep_interruptibly(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= until {
+                return;
+            }
+            // Drain stray events (a dead connection's reader, kernel events
+            // keep queueing in the bounded log).
+            let _ = self.rx.recv_timeout((until - now).min(STOP_POLL));
+        }
+    }
+
+    fn send(&mut self, msg: &Message) -> io::Result<()> {
+        let mut guard = lock(&self.slot);
+        let Some(link) = guard.as_mut() else {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "not connected"));
+        };
+        if let Err(e) = write_message(&mut link.stream, msg, link.version, DEFAULT_MAX_PAYLOAD) {
+            let _ = link.stream.shutdown();
+            *guard = None;
+            return Err(io::Error::other(format!("{e}: {}", source_text(&e))));
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> (Snapshot, Changes) {
+        let (mut s, changes) = self.collector.snapshot();
+        let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+        s.kernel_events = k.drain();
+        s.kernel_counters = k.counters;
+        (s, changes)
+    }
+
+    fn report(&mut self, seq: &mut u64, trigger: ReportTrigger) -> io::Result<()> {
+        let (mut snapshot, changes) = self.snapshot();
+        let trigger = match trigger {
+            ReportTrigger::Periodic if changes.read_only => ReportTrigger::ReadOnlyRemount,
+            ReportTrigger::Periodic if changes.service => ReportTrigger::ServiceChange,
+            t => t,
+        };
+        let crash = pstore::unreported(
+            &self.config.sys_root.join("fs/pstore"),
+            &self.config.state_dir,
+        );
+        snapshot.crash_record = crash.clone();
+        *seq += 1;
+        let events = snapshot.kernel_events.clone();
+        match self.send(&Message::Report(Report {
+            seq: *seq,
+            trigger,
+            snapshot,
+        })) {
+            Ok(()) => {
+                if crash.is_some() {
+                    if let Err(e) = pstore::mark_reported(&self.config.state_dir) {
+                        warn!("cannot remember pstore record as reported: {e}");
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.kernel
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .requeue(events);
+                Err(e)
+            }
+        }
+    }
+
+    fn session(&mut self, stream: Stream, welcome: Welcome, reader: MessageReader<Stream>) -> End {
+        self.conn += 1;
+        let conn = self.conn;
+        let mut settings = clamp(welcome.settings);
+        self.heartbeat_ms
+            .store(settings.heartbeat_interval_ms, Ordering::Relaxed);
+        let closer = match stream.try_clone() {
+            Ok(c) => c,
+            Err(e) => return End::Lost(format!("cannot clone stream: {e}")),
+        };
+        *lock(&self.slot) = Some(Link {
+            conn,
+            stream,
+            version: welcome.version,
+            seq: 0,
+        });
+        let tx = self.tx.clone();
+        if let Err(e) = thread::Builder::new()
+            .name("reader".into())
+            .spawn(move || reader_thread(conn, reader, tx))
+        {
+            return End::Lost(format!("cannot start reader: {e}"));
+        }
+        let mut report_seq = 0;
+        let end = self.session_loop(conn, &mut settings, &mut report_seq);
+        let _ = closer.shutdown(); // ends the reader thread
+        *lock(&self.slot) = None;
+        end
+    }
+
+    fn session_loop(&mut self, conn: u64, settings: &mut Settings, seq: &mut u64) -> End {
+        if let Err(e) = self.report(seq, ReportTrigger::Connected) {
+            return End::Lost(e.to_string());
+        }
+        let mut next_report =
+            Instant::now() + Duration::from_millis(settings.report_interval_ms.into());
+        let mut next_watch = Instant::now() + WATCH_TICK;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                let reason = if shutting_down() {
+                    ByeReason::Shutdown
+                } else {
+                    ByeReason::Stopped
+                };
+                info!("stopping: sending bye reason={reason:?}");
+                if let Err(e) = self.send(&Message::Bye(Bye { reason })) {
+                    warn!("could not send bye: {e}");
+                }
+                return End::Stopped;
+            }
+            let now = Instant::now();
+            if now >= next_report {
+                if let Err(e) = self.report(seq, ReportTrigger::Periodic) {
+                    return End::Lost(e.to_string());
+                }
+                next_report = now + Duration::from_millis(settings.report_interval_ms.into());
+                continue;
+            }
+            if now >= next_watch {
+                next_watch = now + WATCH_TICK;
+                if self.collector.watch_changed() {
+                    if let Err(e) = self.report(seq, ReportTrigger::ServiceChange) {
+                        return End::Lost(e.to_string());
+                    }
+                }
+                continue;
+            }
+            let wait = next_report
+                .min(next_watch)
+                .saturating_duration_since(now)
+                .min(STOP_POLL);
+            let ev = match self.rx.recv_timeout(wait) {
+                Ok(ev) => ev,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return End::Lost("internal channel closed".into())
+                }
+            };
+            let r = match ev {
+                Event::Kernel { urgent } if urgent => self.report(seq, ReportTrigger::KernelEvent),
+                Event::Kernel { .. } => Ok(()),
+                Event::Closed(c, why) if c == conn => return End::Lost(why),
+                Event::Closed(..) => Ok(()), // an older connection's reader
+                Event::Host(c, msg) if c == conn => self.on_host(*msg, settings),
+                Event::Host(..) => Ok(()),
+                Event::CommandDone(result) => {
+                    self.command_running = false;
+                    self.send(&Message::CommandResult(result))
+                }
+            };
+            if let Err(e) = r {
+                return End::Lost(e.to_string());
+            }
+        }
+    }
+
+    fn on_host(&mut self, msg: Message, settings: &mut Settings) -> io::Result<()> {
+        match msg {
+            Message::Probe(Probe { id }) => {
+                let (snapshot, _) = self.snapshot();
+                self.send(&Message::ProbeReply(ProbeReply { id, snapshot }))
+            }
+            Message::Command(Command { id, action }) => self.on_command(id, action),
+            Message::Config(vigil_protocol::Config { settings: s }) => {
+                *settings = clamp(s);
+                self.heartbeat_ms
+                    .store(settings.heartbeat_interval_ms, Ordering::Relaxed);
+                info!(
+                    "settings changed: heartbeat_ms={} report_ms={}",
+                    settings.heartbeat_interval_ms, settings.report_interval_ms
+                );
+                Ok(())
+            }
+            other => {
+                debug!("ignoring unexpected {} from host", other.kind().name());
+                Ok(())
+            }
+        }
+    }
+
+    fn on_command(&mut self, id: u32, action: CommandAction) -> io::Result<()> {
+        let what = commands::describe(&action);
+        let Some(entry) = commands::lookup(&self.config, &action).cloned() else {
+            if self
+                .deny_log
+                .allow(self.started.elapsed().as_millis() as u64)
+            {
+                warn!("denied host command not in allow-list: {what}");
+            }
+            return self.send(&Message::CommandResult(CommandResult {
+                id,
+                outcome: CommandOutcome::Denied,
+            }));
+        };
+        if self.command_running {
+            return self.send(&Message::CommandResult(CommandResult {
+                id,
+                outcome: CommandOutcome::Busy,
+            }));
+        }
+        info!("running host command: {what}");
+        self.command_running = true;
+        let tx = self.tx.clone();
+        let spawned = thread::Builder::new()
+            .name("command".into())
+            .spawn(move || {
+                let outcome = commands::run(&entry);
+                let _ = tx.send(Event::CommandDone(CommandResult { id, outcome }));
+            });
+        if let Err(e) = spawned {
+            self.command_running = false;
+            let outcome = CommandOutcome::Failed {
+                exit_code: None,
+                detail: Text::from(format!("cannot start: {e}")),
+            };
+            return self.send(&Message::CommandResult(CommandResult { id, outcome }));
+        }
+        Ok(())
+    }
+}
+
+/// ±20 % jitter from a cheap seed (no RNG dependency needed for this).
+fn jitter(d: Duration, seed: u32) -> Duration {
+    let x = seed.wrapping_mul(2_654_435_761) % 401; // 0..=400
+    d * (800 + x) / 1000
+}
+
+/// Whether systemd says the system is going down.
+fn shutting_down() -> bool {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return false;
+    }
+    std::process::Command::new("systemctl")
+        .arg("is-system-running")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "stopping")
+        .unwrap_or(false)
+}
+
+/// Run one agent for `config` until a stop signal; `error!`s a fatal error.
+pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    Agent::new(config, stop)
+        .run()
+        .inspect_err(|e| error!("{e:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_twenty_percent() {
+        for seed in [0, 1, 7, 12345, u32::MAX] {
+            let j = jitter(Duration::from_millis(1000), seed);
+            assert!(
+                j >= Duration::from_millis(800) && j <= Duration::from_millis(1200),
+                "{j:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_are_clamped() {
+        let s = clamp(Settings {
+            heartbeat_interval_ms: 1,
+            report_interval_ms: u32::MAX,
+            ..Settings::default()
+        });
+        assert_eq!(
+            (s.heartbeat_interval_ms, s.report_interval_ms),
+            (50, 3_600_000)
+        );
+    }
+}

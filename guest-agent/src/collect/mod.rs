@@ -1,0 +1,244 @@
+//! Collectors: each reads under a root path given to it (so tests run on
+//! fake trees) and a failing collector leaves its part empty and names the
+//! failure in the snapshot, never failing the whole snapshot.
+
+pub mod fs;
+pub mod mem;
+pub mod procs;
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use vigil_protocol::limits::{truncate_utf8, MAX_FAILURES, MAX_KERNEL_EVENTS, MAX_TEXT};
+use vigil_protocol::snapshot::{CollectorFailure, KernelCounters, KernelEvent, Snapshot};
+use vigil_protocol::Text;
+
+use crate::config::Config;
+
+/// Where the collectors read.
+#[derive(Debug, Clone)]
+pub struct Roots {
+    /// procfs.
+    pub proc_root: PathBuf,
+    /// sysfs.
+    pub sys_root: PathBuf,
+    /// Root for statvfs of mount points.
+    pub fs_root: PathBuf,
+}
+
+impl Roots {
+    /// From the agent config.
+    pub fn from_config(c: &Config) -> Roots {
+        Roots {
+            proc_root: c.proc_root.clone(),
+            sys_root: c.sys_root.clone(),
+            fs_root: c.fs_root.clone(),
+        }
+    }
+}
+
+/// What changed since the previous snapshot that warrants an immediate report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// A watched service changed state.
+    pub service: bool,
+    /// A filesystem went read-only.
+    pub read_only: bool,
+}
+
+/// Stateful snapshot taker (CPU deltas, watch pids, read-only flags).
+#[derive(Debug)]
+pub struct Collector {
+    roots: Roots,
+    watch_processes: Vec<String>,
+    watch_units: Vec<String>,
+    watch: procs::WatchState,
+    prev_ticks: Option<mem::Ticks>,
+    read_only: std::collections::HashSet<String>,
+}
+
+impl Collector {
+    /// A collector for `config`'s roots and watch list.
+    pub fn new(config: &Config) -> Collector {
+        Collector {
+            roots: Roots::from_config(config),
+            watch_processes: config.watch.processes.clone(),
+            watch_units: config.watch.units.clone(),
+            watch: procs::WatchState::default(),
+            prev_ticks: None,
+            read_only: Default::default(),
+        }
+    }
+
+    /// Whether a watched service changed since the last snapshot (cheap).
+    pub fn watch_changed(&self) -> bool {
+        self.watch
+            .quick_changed(&self.roots.proc_root, &self.roots.sys_root)
+    }
+
+    /// Take a snapshot; kernel events and counters are filled by the caller.
+    pub fn snapshot(&mut self) -> (Snapshot, Changes) {
+        let mut s = Snapshot::default();
+        let mut changes = Changes::default();
+        let mut fail = |collector: &str, error: String| {
+            if s.failures.len() < MAX_FAILURES {
+                s.failures.push(CollectorFailure {
+                    collector: collector.into(),
+                    error: Text::from(truncate_utf8(&error, MAX_TEXT)),
+                });
+            }
+        };
+        let r = &self.roots;
+        s.uptime_ms = uptime_ms(&r.proc_root).unwrap_or(0);
+        s.wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+
+        let procs = match procs::read_processes(&r.proc_root) {
+            Ok(p) => p,
+            Err(e) => {
+                fail("processes", e);
+                Vec::new()
+            }
+        };
+        if !procs.is_empty() {
+            s.processes = Some(procs::summarize(&procs));
+        }
+        let units: Vec<(String, Option<u32>)> = self
+            .watch_units
+            .iter()
+            .map(|u| (u.clone(), procs::unit_pid(&r.sys_root, u)))
+            .collect();
+        let (watched, changed) = self.watch.update(&self.watch_processes, &units, &procs);
+        s.watched = watched;
+        changes.service = changed;
+
+        match std::fs::read_to_string(r.proc_root.join("self/mountinfo")) {
+            Ok(text) => {
+                let mut now_ro = std::collections::HashSet::new();
+                for m in fs::parse_mountinfo(&text) {
+                    match fs::stat(&r.fs_root, &m) {
+                        Ok(f) => {
+                            if f.read_only {
+                                now_ro.insert(f.mount_point.to_string());
+                            }
+                            s.filesystems.push(f);
+                        }
+                        Err(e) => fail("filesystems", e),
+                    }
+                }
+                changes.read_only = now_ro.difference(&self.read_only).next().is_some();
+                self.read_only = now_ro;
+            }
+            Err(e) => fail("filesystems", format!("mountinfo: {e}")),
+        }
+        match mem::memory(&r.proc_root) {
+            Ok(m) => s.memory = Some(m),
+            Err(e) => fail("memory", e),
+        }
+        s.pressure = mem::pressure(&r.proc_root);
+        match mem::cpu(&r.proc_root, &mut self.prev_ticks) {
+            Ok(c) => s.cpu = Some(c),
+            Err(e) => fail("cpu", e),
+        }
+        (s, changes)
+    }
+}
+
+/// Guest uptime in ms from `/proc/uptime`.
+pub fn uptime_ms(proc_root: &std::path::Path) -> Option<u64> {
+    let t = std::fs::read_to_string(proc_root.join("uptime")).ok()?;
+    let secs = t.split_whitespace().next()?;
+    let (s, frac) = secs.split_once('.').unwrap_or((secs, "0"));
+    let ms: String = frac.chars().chain("000".chars()).take(3).collect();
+    Some(s.parse::<u64>().ok()? * 1000 + ms.parse::<u64>().ok()?)
+}
+
+/// Bounded store of kernel events waiting to be reported, with counters.
+/// Oldest events are dropped first when full (and counted).
+#[derive(Debug, Default)]
+pub struct KernelLog {
+    pending: std::collections::VecDeque<KernelEvent>,
+    /// Running totals.
+    pub counters: KernelCounters,
+    /// Kinds seen this boot (for `check`).
+    pub seen: Vec<KernelEvent>,
+}
+
+impl KernelLog {
+    /// Queue an event that passed the rate limit.
+    pub fn push(&mut self, ev: KernelEvent) {
+        if self.seen.len() < MAX_KERNEL_EVENTS {
+            self.seen.push(ev.clone());
+        }
+        if self.pending.len() == MAX_KERNEL_EVENTS {
+            self.pending.pop_front();
+            self.counters.dropped += 1;
+        }
+        self.pending.push_back(ev);
+    }
+
+    /// Take everything pending.
+    pub fn drain(&mut self) -> Vec<KernelEvent> {
+        self.pending.drain(..).collect()
+    }
+
+    /// Put events back at the front (a report that could not be sent).
+    pub fn requeue(&mut self, events: Vec<KernelEvent>) {
+        for ev in events.into_iter().rev() {
+            if self.pending.len() == MAX_KERNEL_EVENTS {
+                self.counters.dropped += 1;
+                continue;
+            }
+            self.pending.push_front(ev);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_protocol::snapshot::KernelEventKind;
+
+    #[test]
+    fn a_snapshot_of_an_empty_tree_is_partial_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            proc_root: dir.path().join("proc"),
+            sys_root: dir.path().join("sys"),
+            fs_root: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let (s, _) = Collector::new(&config).snapshot();
+        let failed: Vec<&str> = s.failures.iter().map(|f| f.collector.as_str()).collect();
+        assert_eq!(failed, ["processes", "filesystems", "memory", "cpu"]);
+        assert_eq!(s.processes, None);
+    }
+
+    #[test]
+    fn a_snapshot_of_this_machine_has_the_basics() {
+        let (s, _) = Collector::new(&Config::default()).snapshot();
+        assert!(s.processes.unwrap().total > 0);
+        assert!(s.memory.unwrap().total_bytes > 0);
+        assert!(s.cpu.is_some());
+        assert!(s.uptime_ms > 0);
+    }
+
+    #[test]
+    fn kernel_log_is_bounded_and_counts_drops() {
+        let mut k = KernelLog::default();
+        for i in 0..(MAX_KERNEL_EVENTS as u64 + 5) {
+            k.push(KernelEvent {
+                kind: KernelEventKind::IoError,
+                seq: i,
+                timestamp_us: i,
+                subject: None,
+                text: "x".into(),
+            });
+        }
+        assert_eq!(k.counters.dropped, 5);
+        let d = k.drain();
+        assert_eq!(d.len(), MAX_KERNEL_EVENTS);
+        assert_eq!(d[0].seq, 5);
+    }
+}

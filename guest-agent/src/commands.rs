@@ -1,0 +1,162 @@
+//! Host commands: looked up in the agent's own allow-list, run with a
+//! timeout, answered with a bounded outcome. Nothing from the wire reaches
+//! the program's arguments.
+
+use std::io::Read;
+use std::process::{Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use vigil_protocol::limits::{truncate_utf8, MAX_TEXT};
+use vigil_protocol::{CommandAction, CommandOutcome, Text};
+
+use crate::config::{Allowed, AllowedAction, Config};
+
+/// The allow-list entry a command maps to, or `None` (denied).
+pub fn lookup<'a>(config: &'a Config, action: &CommandAction) -> Option<&'a Allowed> {
+    match action {
+        CommandAction::RestartService(n) => config.allowed(AllowedAction::RestartService, n),
+        CommandAction::Repair(n) => config.allowed(AllowedAction::Repair, n),
+        CommandAction::Reboot => config.allowed(AllowedAction::Reboot, "reboot"),
+    }
+}
+
+/// A name for logs: the action and the requested name, bounded.
+pub fn describe(action: &CommandAction) -> String {
+    match action {
+        CommandAction::RestartService(n) => format!("restart-service {:?}", truncate_utf8(n, 64)),
+        CommandAction::Repair(n) => format!("repair {:?}", truncate_utf8(n, 64)),
+        CommandAction::Reboot => "reboot".into(),
+    }
+}
+
+/// Run an allow-listed entry to completion or its timeout.
+pub fn run(entry: &Allowed) -> CommandOutcome {
+    let Some((prog, args)) = entry.argv.split_first() else {
+        return CommandOutcome::Failed {
+            exit_code: None,
+            detail: "empty argv".into(),
+        };
+    };
+    let mut child = match Process::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return CommandOutcome::Failed {
+                exit_code: None,
+                detail: Text::from(format!("cannot run {prog}: {e}")),
+            }
+        }
+    };
+    // Drain output on a helper thread so a chatty program cannot block on a
+    // full pipe; keep only the tail.
+    let mut stderr = child.stderr.take();
+    let mut stdout = child.stdout.take();
+    let drain = std::thread::spawn(move || {
+        let mut tail = Vec::new();
+        let mut buf = [0u8; 1024];
+        for r in [
+            stderr.as_mut().map(|s| s as &mut dyn Read),
+            stdout.as_mut().map(|s| s as &mut dyn Read),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 4 * MAX_TEXT {
+                    tail.drain(..tail.len() - 2 * MAX_TEXT);
+                }
+            }
+        }
+        tail
+    });
+    let deadline = Instant::now() + Duration::from_secs(entry.timeout_s);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => break None,
+        }
+    };
+    let tail = drain.join().unwrap_or_default();
+    let text = String::from_utf8_lossy(&tail);
+    let text = text.trim();
+    let mut start = text.len().saturating_sub(MAX_TEXT);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let detail = Text::from(text[start..].trim_start());
+    match status {
+        Some(st) if st.success() => CommandOutcome::Succeeded,
+        Some(st) => CommandOutcome::Failed {
+            exit_code: st.code(),
+            detail,
+        },
+        None => CommandOutcome::Failed {
+            exit_code: None,
+            detail: Text::from(format!("timed out after {} s", entry.timeout_s)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(argv: &[&str], timeout_s: u64) -> Allowed {
+        Allowed {
+            action: AllowedAction::Repair,
+            name: "x".into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            timeout_s,
+        }
+    }
+
+    #[test]
+    fn outcomes() {
+        assert_eq!(run(&entry(&["/bin/true"], 5)), CommandOutcome::Succeeded);
+        assert_eq!(
+            run(&entry(&["/bin/sh", "-c", "echo broken >&2; exit 3"], 5)),
+            CommandOutcome::Failed {
+                exit_code: Some(3),
+                detail: "broken".into()
+            }
+        );
+        assert!(matches!(
+            run(&entry(&["/bin/sleep", "10"], 1)),
+            CommandOutcome::Failed { exit_code: None, detail } if detail.contains("timed out")
+        ));
+        assert!(matches!(
+            run(&entry(&["/nonexistent"], 1)),
+            CommandOutcome::Failed {
+                exit_code: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn lookup_only_finds_listed_names() {
+        let config = Config {
+            allow: vec![entry(&["/bin/true"], 5)],
+            ..Config::default()
+        };
+        assert!(lookup(&config, &CommandAction::Repair("x".into())).is_some());
+        assert!(lookup(&config, &CommandAction::RestartService("x".into())).is_none());
+        assert!(lookup(&config, &CommandAction::Repair("../x".into())).is_none());
+        assert!(lookup(&config, &CommandAction::Reboot).is_none());
+    }
+}

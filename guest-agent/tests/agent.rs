@@ -1,0 +1,439 @@
+//! The real `vigil-agent` binary against a fake host on a Unix socket:
+//! handshake, heartbeat cadence while a collector is stuck, immediate report
+//! on a kernel error, probe, allowed and denied commands, `Bye` on SIGTERM,
+//! reconnect after the host restarts, and `check`'s exit status.
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+use std::io::Write;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vigil_protocol::io::{write_message, MessageReader};
+use vigil_protocol::snapshot::KernelEventKind;
+use vigil_protocol::*;
+
+/// The agent process; killed on drop even when an assertion fails.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_agent(config: &Path) -> Agent {
+    let child = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "debug")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Agent(child)
+}
+
+struct Host {
+    stream: UnixStream,
+    reader: MessageReader<UnixStream>,
+}
+
+impl Host {
+    /// Accept the agent, check its hello, welcome it.
+    fn accept(listener: &UnixListener, heartbeat_ms: u32) -> (Host, Hello) {
+        listener.set_nonblocking(false).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = MessageReader::new(stream.try_clone().unwrap(), DEFAULT_MAX_PAYLOAD);
+        let hello = match reader.read_message().unwrap() {
+            Some(Message::Hello(h)) => h,
+            other => panic!("expected hello, got {other:?}"),
+        };
+        let mut host = Host { stream, reader };
+        let settings = Settings {
+            heartbeat_interval_ms: heartbeat_ms,
+            report_interval_ms: 60_000,
+            ..Settings::default()
+        };
+        host.send(&Message::Welcome(Welcome {
+            version: 1,
+            settings,
+        }));
+        host.reader.decoder().set_version(1);
+        (host, hello)
+    }
+
+    fn send(&mut self, m: &Message) {
+        write_message(&mut self.stream, m, 1, DEFAULT_MAX_PAYLOAD).unwrap();
+    }
+
+    fn next(&mut self) -> Message {
+        self.reader
+            .read_message()
+            .unwrap()
+            .expect("agent closed the connection")
+    }
+
+    /// The next message that is not a heartbeat or a periodic/connect report.
+    fn next_interesting(&mut self) -> Message {
+        loop {
+            match self.next() {
+                Message::Heartbeat(_) => {}
+                Message::Report(r)
+                    if matches!(
+                        r.trigger,
+                        ReportTrigger::Connected | ReportTrigger::Periodic
+                    ) => {}
+                m => return m,
+            }
+        }
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    sock: PathBuf,
+    kmsg: PathBuf,
+    config: PathBuf,
+}
+
+fn fixture(extra: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("host.sock");
+    let kmsg = dir.path().join("kmsg");
+    std::fs::write(&kmsg, "6,1,100,-;Linux version 6.1.0\n").unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "connect = \"unix://{}\"\nkmsg = \"{}\"\nstate_dir = \"{}\"\n[limits]\nmax_backoff_ms = 300\n{extra}",
+            sock.display(),
+            kmsg.display(),
+            dir.path().join("run").display()
+        ),
+    )
+    .unwrap();
+    Fixture {
+        dir,
+        sock,
+        kmsg,
+        config,
+    }
+}
+
+#[test]
+fn handshake_then_connect_report_then_heartbeats_at_cadence() {
+    let f = fixture("");
+    let listener = UnixListener::bind(&f.sock).unwrap();
+    let _agent = spawn_agent(&f.config);
+    let (mut host, hello) = Host::accept(&listener, 100);
+    assert_eq!(hello.versions, SUPPORTED);
+    assert_eq!(
+        hello.boot_id.len(),
+        36,
+        "boot id from /proc: {:?}",
+        hello.boot_id
+    );
+    assert!(!hello.kernel_release.is_empty());
+    match host.next() {
+        Message::Report(r) => {
+            assert_eq!(r.trigger, ReportTrigger::Connected);
+            assert!(r.snapshot.processes.unwrap().total > 0);
+            assert!(r.snapshot.memory.is_some());
+        }
+        m => panic!("expected the connect report, got {m:?}"),
+    }
+    let start = Instant::now();
+    let mut seqs = Vec::new();
+    while start.elapsed() < Duration::from_secs(2) {
+        if let Message::Heartbeat(h) = host.next() {
+            seqs.push(h.seq);
+        }
+    }
+    // 100 ms interval over 2 s: about 20, allow for a slow machine.
+    assert!(
+        (12..=25).contains(&seqs.len()),
+        "{} heartbeats in 2 s",
+        seqs.len()
+    );
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "heartbeat seqs not consecutive: {seqs:?}"
+    );
+}
+
+#[test]
+fn heartbeats_continue_while_a_collector_is_stuck() {
+    // meminfo is a FIFO nobody writes: the collector blocks opening it forever.
+    let f = fixture("");
+    let proc = f.dir.path().join("proc");
+    std::fs::create_dir_all(&proc).unwrap();
+    nix::unistd::mkfifo(&proc.join("meminfo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut text = std::fs::read_to_string(&f.config).unwrap();
+    text = format!("proc_root = \"{}\"\n{text}", proc.display());
+    std::fs::write(&f.config, text).unwrap();
+    let listener = UnixListener::bind(&f.sock).unwrap();
+    let _agent = spawn_agent(&f.config);
+    let (mut host, _) = Host::accept(&listener, 100);
+    let start = Instant::now();
+    let mut beats = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        match host.next() {
+            Message::Heartbeat(_) => beats += 1,
+            m => panic!("the stuck collector cannot have produced {m:?}"),
+        }
+    }
+    assert!(
+        beats >= 12,
+        "only {beats} heartbeats while the collector was stuck"
+    );
+}
+
+#[test]
+fn a_kernel_error_is_reported_at_once() {
+    let f = fixture("");
+    let listener = UnixListener::bind(&f.sock).unwrap();
+    let _agent = spawn_agent(&f.config);
+    let (mut host, _) = Host::accept(&listener, 200);
+    assert!(matches!(host.next(), Message::Report(_)));
+    let appended = Instant::now();
+    let mut k = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&f.kmsg)
+        .unwrap();
+    writeln!(
+        k,
+        "3,2,5000000,-;I/O error, dev vdb, sector 2048 op 0x1:(WRITE) flags 0x800"
+    )
+    .unwrap();
+    match host.next_interesting() {
+        Message::Report(r) => {
+            assert_eq!(r.trigger, ReportTrigger::KernelEvent);
+            let ev = &r.snapshot.kernel_events[0];
+            assert_eq!(
+                (ev.kind, ev.subject.as_deref()),
+                (KernelEventKind::IoError, Some("vdb"))
+            );
+        }
+        m => panic!("expected a kernel-event report, got {m:?}"),
+    }
+    assert!(
+        appended.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        appended.elapsed()
+    );
+}
+
+#[test]
+fn probe_and_commands_allowed_and_denied() {
+    let f = fixture("");
+    let marker = f.dir.path().join("fixed");
+    let mut text = std::fs::read_to_string(&f.config).unwrap();
+    text.push_str(&format!(
+        "[[allow]]\naction = \"repair\"\nname = \"fix\"\nargv = [\"/bin/sh\", \"-c\", \"touch {}\"]\n",
+        marker.display()
+    ));
+    std::fs::write(&f.config, text).unwrap();
+    let listener = UnixListener::bind(&f.sock).unwrap();
+    let _agent = spawn_agent(&f.config);
+    let (mut host, _) = Host::accept(&listener, 200);
+
+    host.send(&Message::Probe(Probe { id: 7 }));
+    match host.next_interesting() {
+        Message::ProbeReply(p) => {
+            assert_eq!(p.id, 7);
+            assert!(p.snapshot.processes.is_some());
+        }
+        m => panic!("expected a probe reply, got {m:?}"),
+    }
+
+    host.send(&Message::Command(vigil_protocol::Command {
+        id: 1,
+        action: CommandAction::RestartService("sshd".into()),
+    }));
+    assert_eq!(
+        host.next_interesting(),
+        Message::CommandResult(CommandResult {
+            id: 1,
+            outcome: CommandOutcome::Denied
+        })
+    );
+    host.send(&Message::Command(vigil_protocol::Command {
+        id: 2,
+        action: CommandAction::Repair("fix; rm -rf /".into()),
+    }));
+    assert_eq!(
+        host.next_interesting(),
+        Message::CommandResult(CommandResult {
+            id: 2,
+            outcome: CommandOutcome::Denied
+        })
+    );
+    host.send(&Message::Command(vigil_protocol::Command {
+        id: 3,
+        action: CommandAction::Repair("fix".into()),
+    }));
+    assert_eq!(
+        host.next_interesting(),
+        Message::CommandResult(CommandResult {
+            id: 3,
+            outcome: CommandOutcome::Succeeded
+        })
+    );
+    assert!(marker.exists());
+}
+
+#[test]
+fn sigterm_sends_bye_and_exits_cleanly() {
+    let f = fixture("");
+    let listener = UnixListener::bind(&f.sock).unwrap();
+    let mut agent = spawn_agent(&f.config);
+    let (mut host, _) = Host::accept(&listener, 200);
+    assert!(matches!(host.next(), Message::Report(_)));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.0.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(
+        host.next_interesting(),
+        Message::Bye(Bye {
+            reason: ByeReason::Stopped
+        })
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = agent.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn reconnects_after_the_host_restarts() {
+    let f = fixture("");
+    let listener = UnixListener::bind(&f.sock).unwrap();
+    let _agent = spawn_agent(&f.config);
+    let (host, first) = Host::accept(&listener, 200);
+    drop(host);
+    drop(listener);
+    std::fs::remove_file(&f.sock).unwrap();
+    std::thread::sleep(Duration::from_millis(700)); // the agent retries against nothing
+    let listener = UnixListener::bind(&f.sock).unwrap();
+    let t = Instant::now();
+    let (mut host, second) = Host::accept(&listener, 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "reconnect took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(first.boot_id, second.boot_id);
+    assert!(matches!(host.next(), Message::Report(r) if r.trigger == ReportTrigger::Connected));
+}
+
+#[test]
+fn a_refusing_host_gets_a_clear_error_and_no_flood() {
+    let f = fixture("");
+    let listener = UnixListener::bind(&f.sock).unwrap();
+    let _agent = spawn_agent(&f.config);
+    let (stream, _) = listener.accept().unwrap();
+    let mut reader = MessageReader::new(stream.try_clone().unwrap(), DEFAULT_MAX_PAYLOAD);
+    assert!(matches!(
+        reader.read_message().unwrap(),
+        Some(Message::Hello(_))
+    ));
+    let mut w = stream;
+    let refused = Refused {
+        supported: VersionRange { min: 9, max: 9 },
+        reason: "too old".into(),
+    };
+    write_message(&mut w, &Message::Refused(refused), 1, DEFAULT_MAX_PAYLOAD).unwrap();
+    drop(w);
+    // The agent backs off to its maximum (300 ms here) instead of hammering.
+    listener.set_nonblocking(true).unwrap();
+    let t = Instant::now();
+    let mut attempts = 0;
+    while t.elapsed() < Duration::from_millis(1000) {
+        if listener.accept().is_ok() {
+            attempts += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        attempts <= 5,
+        "{attempts} reconnects within 1 s after a refusal"
+    );
+}
+
+fn check(config: &Path, json: bool) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil-agent"));
+    cmd.args(["check", "--config"]).arg(config);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn check_exit_status_follows_the_findings() {
+    let f = fixture("[watch]\nprocesses = [\"init-no-such\"]\n");
+    // A watched process that does not exist: faulted.
+    let (code, out, _) = check(&f.config, false);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("service-down"), "{out}");
+    // Nothing watched and a clean kernel log: this machine is at worst degraded.
+    let g = fixture("");
+    let (code, out, _) = check(&g.config, true);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["status"].as_str().unwrap(),
+        ["healthy", "degraded", "faulted"][code as usize]
+    );
+    assert!(v["snapshot"]["processes"]["total"].as_u64().unwrap() > 0);
+    // A panic in this boot's kernel log: faulted.
+    std::fs::write(
+        &g.kmsg,
+        "0,5,100,-;Kernel panic - not syncing: Fatal exception\n",
+    )
+    .unwrap();
+    let (code, out, _) = check(&g.config, false);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("Panic"), "{out}");
+}
+
+#[test]
+fn bad_config_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "conect = \"unix:///x\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("unknown field `conect`"), "{err}");
+    let missing = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .args(["check", "--config", "/nonexistent/agent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(78));
+}
