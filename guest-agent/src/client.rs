@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use log::{debug, error, info, warn};
+use log::{debug, info, warn};
 use vigil_protocol::io::{write_message, MessageReader};
 use vigil_protocol::snapshot::{KernelEventKind, Snapshot};
 use vigil_protocol::transport::{self, Address, Stream};
@@ -31,8 +31,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often watched pids are checked between reports.
 const WATCH_TICK: Duration = Duration::from_secs(1);
-/// How often the main loop looks at the stop flag when idle.
-const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Something for the main thread.
 enum Event {
@@ -44,6 +42,23 @@ enum Event {
     Closed(u64, String),
     /// A command finished.
     CommandDone(CommandResult),
+    /// Stop was requested (wakes the main loop at once).
+    Stop,
+}
+
+/// Asks a running agent to stop: say `Bye` and return from `run`.
+#[derive(Clone)]
+pub struct Stopper {
+    flag: Arc<AtomicBool>,
+    tx: Sender<Event>,
+}
+
+impl Stopper {
+    /// Request the stop.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+        let _ = self.tx.send(Event::Stop);
+    }
 }
 
 /// The current connection's writer, shared with the heartbeat ticker.
@@ -319,8 +334,9 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// An agent for `config` that runs until `stop` is set.
-    pub fn new(config: Config, stop: Arc<AtomicBool>) -> Agent {
+    /// An agent for `config`; it runs until its [`Stopper`] is used.
+    pub fn new(config: Config) -> Agent {
+        let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         Agent {
             collector: Collector::new(&config),
@@ -335,6 +351,14 @@ impl Agent {
             started: Instant::now(),
             config,
             stop,
+        }
+    }
+
+    /// A handle that stops this agent.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            flag: self.stop.clone(),
+            tx: self.tx.clone(),
         }
     }
 
@@ -419,7 +443,7 @@ impl Agent {
             }
             // Drain stray events (a dead connection's reader, kernel events
             // keep queueing in the bounded log).
-            let _ = self.rx.recv_timeout((until - now).min(STOP_POLL));
+            let _ = self.rx.recv_timeout(until - now);
         }
     }
 
@@ -517,7 +541,11 @@ impl Agent {
         }
         let mut next_report =
             Instant::now() + Duration::from_millis(settings.report_interval_ms.into());
-        let mut next_watch = Instant::now() + WATCH_TICK;
+        let watching =
+            !(self.config.watch.processes.is_empty() && self.config.watch.units.is_empty());
+        // Nothing watched: no watch ticks at all (saves wake-ups).
+        let idle = Duration::from_secs(86_400);
+        let mut next_watch = Instant::now() + if watching { WATCH_TICK } else { idle };
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 let reason = if shutting_down() {
@@ -540,7 +568,7 @@ impl Agent {
                 continue;
             }
             if now >= next_watch {
-                next_watch = now + WATCH_TICK;
+                next_watch = now + if watching { WATCH_TICK } else { idle };
                 if self.collector.watch_changed() {
                     if let Err(e) = self.report(seq, ReportTrigger::ServiceChange) {
                         return End::Lost(e.to_string());
@@ -548,10 +576,7 @@ impl Agent {
                 }
                 continue;
             }
-            let wait = next_report
-                .min(next_watch)
-                .saturating_duration_since(now)
-                .min(STOP_POLL);
+            let wait = next_report.min(next_watch).saturating_duration_since(now);
             let ev = match self.rx.recv_timeout(wait) {
                 Ok(ev) => ev,
                 Err(RecvTimeoutError::Timeout) => continue,
@@ -570,6 +595,7 @@ impl Agent {
                     self.command_running = false;
                     self.send(&Message::CommandResult(result))
                 }
+                Event::Stop => Ok(()), // the flag is checked at the top of the loop
             };
             if let Err(e) = r {
                 return End::Lost(e.to_string());
@@ -658,13 +684,6 @@ fn shutting_down() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "stopping")
         .unwrap_or(false)
-}
-
-/// Run one agent for `config` until a stop signal; `error!`s a fatal error.
-pub fn run(config: Config, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    Agent::new(config, stop)
-        .run()
-        .inspect_err(|e| error!("{e:#}"))
 }
 
 #[cfg(test)]

@@ -2,12 +2,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nix::sys::signal::{SigSet, Signal};
+use vigil_agent::client::{Agent, Stopper};
 use vigil_agent::config::{Config, DEFAULT_CONFIG_PATH};
 
 /// Vigil's in-guest health agent.
@@ -58,24 +57,28 @@ fn load(path: &Path, connect: Option<String>) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// Block the stop signals in every thread and turn them into a flag.
-fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+/// Block the stop signals in every thread and turn them into a stop request.
+fn on_stop_signal(stopper: Stopper) -> anyhow::Result<()> {
     let mut set = SigSet::empty();
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         set.add(s);
     }
     set.thread_block().context("cannot block signals")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             if let Ok(sig) = set.wait() {
                 log::info!("received {sig}");
-                flag.store(true, Ordering::Relaxed);
+                stopper.stop();
             }
         })?;
-    Ok(stop)
+    Ok(())
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let agent = Agent::new(config);
+    on_stop_signal(agent.stopper())?;
+    agent.run()
 }
 
 fn main() -> ExitCode {
@@ -98,7 +101,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            match stop_flag().and_then(|stop| vigil_agent::client::run(config, stop)) {
+            match run(config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("vigil-agent: {e:#}");

@@ -17,20 +17,47 @@ pub struct Proc {
     pub state: char,
 }
 
+/// Parse `pid (comm) state ...` from a `/proc/PID/stat` line: pure. The
+/// name may itself contain `)` or spaces, so split at the last `)`.
+pub fn parse_stat(line: &str) -> Option<Proc> {
+    let open = line.find(" (")?;
+    let close = line.rfind(") ")?;
+    Some(Proc {
+        pid: line[..open].parse().ok()?,
+        comm: line.get(open + 2..close)?.to_string(),
+        state: line[close + 2..].chars().next()?,
+    })
+}
+
 /// Read every process's stat under `proc_root`. Processes that vanish while
 /// being read are skipped; only an unreadable `proc_root` is an error.
+/// (One open+read per process: this runs every report interval, so it
+/// avoids procfs's per-process directory handles.)
 pub fn read_processes(proc_root: &Path) -> Result<Vec<Proc>, String> {
-    let iter = procfs::process::all_processes_with_root(proc_root)
+    let dir = std::fs::read_dir(proc_root)
         .map_err(|e| format!("cannot list {}: {e}", proc_root.display()))?;
-    Ok(iter
-        .filter_map(Result::ok)
-        .filter_map(|p| p.stat().ok())
-        .map(|s| Proc {
-            pid: s.pid as u32,
-            comm: s.comm,
-            state: s.state,
-        })
-        .collect())
+    let mut out = Vec::new();
+    let mut buf = String::with_capacity(512);
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        buf.clear();
+        let path = proc_root.join(name).join("stat");
+        if std::fs::File::open(&path)
+            .and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut buf))
+            .is_ok()
+        {
+            if let Some(p) = parse_stat(&buf) {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Counts by state: pure.
@@ -147,6 +174,20 @@ mod tests {
             comm: comm.into(),
             state,
         }
+    }
+
+    #[test]
+    fn stat_lines_with_odd_names() {
+        assert_eq!(
+            parse_stat("42 (a) b) c) S 1 2"),
+            Some(p(42, "a) b) c", 'S'))
+        );
+        assert_eq!(
+            parse_stat("7 (kworker/0:1-events) I 2 0"),
+            Some(p(7, "kworker/0:1-events", 'I'))
+        );
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("x (a) S"), None);
     }
 
     #[test]
