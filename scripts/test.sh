@@ -23,5 +23,8 @@ cargo check --manifest-path protocol/fuzz/Cargo.toml --quiet
 step "codec benchmark"
 cargo bench -p vigil-protocol --bench codec --locked
 
+step "engine benchmark (1,000 VMs)"
+cargo bench -p vigil-watchdog --bench engine --locked
+
 step "agent footprint (60 s against a local sink)"
 bash scripts/agent-footprint.sh 60

@@ -1,0 +1,327 @@
+//! Engine settings: timeouts, budgets, and the escalation ladder per fault.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{ActionKind, FaultKind, Millis};
+
+/// What happens when a ladder runs out of rungs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Exhausted {
+    /// Quarantine the VM until an operator releases it.
+    Quarantine,
+    /// Stay faulted (alerted) until the condition clears.
+    Hold,
+}
+
+/// One rung of a ladder. The special names `restart-service` and `repair`
+/// take the service or repair name from the fault's evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rung {
+    /// Action name (see [`ActionKind::name`]).
+    pub action: String,
+    /// Attempts on this rung before moving up.
+    #[serde(default = "one")]
+    pub attempts: u32,
+    /// How long to wait for recovery after the action, ms.
+    #[serde(default = "default_verify")]
+    pub verify_ms: Millis,
+    /// Wait before a repeated attempt, ms (doubles per attempt).
+    #[serde(default = "default_backoff")]
+    pub backoff_ms: Millis,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_verify() -> Millis {
+    30_000
+}
+fn default_backoff() -> Millis {
+    5_000
+}
+
+/// A fault kind's escalation ladder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ladder {
+    /// Rungs, least drastic first.
+    pub rungs: Vec<Rung>,
+    /// After the last rung.
+    pub exhausted: Exhausted,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Heartbeat interval the agents are asked for.
+    pub heartbeat_interval_ms: Millis,
+    /// Silence that is always suspect, however jittery the VM is.
+    pub heartbeat_timeout_ms: Millis,
+    /// Silence that is never suspect, however steady the VM is.
+    pub min_timeout_ms: Millis,
+    /// Adaptive bound: mean + k·σ of the VM's own inter-arrival times.
+    pub adaptive_k: f64,
+    /// Longest wait for the first heartbeat after a start or reboot.
+    pub boot_grace_ms: Millis,
+    /// Grace after resume, maintenance end or release before deadlines count.
+    pub resume_grace_ms: Millis,
+    /// After a liveness probe or stats sample, how long a silent VM with I/O
+    /// progress is given before it is called hung anyway.
+    pub io_veto_limit_ms: Millis,
+    /// How long to wait for a probe or a stats sample before deciding without it.
+    pub corroborate_ms: Millis,
+    /// Destructive actions allowed per VM per window.
+    pub reset_budget: u32,
+    /// The window for `reset_budget`.
+    pub reset_window_ms: Millis,
+    /// Host-wide: at least this many VMs ...
+    pub host_wide_min_vms: usize,
+    /// ... more than this share of them faulting within the window ...
+    pub host_wide_share: f64,
+    /// ... within this window, is a host-wide fault.
+    pub host_wide_window_ms: Millis,
+    /// Destructive actions allowed host-wide per minute.
+    pub destructive_per_minute: u32,
+    /// A fault found from silence (hang, stall, agent-down) waits this long
+    /// before its first destructive action, so that a host-wide event seen
+    /// one VM at a time trips the breaker before any VM is reset.
+    pub destructive_holdoff_ms: Millis,
+    /// Memory PSI some avg10 (× 100) that counts as pressure.
+    pub memory_pressure_avg10: u32,
+    /// Consecutive pressured reports that make a fault.
+    pub memory_pressure_reports: u32,
+    /// Disk use percent that is full.
+    pub disk_full_percent: u8,
+    /// Grow memory by this share of the current size per step (percent).
+    pub memory_step_percent: u8,
+    /// Longest guest-declared maintenance window.
+    pub max_guest_maintenance_ms: Millis,
+    /// Ladders by fault kind name.
+    pub ladders: BTreeMap<String, Ladder>,
+}
+
+fn rung(action: &str, attempts: u32, verify_ms: Millis) -> Rung {
+    Rung {
+        action: action.into(),
+        attempts,
+        verify_ms,
+        backoff_ms: 5_000,
+    }
+}
+
+fn ladder(rungs: Vec<Rung>, exhausted: Exhausted) -> Ladder {
+    Ladder { rungs, exhausted }
+}
+
+/// The default ladders: least drastic first.
+pub fn default_ladders() -> BTreeMap<String, Ladder> {
+    use Exhausted::{Hold, Quarantine};
+    let mut m = BTreeMap::new();
+    let mut put = |k: FaultKind, l: Ladder| {
+        m.insert(k.name().to_string(), l);
+    };
+    put(
+        FaultKind::VmCrashed,
+        ladder(vec![rung("start", 2, 60_000)], Quarantine),
+    );
+    put(
+        FaultKind::GuestPanic,
+        ladder(
+            vec![rung("reset", 2, 60_000), rung("snapshot-revert", 1, 90_000)],
+            Quarantine,
+        ),
+    );
+    put(
+        FaultKind::GuestHang,
+        ladder(
+            vec![rung("reset", 2, 60_000), rung("snapshot-revert", 1, 90_000)],
+            Quarantine,
+        ),
+    );
+    put(
+        FaultKind::VcpuStalled,
+        ladder(vec![rung("alert", 1, 300_000)], Hold),
+    );
+    put(
+        FaultKind::HostStorage,
+        ladder(vec![rung("alert", 1, 300_000)], Hold),
+    );
+    put(
+        FaultKind::AgentDown,
+        ladder(
+            vec![rung("alert", 1, 60_000), rung("reboot", 1, 90_000)],
+            Hold,
+        ),
+    );
+    put(
+        FaultKind::ServiceDown,
+        ladder(
+            vec![
+                rung("restart-service", 2, 15_000),
+                rung("agent-reboot", 1, 90_000),
+                rung("reset", 1, 90_000),
+            ],
+            Quarantine,
+        ),
+    );
+    put(
+        FaultKind::DiskFull,
+        ladder(vec![rung("alert", 1, 300_000)], Hold),
+    );
+    put(
+        FaultKind::FsReadonly,
+        ladder(vec![rung("alert", 1, 300_000)], Hold),
+    );
+    put(
+        FaultKind::IoErrors,
+        ladder(vec![rung("alert", 1, 300_000)], Hold),
+    );
+    put(
+        FaultKind::MemoryExhaustion,
+        ladder(
+            vec![
+                rung("add-memory", 2, 30_000),
+                rung("agent-reboot", 1, 90_000),
+            ],
+            Hold,
+        ),
+    );
+    put(
+        FaultKind::KernelDegraded,
+        ladder(vec![rung("alert", 1, 300_000)], Hold),
+    );
+    put(
+        FaultKind::HostWide,
+        ladder(vec![rung("alert", 1, 300_000)], Hold),
+    );
+    m
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            heartbeat_interval_ms: 500,
+            heartbeat_timeout_ms: 3_000,
+            min_timeout_ms: 1_500,
+            adaptive_k: 6.0,
+            boot_grace_ms: 60_000,
+            resume_grace_ms: 5_000,
+            io_veto_limit_ms: 60_000,
+            corroborate_ms: 1_500,
+            reset_budget: 3,
+            reset_window_ms: 3_600_000,
+            host_wide_min_vms: 4,
+            host_wide_share: 0.5,
+            host_wide_window_ms: 30_000,
+            destructive_per_minute: 10,
+            destructive_holdoff_ms: 2_000,
+            memory_pressure_avg10: 4_000,
+            memory_pressure_reports: 2,
+            disk_full_percent: 95,
+            memory_step_percent: 25,
+            max_guest_maintenance_ms: 3_600_000,
+            ladders: default_ladders(),
+        }
+    }
+}
+
+/// Parse a rung's action name (arguments come from the fault).
+pub fn action_of(name: &str, service: Option<&str>) -> Option<ActionKind> {
+    Some(match name {
+        "restart-service" => ActionKind::RestartService(service?.to_string()),
+        "repair" => ActionKind::Repair(service?.to_string()),
+        "agent-reboot" => ActionKind::AgentReboot,
+        "reboot" => ActionKind::Reboot,
+        "reset" => ActionKind::Reset,
+        "start" => ActionKind::Start,
+        "destroy-start" => ActionKind::DestroyStart,
+        "snapshot-revert" => ActionKind::SnapshotRevert,
+        "add-memory" => ActionKind::AddMemory,
+        "capture-evidence" => ActionKind::CaptureEvidence,
+        "alert" => ActionKind::Alert,
+        "resume" => ActionKind::Resume,
+        _ => return None,
+    })
+}
+
+impl EngineConfig {
+    /// Check ranges and ladders; the message names the bad setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat_interval_ms == 0 {
+            return Err("heartbeat_interval_ms must be > 0".into());
+        }
+        if self.min_timeout_ms < self.heartbeat_interval_ms {
+            return Err("min_timeout_ms must be at least heartbeat_interval_ms".into());
+        }
+        if self.heartbeat_timeout_ms < self.min_timeout_ms {
+            return Err("heartbeat_timeout_ms must be at least min_timeout_ms".into());
+        }
+        if !(self.adaptive_k > 0.0 && self.adaptive_k < 100.0) {
+            return Err("adaptive_k must be in (0, 100)".into());
+        }
+        if !(self.host_wide_share > 0.0 && self.host_wide_share < 1.0) {
+            return Err("host_wide_share must be in (0, 1)".into());
+        }
+        if self.reset_budget == 0 || self.reset_window_ms == 0 {
+            return Err("reset_budget and reset_window_ms must be > 0".into());
+        }
+        for (name, l) in &self.ladders {
+            if FaultKind::from_name(name).is_none() {
+                return Err(format!("ladders: unknown fault kind {name:?}"));
+            }
+            for r in &l.rungs {
+                if action_of(&r.action, Some("x")).is_none() {
+                    return Err(format!("ladders.{name}: unknown action {:?}", r.action));
+                }
+                if r.attempts == 0 {
+                    return Err(format!("ladders.{name}: attempts must be > 0"));
+                }
+            }
+        }
+        for k in FaultKind::ALL {
+            if !self.ladders.contains_key(k.name()) {
+                return Err(format!("ladders: no ladder for {}", k.name()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ladder for a fault kind (validated to exist).
+    pub fn ladder(&self, kind: FaultKind) -> Option<&Ladder> {
+        self.ladders.get(kind.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_cover_every_kind() {
+        EngineConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_ladders_are_named() {
+        let mut c = EngineConfig::default();
+        c.ladders.insert(
+            "guest-hang".into(),
+            ladder(vec![rung("explode", 1, 1)], Exhausted::Hold),
+        );
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("unknown action \"explode\""));
+        let mut c = EngineConfig::default();
+        c.ladders.remove("disk-full");
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("no ladder for disk-full"));
+    }
+}

@@ -1,0 +1,175 @@
+//! Agent evidence: small pure rules that read a report and name the
+//! conditions it shows, each with its subject and a line of evidence.
+
+use vigil_protocol::snapshot::{KernelEventKind, Snapshot, WatchTarget};
+
+use super::config::EngineConfig;
+use super::model::FaultKind;
+
+/// A condition a report shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// The fault it would be.
+    pub kind: FaultKind,
+    /// What it is about (service, mount point), if anything.
+    pub subject: Option<String>,
+    /// One line of evidence.
+    pub evidence: String,
+}
+
+fn cond(kind: FaultKind, subject: Option<String>, evidence: String) -> Condition {
+    Condition {
+        kind,
+        subject,
+        evidence,
+    }
+}
+
+/// Watched services that are not running.
+pub fn services_down(s: &Snapshot) -> Vec<Condition> {
+    s.watched
+        .iter()
+        .filter(|w| !w.running)
+        .map(|w| {
+            let (kind, name) = match &w.target {
+                WatchTarget::Process(n) => ("process", n),
+                WatchTarget::Unit(n) => ("unit", n),
+            };
+            cond(
+                FaultKind::ServiceDown,
+                Some(name.to_string()),
+                format!("watched {kind} {name} not running"),
+            )
+        })
+        .collect()
+}
+
+/// Full and read-only filesystems.
+pub fn filesystems(s: &Snapshot, cfg: &EngineConfig) -> Vec<Condition> {
+    let mut out = Vec::new();
+    for f in &s.filesystems {
+        let used_bytes = f
+            .size_bytes
+            .saturating_sub(f.avail_bytes)
+            .saturating_mul(100);
+        if let Some(used) = used_bytes.checked_div(f.size_bytes) {
+            if used >= u64::from(cfg.disk_full_percent) {
+                out.push(cond(
+                    FaultKind::DiskFull,
+                    Some(f.mount_point.to_string()),
+                    format!("{} {used}% full", f.mount_point),
+                ));
+            }
+        }
+        let writable = matches!(
+            f.fs_type.as_str(),
+            "ext2" | "ext3" | "ext4" | "xfs" | "btrfs" | "f2fs"
+        );
+        if f.read_only && writable {
+            out.push(cond(
+                FaultKind::FsReadonly,
+                Some(f.mount_point.to_string()),
+                format!("{} ({}) read-only", f.mount_point, f.device),
+            ));
+        }
+    }
+    out
+}
+
+/// Kernel events in the report, by the fault they point to.
+pub fn kernel(s: &Snapshot) -> Vec<Condition> {
+    use KernelEventKind as K;
+    let mut out: Vec<Condition> = Vec::new();
+    for e in &s.kernel_events {
+        let kind = match e.kind {
+            K::IoError | K::FsError => FaultKind::IoErrors,
+            K::RemountReadOnly => FaultKind::FsReadonly,
+            K::OomKill => FaultKind::MemoryExhaustion,
+            K::HungTask | K::SoftLockup | K::RcuStall | K::Oops | K::MachineCheck => {
+                FaultKind::KernelDegraded
+            }
+            K::Panic | K::Segfault => continue,
+        };
+        if out.iter().any(|c| c.kind == kind) {
+            continue; // one line per kind is enough evidence
+        }
+        let subject = e.subject.as_ref().map(|s| s.to_string());
+        out.push(cond(
+            kind,
+            subject,
+            format!("kernel: {:?}: {}", e.kind, e.text),
+        ));
+    }
+    out
+}
+
+/// Whether the report shows a kernel panic or oops (a silence that follows
+/// is a panic, not a hang).
+pub fn panicking(s: &Snapshot) -> bool {
+    s.kernel_events
+        .iter()
+        .any(|e| matches!(e.kind, KernelEventKind::Panic | KernelEventKind::Oops))
+}
+
+/// Memory pressure in this report (PSI some avg10 over the threshold).
+pub fn memory_pressure(s: &Snapshot, cfg: &EngineConfig) -> Option<u32> {
+    let p = s.pressure?.memory?.some.avg10;
+    (p >= cfg.memory_pressure_avg10).then_some(p)
+}
+
+/// Every condition in a report, most severe first.
+pub fn conditions(s: &Snapshot, cfg: &EngineConfig) -> Vec<Condition> {
+    let mut all = services_down(s);
+    all.extend(filesystems(s, cfg));
+    all.extend(kernel(s));
+    all.sort_by_key(|c| std::cmp::Reverse(c.kind.severity()));
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_protocol::snapshot::*;
+
+    #[test]
+    fn conditions_from_a_report() {
+        let cfg = EngineConfig::default();
+        let s = Snapshot {
+            watched: vec![WatchedService {
+                target: WatchTarget::Process("web".into()),
+                running: false,
+                pid: None,
+                restarts: 0,
+            }],
+            filesystems: vec![Filesystem {
+                mount_point: "/".into(),
+                device: "/dev/vda".into(),
+                fs_type: "ext4".into(),
+                size_bytes: 100,
+                avail_bytes: 1,
+                inodes_total: 0,
+                inodes_free: 0,
+                read_only: true,
+            }],
+            kernel_events: vec![KernelEvent {
+                kind: KernelEventKind::OomKill,
+                seq: 1,
+                timestamp_us: 1,
+                subject: Some("hog".into()),
+                text: "Out of memory: Killed process 1 (hog)".into(),
+            }],
+            ..Snapshot::default()
+        };
+        let kinds: Vec<FaultKind> = conditions(&s, &cfg).iter().map(|c| c.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                FaultKind::ServiceDown,
+                FaultKind::MemoryExhaustion,
+                FaultKind::FsReadonly,
+                FaultKind::DiskFull
+            ]
+        );
+        assert_eq!(conditions(&Snapshot::default(), &cfg), vec![]);
+    }
+}

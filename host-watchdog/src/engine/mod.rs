@@ -1,0 +1,387 @@
+//! The fault engine: detect → locate → decide, as a pure state machine.
+//!
+//! No I/O and no clock: every call takes `now`, and the same inputs give
+//! the same outputs. [`Engine::step`] takes one VM's observation,
+//! [`Engine::global`] a host-wide one (the periodic tick, disarm/arm); both
+//! return journal records and actions for the executor, which reports back
+//! with [`Input::ActionDone`].
+//!
+//! Per VM: `Discovering → Healthy → Suspect → Faulted → Recovering →
+//! Healthy`, plus `Maintenance`, `Paused`, `Off` and `Quarantined`.
+//! Silence is corroborated before it is named: domain state, vCPU time, I/O
+//! progress and a guest-kernel liveness probe decide between agent-down,
+//! guest-hang and vcpu-stalled; a busy guest with I/O progress is not hung.
+
+pub mod config;
+pub mod detect;
+pub mod evidence;
+mod ladder;
+pub mod model;
+mod vm;
+
+use std::collections::{BTreeMap, VecDeque};
+
+pub use config::{EngineConfig, Exhausted, Ladder, Rung};
+pub use model::*;
+use vm::Vm;
+
+/// Marker name for host-level records.
+pub const HOST: &str = "(host)";
+
+/// The engine: one owner of every VM's detection and recovery state.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: EngineConfig,
+    vms: BTreeMap<VmId, Vm>,
+    next_fault: u64,
+    next_action: u64,
+    armed: bool,
+    /// (time, vm) of faults located recently, for the host-wide breaker.
+    recent_faults: VecDeque<(Millis, VmId)>,
+    /// The breaker is open until then.
+    host_wide_until: Option<Millis>,
+    /// Destructive actions started recently, host-wide.
+    destructive_recent: VecDeque<Millis>,
+}
+
+impl Engine {
+    /// An engine with these settings (validated by the caller).
+    pub fn new(cfg: EngineConfig) -> Engine {
+        Engine {
+            cfg,
+            vms: BTreeMap::new(),
+            next_fault: 1,
+            next_action: 1,
+            armed: true,
+            recent_faults: VecDeque::new(),
+            host_wide_until: None,
+            destructive_recent: VecDeque::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Whether actions are taken.
+    pub fn armed(&self) -> bool {
+        self.armed
+    }
+
+    /// A VM's state, if monitored.
+    pub fn state(&self, vm: &str) -> Option<State> {
+        self.vms.get(vm).map(|v| v.state)
+    }
+
+    /// Last heartbeat time of a VM.
+    pub fn last_heartbeat(&self, vm: &str) -> Option<Millis> {
+        self.vms.get(vm).and_then(|v| v.arrivals.last())
+    }
+
+    /// The active fault of a VM: (id, kind).
+    pub fn active_fault(&self, vm: &str) -> Option<(u64, FaultKind)> {
+        self.vms
+            .get(vm)
+            .and_then(|v| v.fault.as_ref())
+            .map(|f| (f.id, f.kind))
+    }
+
+    /// Monitored VMs, in name order.
+    pub fn vms(&self) -> impl Iterator<Item = (&str, State)> {
+        self.vms.iter().map(|(k, v)| (k.as_str(), v.state))
+    }
+
+    /// Whether host→guest traffic is allowed now (never while paused or
+    /// crashed: vhost-device-vsock breaks after a write to a paused VM).
+    pub fn may_talk_to(&self, vm: &str) -> bool {
+        self.vms
+            .get(vm)
+            .is_some_and(|v| v.domain == DomainState::Running && v.state != State::Paused)
+    }
+
+    /// Feed one observation about `vm`.
+    pub fn step(&mut self, now: Millis, vm: &str, input: Input) -> Output {
+        let mut out = Output::default();
+        if let Input::VmAdded { agent, memory_kib } = input {
+            let v = self
+                .vms
+                .entry(vm.to_string())
+                .or_insert_with(|| Vm::new(vm, now, &self.cfg));
+            v.agent = agent;
+            v.memory_kib = memory_kib;
+            return out;
+        }
+        if let Input::VmRemoved = input {
+            if let Some(mut v) = self.vms.remove(vm) {
+                v.close_fault(now, Closure::Withdrawn, &mut out);
+            }
+            return out;
+        }
+        self.prune(now);
+        let mut ctx = vm::Ctx::new(
+            &self.cfg,
+            self.armed,
+            self.host_wide_until.is_some(),
+            self.next_fault,
+            self.next_action,
+            self.destructive_recent.len(),
+        );
+        // Observations about an unknown VM (not yet listed) are ignored.
+        if let Some(v) = self.vms.get_mut(vm) {
+            v.on_input(now, input, &mut ctx, &mut out);
+            v.drive(now, &mut ctx, &mut out);
+        }
+        let effects = ctx.into_effects();
+        self.absorb(effects, now, &mut out);
+        out
+    }
+
+    /// Feed a host-wide observation.
+    pub fn global(&mut self, now: Millis, g: Global) -> Output {
+        let mut out = Output::default();
+        match g {
+            Global::Disarm => self.armed = false,
+            Global::Arm => self.armed = true,
+            Global::Tick => {}
+        }
+        if self.host_wide_until.is_some_and(|until| now >= until) {
+            self.host_wide_until = None;
+        }
+        self.prune(now);
+        let mut ctx = vm::Ctx::new(
+            &self.cfg,
+            self.armed,
+            self.host_wide_until.is_some(),
+            self.next_fault,
+            self.next_action,
+            self.destructive_recent.len(),
+        );
+        for v in self.vms.values_mut() {
+            v.tick(now, &mut ctx, &mut out);
+            v.drive(now, &mut ctx, &mut out);
+        }
+        let effects = ctx.into_effects();
+        self.absorb(effects, now, &mut out);
+        out
+    }
+
+    fn prune(&mut self, now: Millis) {
+        while self
+            .destructive_recent
+            .front()
+            .is_some_and(|t| now.saturating_sub(*t) >= 60_000)
+        {
+            self.destructive_recent.pop_front();
+        }
+        let window = self.cfg.host_wide_window_ms;
+        while self
+            .recent_faults
+            .front()
+            .is_some_and(|(t, _)| now.saturating_sub(*t) >= window)
+        {
+            self.recent_faults.pop_front();
+        }
+    }
+
+    /// Fold a step's side effects back into host-wide state; trip the
+    /// host-wide breaker when many VMs fault together.
+    fn absorb(&mut self, fx: vm::Effects, now: Millis, out: &mut Output) {
+        self.next_fault = fx.next_fault;
+        self.next_action = fx.next_action;
+        self.destructive_recent.extend(fx.destructive_started);
+        if fx.located.is_empty() {
+            return;
+        }
+        for vm in fx.located {
+            if !self.recent_faults.iter().any(|(_, v)| *v == vm) {
+                self.recent_faults.push_back((now, vm));
+            }
+        }
+        let monitored = self.vms.values().filter(|v| v.state != State::Off).count();
+        let faulted = self.recent_faults.len();
+        if self.host_wide_until.is_some()
+            || monitored < self.cfg.host_wide_min_vms
+            || faulted as f64 <= self.cfg.host_wide_share * monitored as f64
+        {
+            return;
+        }
+        self.host_wide_until = Some(now + self.cfg.host_wide_window_ms);
+        let affected: Vec<VmId> = self.recent_faults.iter().map(|(_, v)| v.clone()).collect();
+        let id = self.next_fault;
+        self.next_fault += 1;
+        out.records.push(Record::Fault {
+            vm: HOST.into(),
+            id,
+            kind: FaultKind::HostWide,
+            layer: Layer::Host,
+            evidence: vec![format!(
+                "{faulted} of {monitored} VMs faulted within {} ms: {}",
+                self.cfg.host_wide_window_ms,
+                affected.join(", ")
+            )],
+            onset: self.recent_faults.front().map_or(now, |(t, _)| *t),
+            detected: now,
+            located: now,
+        });
+        let action = Action {
+            id: self.next_action,
+            vm: HOST.into(),
+            kind: ActionKind::Alert,
+            fault: id,
+            memory_kib: None,
+        };
+        self.next_action += 1;
+        out.records.push(Record::Intent {
+            vm: HOST.into(),
+            action: action.clone(),
+            rung: None,
+            attempt: 1,
+        });
+        out.actions.push(action);
+        let mut ctx = vm::Ctx::new(
+            &self.cfg,
+            self.armed,
+            true,
+            self.next_fault,
+            self.next_action,
+            self.destructive_recent.len(),
+        );
+        for name in affected {
+            if let Some(v) = self.vms.get_mut(&name) {
+                v.host_wide(now, &mut ctx, out);
+            }
+        }
+        let fx = ctx.into_effects();
+        self.next_fault = fx.next_fault;
+        self.next_action = fx.next_action;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The engine is pure: no clock, no I/O, no threads in its sources.
+    #[test]
+    fn engine_sources_read_no_clock_and_do_no_io() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine");
+        let forbidden = [
+            "Instant",
+            "SystemTime",
+            "std::time",
+            "std::fs",
+            "std::net",
+            "std::io",
+            "std::thread",
+            "tokio",
+        ];
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            for word in forbidden {
+                assert!(!code.contains(word), "{} uses {word}", path.display());
+            }
+        }
+    }
+
+    fn engine_with_vm() -> Engine {
+        let mut e = Engine::new(EngineConfig::default());
+        e.step(
+            0,
+            "vm",
+            Input::VmAdded {
+                agent: true,
+                memory_kib: (1 << 20, 2 << 20),
+            },
+        );
+        e.step(0, "vm", Input::Domain(DomainState::Running));
+        e.step(
+            100,
+            "vm",
+            Input::Hello {
+                boot_id: "b".into(),
+            },
+        );
+        e
+    }
+
+    #[test]
+    fn heartbeats_keep_a_vm_healthy_and_silence_makes_it_suspect() {
+        let mut e = engine_with_vm();
+        for i in 1..=20 {
+            e.step(i * 500, "vm", Input::Heartbeat { seq: i });
+            e.global(i * 500, Global::Tick);
+        }
+        assert_eq!(e.state("vm"), Some(State::Healthy));
+        let out = e.global(10_000 + 1_500, Global::Tick);
+        assert_eq!(e.state("vm"), Some(State::Suspect));
+        assert!(out
+            .actions
+            .iter()
+            .any(|a| a.kind == ActionKind::LivenessProbe));
+    }
+
+    #[test]
+    fn host_traffic_is_gated_on_the_domain_running() {
+        let mut e = engine_with_vm();
+        assert!(e.may_talk_to("vm"));
+        e.step(
+            200,
+            "vm",
+            Input::Domain(DomainState::Paused(PauseReason::User)),
+        );
+        assert!(!e.may_talk_to("vm"));
+        e.step(
+            300,
+            "vm",
+            Input::Domain(DomainState::Crashed { panicked: true }),
+        );
+        assert!(!e.may_talk_to("vm"));
+        assert!(!e.may_talk_to("unknown"));
+    }
+
+    #[test]
+    fn destructive_cap_per_minute_defers_actions() {
+        let cfg = EngineConfig {
+            destructive_per_minute: 1,
+            host_wide_min_vms: 100,
+            ..EngineConfig::default()
+        };
+        let mut e = Engine::new(cfg);
+        for vm in ["a", "b"] {
+            e.step(
+                0,
+                vm,
+                Input::VmAdded {
+                    agent: false,
+                    memory_kib: (1, 1),
+                },
+            );
+            e.step(0, vm, Input::Domain(DomainState::Running));
+        }
+        let a = e.step(
+            1_000,
+            "a",
+            Input::Domain(DomainState::Crashed { panicked: true }),
+        );
+        assert!(a.actions.iter().any(|x| x.kind == ActionKind::Reset));
+        let b = e.step(
+            1_000,
+            "b",
+            Input::Domain(DomainState::Crashed { panicked: true }),
+        );
+        assert!(!b.actions.iter().any(|x| x.kind == ActionKind::Reset));
+        assert!(b
+            .records
+            .iter()
+            .any(|r| matches!(r, Record::Suppressed { why, .. } if why.contains("per minute"))));
+        // A minute later the deferred reset runs.
+        let later = e.global(61_000, Global::Tick);
+        assert!(later
+            .actions
+            .iter()
+            .any(|x| x.kind == ActionKind::Reset && x.vm == "b"));
+    }
+}

@@ -1,0 +1,939 @@
+//! One VM's detection state and how each observation moves it.
+
+use std::collections::VecDeque;
+
+use vigil_protocol::snapshot::Snapshot;
+use vigil_protocol::{ByeReason, Notice};
+
+use super::config::EngineConfig;
+use super::detect::Arrivals;
+use super::evidence;
+use super::model::*;
+
+/// How long before silence a reported panic/oops still explains it.
+const PANIC_EXPLAINS_MS: Millis = 30_000;
+/// Longest wait for a stats sample before calling a hang without one.
+const STATS_WAIT_MS: Millis = 10_000;
+
+/// Step-wide context: settings and host-wide counters.
+pub(super) struct Ctx<'a> {
+    pub cfg: &'a EngineConfig,
+    pub armed: bool,
+    pub host_wide: bool,
+    next_fault: u64,
+    next_action: u64,
+    destructive_recent: usize,
+    destructive_started: Vec<Millis>,
+    located: Vec<VmId>,
+}
+
+/// What a step changed host-wide.
+pub(super) struct Effects {
+    pub next_fault: u64,
+    pub next_action: u64,
+    pub destructive_started: Vec<Millis>,
+    pub located: Vec<VmId>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(
+        cfg: &'a EngineConfig,
+        armed: bool,
+        host_wide: bool,
+        next_fault: u64,
+        next_action: u64,
+        destructive_recent: usize,
+    ) -> Ctx<'a> {
+        Ctx {
+            cfg,
+            armed,
+            host_wide,
+            next_fault,
+            next_action,
+            destructive_recent,
+            destructive_started: Vec::new(),
+            located: Vec::new(),
+        }
+    }
+
+    pub fn into_effects(self) -> Effects {
+        Effects {
+            next_fault: self.next_fault,
+            next_action: self.next_action,
+            destructive_started: self.destructive_started,
+            located: self.located,
+        }
+    }
+
+    pub fn fault_id(&mut self) -> u64 {
+        self.next_fault += 1;
+        self.next_fault - 1
+    }
+
+    pub fn action_id(&mut self) -> u64 {
+        self.next_action += 1;
+        self.next_action - 1
+    }
+
+    /// Destructive actions host-wide in the last minute, this step included.
+    pub fn destructive_last_minute(&self) -> usize {
+        self.destructive_recent + self.destructive_started.len()
+    }
+
+    pub fn started_destructive(&mut self, now: Millis) {
+        self.destructive_started.push(now);
+    }
+}
+
+/// Silence being corroborated.
+#[derive(Debug, Clone)]
+pub(super) struct Suspicion {
+    /// When suspicion began.
+    pub since: Millis,
+    /// Last sign of health.
+    pub onset: Millis,
+    /// Why.
+    pub cause: String,
+    /// Counters when suspicion began.
+    pub baseline: Option<DomainStats>,
+    /// Liveness probe result, once it is in.
+    pub probe: Option<ProbeResult>,
+}
+
+/// The fault being handled.
+#[derive(Debug, Clone)]
+pub(super) struct ActiveFault {
+    pub id: u64,
+    pub kind: FaultKind,
+    pub subject: Option<String>,
+    pub onset: Millis,
+    pub detected: Millis,
+    pub located: Millis,
+    pub rung: usize,
+    pub attempt: u32,
+    /// Action in flight.
+    pub pending: Option<(u64, ActionKind)>,
+    /// Verifying until then.
+    pub verify_until: Option<Millis>,
+    /// Recovery evidence must be newer than this.
+    pub verify_from: Millis,
+    /// Next rung attempt not before.
+    pub next_try_at: Millis,
+    /// Ladder exhausted with `hold`: wait for the condition to clear.
+    pub held: bool,
+    /// Some recovery action ran.
+    pub acted: bool,
+    /// A suppression was already recorded for this attempt.
+    pub suppressed_noted: bool,
+}
+
+/// One monitored VM.
+#[derive(Debug)]
+pub(super) struct Vm {
+    pub name: VmId,
+    pub state: State,
+    pub agent: bool,
+    pub domain: DomainState,
+    pub memory_kib: (u64, u64),
+    pub arrivals: Arrivals,
+    /// Deadlines do not fire before this.
+    pub grace_until: Millis,
+    /// Waiting for the first heartbeat since a (re)boot.
+    pub awaiting_first: bool,
+    pub session_open: bool,
+    pub clean_bye: Option<ByeReason>,
+    pub boot_id: Option<String>,
+    pub stats: Option<(Millis, DomainStats)>,
+    /// When the domain was last seen running.
+    pub running_seen: Option<Millis>,
+    pub last_report: Option<Millis>,
+    pub suspect: Option<Suspicion>,
+    pub fault: Option<ActiveFault>,
+    pub maintenance: Option<Option<Millis>>,
+    pub quarantined: bool,
+    pub off: bool,
+    pub pressure_streak: u32,
+    pub panic_seen: Option<Millis>,
+    pub destructive_log: VecDeque<Millis>,
+}
+
+impl Vm {
+    pub fn new(name: &str, now: Millis, cfg: &EngineConfig) -> Vm {
+        Vm {
+            name: name.to_string(),
+            state: State::Discovering,
+            agent: true,
+            domain: DomainState::Unknown,
+            memory_kib: (0, 0),
+            arrivals: Arrivals::default(),
+            grace_until: now + cfg.boot_grace_ms,
+            awaiting_first: true,
+            session_open: false,
+            clean_bye: None,
+            boot_id: None,
+            stats: None,
+            running_seen: None,
+            last_report: None,
+            suspect: None,
+            fault: None,
+            maintenance: None,
+            quarantined: false,
+            off: false,
+            pressure_streak: 0,
+            panic_seen: None,
+            destructive_log: VecDeque::new(),
+        }
+    }
+
+    /// The state the facts say this VM is in.
+    fn derive(&self) -> State {
+        let paused_on_purpose = self.paused_on_purpose();
+        if self.quarantined {
+            State::Quarantined
+        } else if self.maintenance.is_some() {
+            State::Maintenance
+        } else if self.off {
+            State::Off
+        } else if let Some(f) = &self.fault {
+            if f.pending.is_some() || f.verify_until.is_some() {
+                State::Recovering
+            } else {
+                State::Faulted
+            }
+        } else if paused_on_purpose {
+            State::Paused
+        } else if self.suspect.is_some() {
+            State::Suspect
+        } else if self.awaiting_first && (self.agent || self.domain != DomainState::Running) {
+            State::Discovering
+        } else {
+            State::Healthy
+        }
+    }
+
+    /// Record a transition if the facts changed the state.
+    pub fn settle(&mut self, why: &str, out: &mut Output) {
+        let to = self.derive();
+        if to != self.state {
+            out.records.push(Record::Transition {
+                vm: self.name.clone(),
+                from: self.state,
+                to,
+                why: why.to_string(),
+            });
+            self.state = to;
+        }
+    }
+
+    /// Paused on purpose (not for a fault).
+    pub fn paused_on_purpose(&self) -> bool {
+        matches!(
+            self.domain,
+            DomainState::Paused(
+                PauseReason::User
+                    | PauseReason::Migration
+                    | PauseReason::Save
+                    | PauseReason::Snapshot
+                    | PauseReason::Other
+            )
+        )
+    }
+
+    /// Frozen: no deadlines, no actions.
+    pub fn frozen(&self) -> bool {
+        self.maintenance.is_some() || self.quarantined || self.off || self.paused_on_purpose()
+    }
+
+    /// When silence becomes suspect, if heartbeats are expected now.
+    fn deadline(&self, cfg: &EngineConfig) -> Option<Millis> {
+        if !self.agent
+            || self.clean_bye.is_some()
+            || self.domain != DomainState::Running
+            || self.frozen()
+        {
+            return None;
+        }
+        // Until the first heartbeat after a (re)boot or a freeze, the grace
+        // is the deadline; after it, the learned bound.
+        match self.arrivals.last() {
+            None => Some(self.grace_until),
+            Some(last) => Some(last + self.arrivals.bound(cfg)),
+        }
+    }
+
+    fn rearm(&mut self, now: Millis, grace: Millis) {
+        self.grace_until = now + grace;
+        self.arrivals.forget_last();
+        self.suspect = None;
+    }
+
+    pub fn liveness_fault(&self) -> bool {
+        self.fault.as_ref().is_some_and(|f| {
+            matches!(
+                f.kind,
+                FaultKind::VmCrashed
+                    | FaultKind::GuestPanic
+                    | FaultKind::GuestHang
+                    | FaultKind::VcpuStalled
+                    | FaultKind::AgentDown
+                    | FaultKind::HostStorage
+                    | FaultKind::HostWide
+            )
+        })
+    }
+
+    /// Begin corroborating silence; asks for a liveness probe.
+    fn suspect(
+        &mut self,
+        now: Millis,
+        onset: Millis,
+        cause: String,
+        ctx: &mut Ctx<'_>,
+        out: &mut Output,
+    ) {
+        if self.suspect.is_some() || self.liveness_fault() {
+            return;
+        }
+        self.suspect = Some(Suspicion {
+            since: now,
+            onset,
+            cause: cause.clone(),
+            baseline: self.stats.map(|(_, s)| s),
+            probe: None,
+        });
+        if self.domain == DomainState::Running {
+            let id = ctx.action_id();
+            out.actions.push(Action {
+                id,
+                vm: self.name.clone(),
+                kind: ActionKind::LivenessProbe,
+                fault: 0,
+                memory_kib: None,
+            });
+        }
+        self.settle(&cause, out);
+    }
+
+    pub fn on_input(&mut self, now: Millis, input: Input, ctx: &mut Ctx<'_>, out: &mut Output) {
+        match input {
+            Input::VmAdded { .. } | Input::VmRemoved => {}
+            Input::SessionOpened => {}
+            Input::Hello { boot_id } => {
+                if self.boot_id.as_deref().is_some_and(|b| b != boot_id) {
+                    self.awaiting_first = true;
+                }
+                self.boot_id = Some(boot_id);
+                self.session_open = true;
+                self.clean_bye = None;
+                // Alive now; the first heartbeat is due within the timeout.
+                self.arrivals.forget_last();
+                self.grace_until = self.grace_until.max(now + ctx.cfg.heartbeat_timeout_ms);
+                if self.suspect.take().is_some() {
+                    self.settle("agent reconnected", out);
+                }
+                self.check_cleared(now, ctx, out);
+            }
+            Input::Heartbeat { .. } => {
+                self.arrivals.observe(now, ctx.cfg.heartbeat_interval_ms);
+                let first = std::mem::take(&mut self.awaiting_first);
+                if let Some(s) = self.suspect.take() {
+                    let why = format!("heartbeat resumed after {} ms", now.saturating_sub(s.onset));
+                    self.settle(&why, out);
+                } else if first {
+                    self.settle("first heartbeat", out);
+                }
+                self.check_cleared(now, ctx, out);
+            }
+            Input::Report(snapshot) => self.on_report(now, &snapshot, ctx, out),
+            Input::Notice(Notice::MaintenanceStart { duration_s, .. }) => {
+                let ms = (u64::from(duration_s) * 1000).min(ctx.cfg.max_guest_maintenance_ms);
+                self.maintenance = Some(Some(now + ms));
+                self.suspect = None;
+                self.settle("guest declared maintenance", out);
+            }
+            Input::Notice(Notice::MaintenanceEnd) => {
+                self.end_maintenance(now, ctx, "guest ended maintenance", out)
+            }
+            Input::Notice(Notice::Ready) => {}
+            Input::Bye(reason) => {
+                if matches!(reason, ByeReason::Reboot) {
+                    self.awaiting_first = true;
+                    self.rearm(now, ctx.cfg.boot_grace_ms);
+                }
+                self.clean_bye = Some(reason);
+                if self.suspect.take().is_some() {
+                    self.settle("agent said bye", out);
+                }
+            }
+            Input::SessionClosed => {
+                self.session_open = false;
+                if self.clean_bye.is_none()
+                    && self.agent
+                    && self.domain == DomainState::Running
+                    && !self.frozen()
+                {
+                    let onset = self.arrivals.last().unwrap_or(now);
+                    self.suspect(
+                        now,
+                        onset,
+                        "agent connection closed without bye".into(),
+                        ctx,
+                        out,
+                    );
+                }
+            }
+            Input::Domain(d) => self.on_domain(now, d, ctx, out),
+            Input::Rebooted => {
+                self.awaiting_first = true;
+                self.rearm(now, ctx.cfg.boot_grace_ms);
+                self.settle("guest rebooted", out);
+            }
+            Input::Stats(s) => self.stats = Some((now, s)),
+            Input::Probe(r) => {
+                if let Some(s) = self.suspect.as_mut() {
+                    s.probe = Some(r);
+                }
+            }
+            Input::Operator(OperatorCommand::MaintenanceOn { until }) => {
+                self.maintenance = Some(until);
+                self.suspect = None;
+                self.settle("operator maintenance", out);
+            }
+            Input::Operator(OperatorCommand::MaintenanceOff) => {
+                self.end_maintenance(now, ctx, "operator ended maintenance", out)
+            }
+            Input::Operator(OperatorCommand::Release) => {
+                if self.quarantined {
+                    self.quarantined = false;
+                    self.destructive_log.clear();
+                    self.close_fault(now, Closure::Released, out);
+                    self.rearm(now, ctx.cfg.resume_grace_ms);
+                    self.settle("operator released", out);
+                    // Start over from what the hypervisor shows now: a domain
+                    // still crashed or off is a fault again, with a fresh ladder.
+                    if matches!(
+                        self.domain,
+                        DomainState::Crashed { .. } | DomainState::ShutOff(_)
+                    ) {
+                        self.on_domain(now, self.domain, ctx, out);
+                    }
+                }
+            }
+            Input::ActionDone { id, ok, detail } => {
+                self.on_action_done(now, id, ok, detail, ctx, out)
+            }
+        }
+    }
+
+    fn end_maintenance(&mut self, now: Millis, ctx: &mut Ctx<'_>, why: &str, out: &mut Output) {
+        if self.maintenance.take().is_some() {
+            self.rearm(now, ctx.cfg.resume_grace_ms);
+            self.settle(why, out);
+        }
+    }
+
+    fn on_domain(&mut self, now: Millis, d: DomainState, ctx: &mut Ctx<'_>, out: &mut Output) {
+        let was = self.domain;
+        self.domain = d;
+        let ours = self
+            .fault
+            .as_ref()
+            .and_then(|f| f.pending.as_ref())
+            .is_some_and(|(_, k)| {
+                matches!(
+                    k,
+                    ActionKind::DestroyStart
+                        | ActionKind::SnapshotRevert
+                        | ActionKind::Reset
+                        | ActionKind::Reboot
+                        | ActionKind::Start
+                )
+            });
+        match d {
+            DomainState::Running => {
+                self.running_seen = Some(now);
+                if self.off || matches!(was, DomainState::ShutOff(_) | DomainState::Crashed { .. })
+                {
+                    self.off = false;
+                    self.awaiting_first = true;
+                    self.rearm(now, ctx.cfg.boot_grace_ms);
+                    self.settle("domain started", out);
+                } else if matches!(was, DomainState::Paused(_)) {
+                    self.rearm(now, ctx.cfg.resume_grace_ms);
+                    self.settle("domain resumed", out);
+                } else {
+                    self.settle("domain running", out);
+                }
+                self.check_cleared(now, ctx, out);
+            }
+            DomainState::Paused(reason) => {
+                self.suspect = None;
+                match reason {
+                    PauseReason::IoError => self.locate(
+                        now,
+                        now,
+                        now,
+                        FaultKind::HostStorage,
+                        None,
+                        vec!["domain paused by a disk I/O error".into()],
+                        ctx,
+                        out,
+                    ),
+                    PauseReason::Watchdog => self.locate(
+                        now,
+                        self.arrivals.last().unwrap_or(now),
+                        now,
+                        FaultKind::GuestHang,
+                        None,
+                        vec!["guest watchdog device fired".into()],
+                        ctx,
+                        out,
+                    ),
+                    PauseReason::Panicked => self.locate(
+                        now,
+                        now,
+                        now,
+                        FaultKind::GuestPanic,
+                        None,
+                        vec!["domain paused: guest panicked".into()],
+                        ctx,
+                        out,
+                    ),
+                    _ => self.settle(&format!("domain paused ({reason:?})").to_lowercase(), out),
+                }
+            }
+            DomainState::ShutOff(reason) => {
+                self.suspect = None;
+                if ours {
+                    return;
+                }
+                let crashed = matches!(
+                    reason,
+                    StopReason::Destroyed | StopReason::Crashed | StopReason::Failed
+                );
+                if crashed && self.maintenance.is_none() {
+                    let panicked = self
+                        .panic_seen
+                        .is_some_and(|t| now.saturating_sub(t) <= PANIC_EXPLAINS_MS);
+                    let (kind, line) = if panicked {
+                        (
+                            FaultKind::GuestPanic,
+                            "agent reported a kernel panic before the domain stopped",
+                        )
+                    } else {
+                        (FaultKind::VmCrashed, "domain shut off without a clean bye")
+                    };
+                    let ev = vec![format!("{line}: {reason:?}").to_lowercase()];
+                    let onset = self
+                        .arrivals
+                        .last()
+                        .unwrap_or(now)
+                        .max(now.saturating_sub(ctx.cfg.heartbeat_interval_ms));
+                    self.locate(now, onset, now, kind, None, ev, ctx, out);
+                } else {
+                    self.off = true;
+                    self.close_fault(now, Closure::Withdrawn, out);
+                    self.settle(&format!("domain shut off ({reason:?})").to_lowercase(), out);
+                }
+            }
+            DomainState::Crashed { panicked } => {
+                self.suspect = None;
+                if ours {
+                    return;
+                }
+                let (kind, ev) = if panicked || self.panic_seen.is_some() {
+                    (
+                        FaultKind::GuestPanic,
+                        "domain crashed: guest panicked (pvpanic)",
+                    )
+                } else {
+                    (FaultKind::VmCrashed, "domain crashed")
+                };
+                let onset = self
+                    .arrivals
+                    .last()
+                    .unwrap_or(now)
+                    .max(now.saturating_sub(ctx.cfg.heartbeat_interval_ms));
+                self.locate(now, onset, now, kind, None, vec![ev.into()], ctx, out);
+            }
+            DomainState::ShuttingDown | DomainState::Unknown => {}
+        }
+    }
+
+    fn on_report(&mut self, now: Millis, s: &Snapshot, ctx: &mut Ctx<'_>, out: &mut Output) {
+        self.last_report = Some(now);
+        if evidence::panicking(s) {
+            self.panic_seen = Some(now);
+        }
+        let mut conds = evidence::conditions(s, ctx.cfg);
+        match evidence::memory_pressure(s, ctx.cfg) {
+            Some(p) => {
+                self.pressure_streak += 1;
+                if self.pressure_streak >= ctx.cfg.memory_pressure_reports {
+                    conds.push(evidence::Condition {
+                        kind: FaultKind::MemoryExhaustion,
+                        subject: None,
+                        evidence: format!(
+                            "memory pressure {}.{:02}% for {} reports",
+                            p / 100,
+                            p % 100,
+                            self.pressure_streak
+                        ),
+                    });
+                }
+            }
+            None => self.pressure_streak = 0,
+        }
+        // Is the active agent-evidence fault still shown?
+        if let Some(f) = &self.fault {
+            let agent_kind = matches!(
+                f.kind,
+                FaultKind::ServiceDown
+                    | FaultKind::DiskFull
+                    | FaultKind::FsReadonly
+                    | FaultKind::IoErrors
+                    | FaultKind::MemoryExhaustion
+                    | FaultKind::KernelDegraded
+            );
+            let still = conds.iter().any(|c| {
+                c.kind == f.kind
+                    && (f.subject.is_none() || c.subject.is_none() || c.subject == f.subject)
+            });
+            if agent_kind && !still && now > f.verify_from {
+                let how = if f.acted {
+                    Closure::Recovered
+                } else {
+                    Closure::Cleared
+                };
+                let why = format!("{} cleared", f.kind);
+                self.close_fault(now, how, out);
+                self.settle(&why, out);
+            }
+        }
+        if self.frozen() {
+            return;
+        }
+        conds.sort_by_key(|c| std::cmp::Reverse(c.kind.severity()));
+        if let Some(c) = conds.into_iter().next() {
+            let onset = now.saturating_sub(ctx.cfg.heartbeat_interval_ms);
+            self.locate(
+                now,
+                onset,
+                now,
+                c.kind,
+                c.subject,
+                vec![c.evidence],
+                ctx,
+                out,
+            );
+        }
+    }
+
+    /// Liveness faults clear when the VM shows life after detection.
+    pub fn check_cleared(&mut self, now: Millis, _ctx: &mut Ctx<'_>, out: &mut Output) {
+        let Some(f) = &self.fault else { return };
+        if !self.liveness_fault() {
+            return;
+        }
+        let alive = if self.agent {
+            self.arrivals
+                .last()
+                .is_some_and(|t| t > f.verify_from && t > f.detected)
+                && self.domain == DomainState::Running
+                && self.session_open
+        } else {
+            self.running_seen
+                .is_some_and(|t| t > f.verify_from && t > f.detected)
+                && self.domain == DomainState::Running
+        };
+        if alive {
+            let how = if f.acted {
+                Closure::Recovered
+            } else {
+                Closure::Cleared
+            };
+            let why = format!(
+                "{} {}",
+                f.kind,
+                if f.acted { "recovered" } else { "cleared" }
+            );
+            self.close_fault(now, how, out);
+            self.settle(&why, out);
+        }
+    }
+
+    /// Deadlines and corroboration at a tick.
+    pub fn tick(&mut self, now: Millis, ctx: &mut Ctx<'_>, out: &mut Output) {
+        if let Some(Some(until)) = self.maintenance {
+            if now >= until {
+                self.end_maintenance(now, ctx, "maintenance window ended", out);
+            }
+        }
+        if self.suspect.is_none() && !self.liveness_fault() {
+            if let Some(deadline) = self.deadline(ctx.cfg) {
+                if now >= deadline {
+                    let (onset, cause) = match self.arrivals.last() {
+                        Some(last) => (
+                            last,
+                            format!(
+                                "no heartbeat for {} ms (bound {} ms)",
+                                now - last,
+                                self.arrivals.bound(ctx.cfg)
+                            ),
+                        ),
+                        None => (now, "no heartbeat within the boot grace".to_string()),
+                    };
+                    self.suspect(now, onset, cause, ctx, out);
+                }
+            }
+        }
+        self.corroborate(now, ctx, out);
+    }
+
+    /// Name a silent VM's fault once the evidence is in.
+    pub fn corroborate(&mut self, now: Millis, ctx: &mut Ctx<'_>, out: &mut Output) {
+        let Some(s) = self.suspect.clone() else {
+            return;
+        };
+        let silent = now.saturating_sub(s.onset);
+        let mut ev = vec![s.cause.clone()];
+        if self
+            .panic_seen
+            .is_some_and(|t| t + PANIC_EXPLAINS_MS >= s.onset && t <= now)
+        {
+            ev.push("agent reported a kernel panic/oops before going silent".into());
+            return self.locate(
+                now,
+                s.onset,
+                s.since,
+                FaultKind::GuestPanic,
+                None,
+                ev,
+                ctx,
+                out,
+            );
+        }
+        if matches!(s.probe, Some(ProbeResult::Refused | ProbeResult::Accepted)) {
+            ev.push("guest kernel answered the liveness probe".into());
+            return self.locate(
+                now,
+                s.onset,
+                s.since,
+                FaultKind::AgentDown,
+                None,
+                ev,
+                ctx,
+                out,
+            );
+        }
+        let sample = self.stats.filter(|(t, _)| *t > s.since).map(|(_, st)| st);
+        let probe_done = s.probe.is_some() || now >= s.since + ctx.cfg.corroborate_ms;
+        let (Some(cur), Some(base)) = (sample, s.baseline) else {
+            // No counters to compare. A closed connection with a running
+            // domain and no probe verdict is the agent's fault; otherwise
+            // wait for a sample, then decide on what there is.
+            if probe_done
+                && s.probe != Some(ProbeResult::TimedOut)
+                && !self.session_open
+                && s.cause.contains("closed")
+            {
+                ev.push("domain running".into());
+                return self.locate(
+                    now,
+                    s.onset,
+                    s.since,
+                    FaultKind::AgentDown,
+                    None,
+                    ev,
+                    ctx,
+                    out,
+                );
+            }
+            if probe_done && now >= s.since + STATS_WAIT_MS {
+                ev.push("no hypervisor counters available".into());
+                ev.push(format!("liveness probe: {}", probe_text(s.probe)));
+                return self.locate(
+                    now,
+                    s.onset,
+                    s.since,
+                    FaultKind::GuestHang,
+                    None,
+                    ev,
+                    ctx,
+                    out,
+                );
+            }
+            return;
+        };
+        if cur.cpu_time_ns <= base.cpu_time_ns {
+            ev.push(format!(
+                "vCPU time frozen at {} ns while the domain is running",
+                cur.cpu_time_ns
+            ));
+            return self.locate(
+                now,
+                s.onset,
+                s.since,
+                FaultKind::VcpuStalled,
+                None,
+                ev,
+                ctx,
+                out,
+            );
+        }
+        if !probe_done {
+            return;
+        }
+        let io = cur.block_ops > base.block_ops || cur.net_packets > base.net_packets;
+        ev.push(format!(
+            "vCPU time advancing (+{} ms)",
+            (cur.cpu_time_ns - base.cpu_time_ns) / 1_000_000
+        ));
+        ev.push(format!("liveness probe: {}", probe_text(s.probe)));
+        if io {
+            if silent < ctx.cfg.io_veto_limit_ms {
+                return; // busy, not hung: I/O is progressing
+            }
+            ev.push(format!("I/O progressing but silent for {silent} ms"));
+        } else {
+            ev.push("no block or network I/O progress".into());
+        }
+        self.locate(
+            now,
+            s.onset,
+            s.since,
+            FaultKind::GuestHang,
+            None,
+            ev,
+            ctx,
+            out,
+        )
+    }
+
+    /// Open a fault (or keep a more severe one).
+    #[allow(clippy::too_many_arguments)]
+    pub fn locate(
+        &mut self,
+        now: Millis,
+        onset: Millis,
+        detected: Millis,
+        kind: FaultKind,
+        subject: Option<String>,
+        mut evidence: Vec<String>,
+        ctx: &mut Ctx<'_>,
+        out: &mut Output,
+    ) {
+        let mut kind = kind;
+        if let Some(f) = &self.fault {
+            // The same failure again after a recovery action: that action
+            // did not work; do not wait for the verification window.
+            if f.kind == kind && f.acted && f.pending.is_none() && f.verify_until.is_some() {
+                let why = format!("{kind} again: {}", evidence.join("; "));
+                self.escalate_now(now, &why, ctx, out);
+                return;
+            }
+            if f.kind.severity() >= kind.severity() {
+                return;
+            }
+        }
+        if ctx.host_wide && kind != FaultKind::HostWide {
+            evidence.push(format!("would be {kind}; host-wide event in progress"));
+            kind = FaultKind::HostWide;
+        }
+        self.close_fault(now, Closure::Superseded, out);
+        self.suspect = None;
+        let id = ctx.fault_id();
+        out.records.push(Record::Fault {
+            vm: self.name.clone(),
+            id,
+            kind,
+            layer: kind.layer(),
+            evidence,
+            onset,
+            detected,
+            located: now,
+        });
+        ctx.located.push(self.name.clone());
+        self.fault = Some(ActiveFault {
+            id,
+            kind,
+            subject,
+            onset,
+            detected,
+            located: now,
+            rung: 0,
+            attempt: 1,
+            pending: None,
+            verify_until: None,
+            verify_from: now,
+            next_try_at: now,
+            held: false,
+            acted: false,
+            suppressed_noted: false,
+        });
+        if matches!(kind, FaultKind::GuestPanic | FaultKind::GuestHang) {
+            // Keep what there is to see before any recovery changes it.
+            let action = Action {
+                id: ctx.action_id(),
+                vm: self.name.clone(),
+                kind: ActionKind::CaptureEvidence,
+                fault: id,
+                memory_kib: None,
+            };
+            out.records.push(Record::Intent {
+                vm: self.name.clone(),
+                action: action.clone(),
+                rung: None,
+                attempt: 1,
+            });
+            out.actions.push(action);
+        }
+        self.settle(&format!("{kind} located"), out);
+    }
+
+    /// Convert the active fault into a host-wide one (breaker tripped).
+    pub fn host_wide(&mut self, now: Millis, ctx: &mut Ctx<'_>, out: &mut Output) {
+        let Some(f) = &self.fault else { return };
+        if f.kind == FaultKind::HostWide {
+            return;
+        }
+        let (onset, detected, was) = (f.onset, f.detected, f.kind);
+        let ev = vec![format!("was {was}; many VMs faulted together")];
+        self.locate(
+            now,
+            onset,
+            detected,
+            FaultKind::HostWide,
+            None,
+            ev,
+            ctx,
+            out,
+        );
+    }
+
+    /// Close the active fault.
+    pub fn close_fault(&mut self, now: Millis, how: Closure, out: &mut Output) {
+        if let Some(f) = self.fault.take() {
+            out.records.push(Record::Closed {
+                vm: self.name.clone(),
+                id: f.id,
+                kind: f.kind,
+                how,
+                at: now,
+                detect_ms: f.detected.saturating_sub(f.onset),
+                locate_ms: f.located.saturating_sub(f.detected),
+                repair_ms: now.saturating_sub(f.located),
+            });
+        }
+    }
+}
+
+fn probe_text(p: Option<ProbeResult>) -> &'static str {
+    match p {
+        Some(ProbeResult::Refused) => "refused",
+        Some(ProbeResult::Accepted) => "accepted",
+        Some(ProbeResult::TimedOut) => "timed out",
+        Some(ProbeResult::Unsupported) => "unsupported",
+        None => "no answer",
+    }
+}
