@@ -1,0 +1,321 @@
+//! The libvirt implementation of [`Hypervisor`] (the `virt` crate).
+//!
+//! `test:///default` or `test:///abs/path/node.xml` (libvirt's built-in test
+//! driver) for tests and demos, `qemu:///system` in production. Every call
+//! blocks: the daemon runs this on a thread of its own.
+
+use virt::connect::Connect;
+use virt::domain::{
+    Domain, DomainCrashedReason, DomainPausedReason, DomainShutoffReason, DomainState as LvState,
+    DomainStateReason,
+};
+use virt::enumutil::Enum;
+
+use super::{BackendError, DomainDef, DomainPoll, Hypervisor};
+use crate::engine::{DomainState, DomainStats, PauseReason, StopReason};
+
+/// A libvirt connection.
+pub struct Libvirt {
+    uri: String,
+    conn: Connect,
+}
+
+fn call(op: &'static str, domain: &str, e: virt::error::Error) -> BackendError {
+    if e.code() == Enum::Known(virt::error::ErrorNumber::NoDomain) {
+        return BackendError::NoDomain(domain.to_string());
+    }
+    BackendError::Call {
+        op,
+        domain: domain.to_string(),
+        message: e.message().to_string(),
+    }
+}
+
+impl Libvirt {
+    /// Open `uri`. Silences libvirt's default stderr error printer (errors
+    /// are returned and logged by the daemon instead).
+    pub fn open(uri: &str) -> Result<Libvirt, BackendError> {
+        virt::error::clear_error_callback();
+        let conn = Connect::open(Some(uri)).map_err(|e| BackendError::Connect {
+            uri: uri.into(),
+            message: e.message().to_string(),
+        })?;
+        Ok(Libvirt {
+            uri: uri.into(),
+            conn,
+        })
+    }
+
+    /// The URI this connection was opened with.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The raw connection (for event registration).
+    pub fn connection(&self) -> &Connect {
+        &self.conn
+    }
+
+    fn domain(&self, name: &str) -> Result<Domain, BackendError> {
+        self.conn
+            .lookup_domain_by_name(name)
+            .map_err(|e| call("lookup", name, e))
+    }
+}
+
+/// Parse the parts of a domain's XML the daemon uses: pure.
+pub fn parse_domain_xml(name: &str, uuid: &str, xml: &str) -> DomainDef {
+    let mut def = DomainDef {
+        name: name.into(),
+        uuid: uuid.into(),
+        vsock_cid: None,
+        disks: Vec::new(),
+        interfaces: Vec::new(),
+    };
+    let Ok(doc) = roxmltree::Document::parse(xml) else {
+        return def;
+    };
+    for node in doc.descendants() {
+        match node.tag_name().name() {
+            "disk" => {
+                if let Some(dev) = node
+                    .children()
+                    .find(|c| c.has_tag_name("target"))
+                    .and_then(|t| t.attribute("dev"))
+                {
+                    def.disks.push(dev.to_string());
+                }
+            }
+            "interface" => {
+                if let Some(dev) = node
+                    .children()
+                    .find(|c| c.has_tag_name("target"))
+                    .and_then(|t| t.attribute("dev"))
+                {
+                    def.interfaces.push(dev.to_string());
+                }
+            }
+            "vsock" => {
+                def.vsock_cid = node
+                    .children()
+                    .find(|c| c.has_tag_name("cid"))
+                    .and_then(|c| c.attribute("address"))
+                    .and_then(|a| a.parse().ok());
+            }
+            _ => {}
+        }
+    }
+    def
+}
+
+/// Map libvirt's state and reason to the engine's: pure.
+pub fn map_state(state: LvState, reason: Option<DomainStateReason>) -> DomainState {
+    match state {
+        LvState::Running | LvState::Blocked => DomainState::Running,
+        LvState::Paused => {
+            let r = match reason {
+                Some(DomainStateReason::Paused(Enum::Known(r))) => match r {
+                    DomainPausedReason::User => PauseReason::User,
+                    DomainPausedReason::Migration | DomainPausedReason::PostCopy => {
+                        PauseReason::Migration
+                    }
+                    DomainPausedReason::Save | DomainPausedReason::Dump => PauseReason::Save,
+                    DomainPausedReason::Snapshot | DomainPausedReason::FromSnapshot => {
+                        PauseReason::Snapshot
+                    }
+                    DomainPausedReason::IOError => PauseReason::IoError,
+                    DomainPausedReason::Watchdog => PauseReason::Watchdog,
+                    DomainPausedReason::Crashed => PauseReason::Panicked,
+                    _ => PauseReason::Other,
+                },
+                _ => PauseReason::Other,
+            };
+            DomainState::Paused(r)
+        }
+        LvState::Shutoff => {
+            let r = match reason {
+                Some(DomainStateReason::Shutoff(Enum::Known(r))) => match r {
+                    DomainShutoffReason::Shutdown => StopReason::Shutdown,
+                    DomainShutoffReason::Destroyed => StopReason::Destroyed,
+                    DomainShutoffReason::Crashed => StopReason::Crashed,
+                    DomainShutoffReason::Migrated => StopReason::Migrated,
+                    DomainShutoffReason::Saved => StopReason::Saved,
+                    DomainShutoffReason::Failed => StopReason::Failed,
+                    DomainShutoffReason::FromSnapshot => StopReason::FromSnapshot,
+                    _ => StopReason::Other,
+                },
+                _ => StopReason::Other,
+            };
+            DomainState::ShutOff(r)
+        }
+        LvState::Crashed => DomainState::Crashed {
+            panicked: matches!(
+                reason,
+                Some(DomainStateReason::Crashed(Enum::Known(
+                    DomainCrashedReason::Panicked
+                )))
+            ),
+        },
+        LvState::Shutdown => DomainState::ShuttingDown,
+        LvState::NoState | LvState::PMSuspended => DomainState::Unknown,
+    }
+}
+
+impl Hypervisor for Libvirt {
+    fn list(&mut self) -> Result<Vec<DomainDef>, BackendError> {
+        let doms = self
+            .conn
+            .list_all_domains(0)
+            .map_err(|e| call("list", "*", e))?;
+        let mut out = Vec::with_capacity(doms.len());
+        for d in doms {
+            let name = d.name().map_err(|e| call("name", "?", e))?;
+            let uuid = d.uuid_string().unwrap_or_default();
+            let xml = d.xml_desc(0).map_err(|e| call("xml", &name, e))?;
+            out.push(parse_domain_xml(&name, &uuid, &xml));
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn poll(&mut self, def: &DomainDef) -> Result<DomainPoll, BackendError> {
+        let d = self.domain(&def.name)?;
+        // info() reports errors; state() gives the reason but hides errors.
+        let info = d.info().map_err(|e| call("info", &def.name, e))?;
+        let (state, reason) = d.state().map_err(|e| call("state", &def.name, e))?;
+        let state = match state {
+            Enum::Known(s) => map_state(
+                s,
+                match reason {
+                    Enum::Known(r) => Some(r),
+                    Enum::Unknown(_) => None,
+                },
+            ),
+            Enum::Unknown(_) => DomainState::Unknown,
+        };
+        let mut stats = DomainStats {
+            cpu_time_ns: info.cpu_time,
+            ..DomainStats::default()
+        };
+        if state == DomainState::Running {
+            for disk in &def.disks {
+                if let Ok(b) = d.block_stats(disk) {
+                    stats.block_ops += (b.rd_req.max(0) + b.wr_req.max(0)) as u64;
+                }
+            }
+            for nic in &def.interfaces {
+                if let Ok(n) = d.interface_stats(nic) {
+                    stats.net_packets += (n.rx_packets.max(0) + n.tx_packets.max(0)) as u64;
+                }
+            }
+        }
+        Ok(DomainPoll {
+            state,
+            stats,
+            memory_kib: (info.memory, info.max_mem),
+        })
+    }
+
+    fn reset(&mut self, name: &str) -> Result<(), BackendError> {
+        self.domain(name)?
+            .reset()
+            .map_err(|e| call("reset", name, e))
+    }
+
+    fn reboot(&mut self, name: &str) -> Result<(), BackendError> {
+        self.domain(name)?
+            .reboot(0)
+            .map_err(|e| call("reboot", name, e))
+    }
+
+    fn shutdown(&mut self, name: &str) -> Result<(), BackendError> {
+        self.domain(name)?
+            .shutdown()
+            .map_err(|e| call("shutdown", name, e))
+    }
+
+    fn destroy(&mut self, name: &str) -> Result<(), BackendError> {
+        self.domain(name)?
+            .destroy()
+            .map_err(|e| call("destroy", name, e))
+    }
+
+    fn start(&mut self, name: &str) -> Result<(), BackendError> {
+        self.domain(name)?
+            .create()
+            .map_err(|e| call("start", name, e))
+    }
+
+    fn resume(&mut self, name: &str) -> Result<(), BackendError> {
+        self.domain(name)?
+            .resume()
+            .map_err(|e| call("resume", name, e))
+    }
+
+    fn set_memory(&mut self, name: &str, kib: u64) -> Result<(), BackendError> {
+        // set_memory_flags, not set_memory: the latter is ambiguous about
+        // live vs config on a running domain.
+        self.domain(name)?
+            .set_memory_flags(kib, virt::sys::VIR_DOMAIN_MEM_LIVE)
+            .map_err(|e| call("set-memory", name, e))
+    }
+
+    fn set_vcpus(&mut self, name: &str, n: u32) -> Result<(), BackendError> {
+        self.domain(name)?
+            .set_vcpus_flags(n, virt::sys::VIR_DOMAIN_VCPU_CONFIG)
+            .map_err(|e| call("set-vcpus", name, e))
+    }
+
+    fn snapshot_create(&mut self, name: &str, snapshot: &str) -> Result<(), BackendError> {
+        let xml = format!("<domainsnapshot><name>{snapshot}</name></domainsnapshot>");
+        let d = self.domain(name)?;
+        d.create_snapshot_xml(&xml, 0)
+            .map(|_| ())
+            .map_err(|e| call("snapshot-create", name, e))
+    }
+
+    fn snapshot_revert(&mut self, name: &str, snapshot: &str) -> Result<(), BackendError> {
+        let d = self.domain(name)?;
+        let s = Domain::lookup_snapshot_by_name(&d, snapshot, 0)
+            .map_err(|e| call("snapshot-lookup", name, e))?;
+        s.revert(0).map_err(|e| call("snapshot-revert", name, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_xml_parts() {
+        let xml = r#"<domain type='kvm'><name>web</name><devices>
+            <disk type='file' device='disk'><source file='/x.qcow2'/><target dev='vda' bus='virtio'/></disk>
+            <interface type='network'><target dev='vnet3'/></interface>
+            <vsock model='virtio'><cid auto='no' address='7'/></vsock>
+        </devices></domain>"#;
+        let d = parse_domain_xml("web", "u", xml);
+        assert_eq!(
+            (d.disks, d.interfaces, d.vsock_cid),
+            (vec!["vda".into()], vec!["vnet3".into()], Some(7))
+        );
+        assert_eq!(parse_domain_xml("x", "u", "<not xml").disks.len(), 0);
+    }
+
+    #[test]
+    fn test_driver_lists_and_polls_the_default_domain() {
+        let mut lv = Libvirt::open("test:///default").unwrap();
+        let doms = lv.list().unwrap();
+        let test = doms.iter().find(|d| d.name == "test").unwrap();
+        let p = lv.poll(test).unwrap();
+        assert_eq!(p.state, DomainState::Running);
+        assert!(p.memory_kib.1 > 0);
+        lv.destroy("test").unwrap();
+        assert_eq!(
+            lv.poll(test).unwrap().state,
+            DomainState::ShutOff(StopReason::Destroyed)
+        );
+        lv.start("test").unwrap();
+        assert_eq!(lv.poll(test).unwrap().state, DomainState::Running);
+        assert!(matches!(lv.reset("nope"), Err(BackendError::NoDomain(_))));
+    }
+}

@@ -1,0 +1,90 @@
+//! The hypervisor backend: a narrow trait over what vigild needs from
+//! libvirt, so the daemon can be tested against libvirt's test driver and
+//! unit-tested against a fake.
+
+pub mod events;
+pub mod libvirt;
+
+use thiserror::Error;
+
+use crate::engine::{DomainState, DomainStats};
+
+/// A failed hypervisor call.
+#[derive(Debug, Error)]
+pub enum BackendError {
+    /// Connecting failed.
+    #[error("cannot connect to {uri}: {message}")]
+    Connect {
+        /// URI.
+        uri: String,
+        /// libvirt's message.
+        message: String,
+    },
+    /// A call about one domain failed.
+    #[error("{op} {domain}: {message}")]
+    Call {
+        /// Operation.
+        op: &'static str,
+        /// Domain.
+        domain: String,
+        /// libvirt's message.
+        message: String,
+    },
+    /// The domain does not exist.
+    #[error("no domain named {0}")]
+    NoDomain(String),
+}
+
+/// What the daemon knows about a domain from its definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainDef {
+    /// Name.
+    pub name: String,
+    /// UUID.
+    pub uuid: String,
+    /// Kernel vsock CID (`<vsock><cid address=.../>`), if any.
+    pub vsock_cid: Option<u32>,
+    /// Disk target names (vda, ...).
+    pub disks: Vec<String>,
+    /// Interface target names (vnet0, ...).
+    pub interfaces: Vec<String>,
+}
+
+/// A domain's live state and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DomainPoll {
+    /// Run state with reason.
+    pub state: DomainState,
+    /// Counters.
+    pub stats: DomainStats,
+    /// Current and maximum memory, KiB.
+    pub memory_kib: (u64, u64),
+}
+
+/// The narrow interface to the hypervisor. All calls block.
+pub trait Hypervisor: Send {
+    /// Every defined domain.
+    fn list(&mut self) -> Result<Vec<DomainDef>, BackendError>;
+    /// State, reason and counters of one domain.
+    fn poll(&mut self, def: &DomainDef) -> Result<DomainPoll, BackendError>;
+    /// Hard reset.
+    fn reset(&mut self, name: &str) -> Result<(), BackendError>;
+    /// ACPI reboot.
+    fn reboot(&mut self, name: &str) -> Result<(), BackendError>;
+    /// ACPI shutdown.
+    fn shutdown(&mut self, name: &str) -> Result<(), BackendError>;
+    /// Power off.
+    fn destroy(&mut self, name: &str) -> Result<(), BackendError>;
+    /// Start a shut-off domain.
+    fn start(&mut self, name: &str) -> Result<(), BackendError>;
+    /// Resume a paused domain.
+    fn resume(&mut self, name: &str) -> Result<(), BackendError>;
+    /// Set the live memory size (balloon), KiB.
+    fn set_memory(&mut self, name: &str, kib: u64) -> Result<(), BackendError>;
+    /// Set the vCPU count in the persistent config (takes effect at boot).
+    fn set_vcpus(&mut self, name: &str, n: u32) -> Result<(), BackendError>;
+    /// Create a snapshot with this name (of the current state).
+    fn snapshot_create(&mut self, name: &str, snapshot: &str) -> Result<(), BackendError>;
+    /// Revert to a named snapshot.
+    fn snapshot_revert(&mut self, name: &str, snapshot: &str) -> Result<(), BackendError>;
+}
