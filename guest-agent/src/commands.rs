@@ -2,7 +2,7 @@
 //! timeout, answered with a bounded outcome. Nothing from the wire reaches
 //! the program's arguments.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,11 +37,32 @@ pub fn run(entry: &Allowed) -> CommandOutcome {
             detail: "empty argv".into(),
         };
     };
+    // Output goes to an anonymous temporary file, not a pipe: a command
+    // that starts a daemon (which inherits the descriptors) must not keep
+    // the agent waiting for an end-of-file that never comes.
+    let out = match tempfile::tempfile() {
+        Ok(f) => f,
+        Err(e) => {
+            return CommandOutcome::Failed {
+                exit_code: None,
+                detail: Text::from(format!("no temporary file: {e}")),
+            }
+        }
+    };
+    let (stdout, stderr) = match (out.try_clone(), out.try_clone()) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => {
+            return CommandOutcome::Failed {
+                exit_code: None,
+                detail: "cannot duplicate a descriptor".into(),
+            }
+        }
+    };
     let mut child = match Process::new(prog)
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
         .spawn()
     {
         Ok(c) => c,
@@ -52,32 +73,6 @@ pub fn run(entry: &Allowed) -> CommandOutcome {
             }
         }
     };
-    // Drain output on a helper thread so a chatty program cannot block on a
-    // full pipe; keep only the tail.
-    let mut stderr = child.stderr.take();
-    let mut stdout = child.stdout.take();
-    let drain = std::thread::spawn(move || {
-        let mut tail = Vec::new();
-        let mut buf = [0u8; 1024];
-        for r in [
-            stderr.as_mut().map(|s| s as &mut dyn Read),
-            stdout.as_mut().map(|s| s as &mut dyn Read),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            while let Ok(n) = r.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                tail.extend_from_slice(&buf[..n]);
-                if tail.len() > 4 * MAX_TEXT {
-                    tail.drain(..tail.len() - 2 * MAX_TEXT);
-                }
-            }
-        }
-        tail
-    });
     let deadline = Instant::now() + Duration::from_secs(entry.timeout_s);
     let status = loop {
         match child.try_wait() {
@@ -91,7 +86,12 @@ pub fn run(entry: &Allowed) -> CommandOutcome {
             Err(_) => break None,
         }
     };
-    let tail = drain.join().unwrap_or_default();
+    let mut tail = Vec::new();
+    let mut out = out;
+    if let Ok(len) = out.seek(SeekFrom::End(0)) {
+        let _ = out.seek(SeekFrom::Start(len.saturating_sub(2 * MAX_TEXT as u64)));
+        let _ = out.take(4 * MAX_TEXT as u64).read_to_end(&mut tail);
+    }
     let text = String::from_utf8_lossy(&tail);
     let text = text.trim();
     let mut start = text.len().saturating_sub(MAX_TEXT);
@@ -146,6 +146,14 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_command_that_starts_a_daemon_returns_promptly() {
+        let t = Instant::now();
+        let r = run(&entry(&["/bin/sh", "-c", "sleep 30 & echo started"], 10));
+        assert_eq!(r, CommandOutcome::Succeeded);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 
     #[test]

@@ -1,10 +1,18 @@
 //! `vigild` and `vigilctl`: Vigil's host watchdog.
 //!
 //! - [`engine`]: the pure fault engine (detect, locate, decide);
+//! - [`backend`]: the hypervisor trait and its libvirt implementation, domain events;
+//! - [`daemon`]: vigild: sessions, core, executor, control API, Prometheus metrics;
+//! - [`journal`]: the SQLite journal;
+//! - [`config`]: vigild's configuration;
 //! - [`metrics`]: fault rate, MTTD/MTTL/MTTR and availability from journal records;
 //! - [`sim`]: the scenario simulator that drives the engine on a virtual clock.
 
 pub mod backend;
+pub mod config;
+pub mod ctl;
+pub mod daemon;
 pub mod engine;
+pub mod journal;
 pub mod metrics;
 pub mod sim;

@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::{Closure, FaultKind, Millis, Record, VmId};
 
 /// Mean and 95th percentile of a set of durations, in ms.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stat {
     /// Samples.
     pub count: usize,
@@ -36,7 +36,7 @@ pub fn stat(xs: &[Millis]) -> Stat {
 }
 
 /// One VM's figures over a window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmMetrics {
     /// VM.
     pub vm: VmId,
@@ -58,6 +58,24 @@ pub struct VmMetrics {
     pub availability: f64,
     /// Outage time in the window, ms.
     pub downtime_ms: Millis,
+}
+
+impl VmMetrics {
+    /// A VM with no faults in the window.
+    pub fn clean(vm: &str) -> VmMetrics {
+        VmMetrics {
+            vm: vm.to_string(),
+            faults: 0,
+            fault_rate_per_hour: 0.0,
+            by_kind: BTreeMap::new(),
+            recovered: 0,
+            detect: Stat::default(),
+            locate: Stat::default(),
+            repair: Stat::default(),
+            availability: 1.0,
+            downtime_ms: 0,
+        }
+    }
 }
 
 /// Compute per-VM metrics over `[from, to)` from timestamped records.

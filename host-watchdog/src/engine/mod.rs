@@ -59,6 +59,20 @@ impl Engine {
         }
     }
 
+    /// Continue fault and action numbering (after a restart).
+    pub fn seed_ids(&mut self, next_fault: u64, next_action: u64) {
+        self.next_fault = self.next_fault.max(next_fault);
+        self.next_action = self.next_action.max(next_action);
+    }
+
+    /// Restore a VM's destructive-action history (after a restart), so the
+    /// per-VM budget survives it.
+    pub fn seed_destructive(&mut self, vm: &str, times: &[Millis]) {
+        if let Some(v) = self.vms.get_mut(vm) {
+            v.destructive_log.extend(times.iter().copied());
+        }
+    }
+
     /// The settings.
     pub fn config(&self) -> &EngineConfig {
         &self.cfg

@@ -1,0 +1,63 @@
+//! `vigild`: parse arguments, load the config, run the daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use vigil_watchdog::config::{Config, DEFAULT_CONFIG_PATH};
+
+/// Vigil's host watchdog daemon.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Config file.
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH, env = "VIGILD_CONFIG")]
+    config: PathBuf,
+    /// libvirt URI (overrides the config file).
+    #[arg(long, env = "VIGILD_LIBVIRT_URI")]
+    libvirt_uri: Option<String>,
+    /// Print the default configuration (TOML) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Exit status for config errors (sysexits EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    if args.print_config {
+        print!("{}", Config::defaults_toml());
+        return ExitCode::SUCCESS;
+    }
+    let required = args.config.as_os_str() != DEFAULT_CONFIG_PATH;
+    let config = Config::load(&args.config, required).and_then(|mut c| {
+        if let Some(uri) = args.libvirt_uri {
+            c.libvirt_uri = uri;
+        }
+        c.validate()?;
+        Ok(c)
+    });
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vigild: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if args.check_config {
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    match vigil_watchdog::daemon::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigild: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! vigild's configuration: `/etc/vigil/watchdog.toml` (`deny_unknown_fields`),
+//! validated with clear errors; `vigild --print-config` prints the defaults.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use vigil_protocol::transport::Address;
+
+use crate::engine::EngineConfig;
+
+/// Default config path.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/vigil/watchdog.toml";
+
+/// A config problem.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("cannot read {path}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid for the schema.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// toml's message.
+        message: String,
+    },
+    /// Out of range or inconsistent.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// One monitored VM's wiring (hybrid vsock or plain Unix sockets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    /// libvirt domain name.
+    pub domain: String,
+    /// Where this VM's agent connections arrive: `hybrid:///base:PORT`
+    /// (listens on `base_PORT`) or `unix:///path`. Absent: no agent.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// Liveness probe target: `hybrid:///vmm.sock:PORT` with a port nobody
+    /// listens on in the guest. Absent: no probe.
+    #[serde(default)]
+    pub probe: Option<String>,
+    /// Known-good snapshot to revert to.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+}
+
+/// The daemon's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// libvirt URI (`test:///default` for demos, `qemu:///system` in production).
+    pub libvirt_uri: String,
+    /// SQLite journal path.
+    pub journal: PathBuf,
+    /// Control socket path (root-only).
+    pub control_socket: PathBuf,
+    /// Prometheus listen address; empty disables.
+    pub metrics_listen: String,
+    /// Kernel-vsock listen addresses (`vsock://any:1217`); VMs are found by
+    /// the CID in their domain XML.
+    pub listen: Vec<String>,
+    /// How often domains are polled, ms.
+    pub poll_interval_ms: u64,
+    /// Largest frame payload accepted from a guest.
+    pub max_frame_bytes: u32,
+    /// Messages per second a guest may send (burst of the same size).
+    pub max_messages_per_second: u32,
+    /// A guest that starts a frame and does not finish it within this is dropped.
+    pub slow_sender_timeout_ms: u64,
+    /// A connection must say `Hello` within this.
+    pub hello_timeout_ms: u64,
+    /// Liveness probe timeout.
+    pub probe_timeout_ms: u64,
+    /// Agent command timeout.
+    pub command_timeout_ms: u64,
+    /// Per-VM wiring.
+    pub vm: Vec<VmConfig>,
+    /// Fault engine settings.
+    pub engine: EngineConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            libvirt_uri: "qemu:///system".into(),
+            journal: "/var/lib/vigil/journal.db".into(),
+            control_socket: "/run/vigil/control.sock".into(),
+            metrics_listen: "127.0.0.1:9717".into(),
+            listen: Vec::new(),
+            poll_interval_ms: 1000,
+            max_frame_bytes: vigil_protocol::DEFAULT_MAX_PAYLOAD,
+            max_messages_per_second: 50,
+            slow_sender_timeout_ms: 5000,
+            hello_timeout_ms: 5000,
+            probe_timeout_ms: 1000,
+            command_timeout_ms: 60_000,
+            vm: Vec::new(),
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Parse TOML (not yet validated).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Load a file; a missing file at the default path means the defaults.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => Config::from_toml(&t, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
+            Err(source) => Err(ConfigError::Read {
+                path: path.into(),
+                source,
+            }),
+        }
+    }
+
+    /// The defaults as TOML.
+    pub fn defaults_toml() -> String {
+        toml::to_string(&Config::default()).unwrap_or_default()
+    }
+
+    /// Check everything; the message names the bad setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.libvirt_uri.is_empty() {
+            return bad("libvirt_uri is empty".into());
+        }
+        if !self.metrics_listen.is_empty()
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return bad(format!(
+                "metrics_listen {:?} is not HOST:PORT",
+                self.metrics_listen
+            ));
+        }
+        for l in &self.listen {
+            match l.parse::<Address>() {
+                Ok(Address::Vsock { .. }) => {}
+                Ok(_) => {
+                    return bad(format!(
+                        "listen {l:?}: only vsock:// addresses; per-VM sockets go in [[vm]] agent"
+                    ))
+                }
+                Err(e) => return bad(format!("listen {l:?}: {e}")),
+            }
+        }
+        if self.poll_interval_ms < 100 || self.poll_interval_ms > 60_000 {
+            return bad("poll_interval_ms must be 100..=60000".into());
+        }
+        if self.max_frame_bytes < 1024 || self.max_frame_bytes > 16 << 20 {
+            return bad("max_frame_bytes must be 1024..=16777216".into());
+        }
+        if self.max_messages_per_second == 0 {
+            return bad("max_messages_per_second must be > 0".into());
+        }
+        let mut names = BTreeSet::new();
+        for v in &self.vm {
+            if v.domain.is_empty() || !names.insert(v.domain.as_str()) {
+                return bad(format!("vm {:?}: empty or listed twice", v.domain));
+            }
+            for (what, a) in [("agent", &v.agent), ("probe", &v.probe)] {
+                if let Some(a) = a {
+                    match a.parse::<Address>() {
+                        Ok(Address::Vsock { .. }) => {
+                            return bad(format!(
+                                "vm {}: {what} must be hybrid:// or unix://",
+                                v.domain
+                            ))
+                        }
+                        Ok(_) => {}
+                        Err(e) => return bad(format!("vm {}: {what}: {e}", v.domain)),
+                    }
+                }
+            }
+        }
+        self.engine
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("engine: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Config, ConfigError> {
+        let c = Config::from_toml(text, Path::new("w.toml"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_round_trip() {
+        assert_eq!(check(&Config::defaults_toml()).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn bad_configs_are_named() {
+        let cases = [
+            ("colour = 1", "unknown field `colour`"),
+            ("metrics_listen = \"nine\"", "not HOST:PORT"),
+            ("listen = [\"unix:///x\"]", "only vsock://"),
+            (
+                "[[vm]]\ndomain = \"a\"\nagent = \"tcp://x\"",
+                "unknown address scheme",
+            ),
+            (
+                "[[vm]]\ndomain = \"a\"\n[[vm]]\ndomain = \"a\"",
+                "listed twice",
+            ),
+            ("[engine]\nheartbeat_timeout_ms = 10", "engine:"),
+            ("poll_interval_ms = 5", "poll_interval_ms"),
+        ];
+        for (text, want) in cases {
+            let e = check(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! `vigilctl`'s client: send a request to vigild's control socket and
+//! render the reply as a table or as stable JSON.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::daemon::control::{Request, Response, VmView};
+use crate::engine::{Millis, Record};
+use crate::metrics::VmMetrics;
+
+/// A failure with its exit status.
+#[derive(Debug)]
+pub struct CtlError {
+    /// Exit status.
+    pub code: u8,
+    /// Message.
+    pub message: String,
+}
+
+fn err(code: u8, message: impl Into<String>) -> CtlError {
+    CtlError {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Parse `600`, `10m`, `2h`, `1d` (ago) or a ms-since-epoch timestamp into ms since the epoch.
+pub fn parse_since(s: &str, now_ms: Millis) -> Result<Millis, CtlError> {
+    let dur = parse_duration_ms(s)?;
+    // Large bare numbers are absolute timestamps.
+    if s.chars().all(|c| c.is_ascii_digit()) && dur > 1_000_000_000_000 {
+        return Ok(s.parse().unwrap_or(0));
+    }
+    Ok(now_ms.saturating_sub(dur))
+}
+
+/// Parse `90`, `90s`, `10m`, `2h`, `1d` into milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<Millis, CtlError> {
+    let bad = || {
+        err(
+            2,
+            format!("bad duration {s:?} (examples: 90, 90s, 10m, 2h, 1d)"),
+        )
+    };
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mul = match unit {
+        "" if n > 1_000_000_000_000 => return Ok(n),
+        "" | "s" => 1_000,
+        "ms" => 1,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mul).ok_or_else(bad)
+}
+
+fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+fn fmt_time(ms: Millis) -> String {
+    let secs = ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02}.{:03}", ms % 1000)
+}
+
+fn secs(ms: f64) -> String {
+    if ms == 0.0 {
+        "-".into()
+    } else {
+        format!("{:.2}s", ms / 1000.0)
+    }
+}
+
+/// A control-socket client.
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    /// A client for the socket at `socket`.
+    pub fn new(socket: PathBuf) -> Client {
+        Client { socket }
+    }
+
+    /// Send one request, get the data of a successful reply.
+    pub fn call(&self, req: &Request) -> Result<Value, CtlError> {
+        let mut s = UnixStream::connect(&self.socket).map_err(|e| {
+            err(
+                4,
+                format!("cannot reach vigild at {}: {e}", self.socket.display()),
+            )
+        })?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        let mut line = serde_json::to_string(req).map_err(|e| err(1, e.to_string()))?;
+        line.push('\n');
+        s.write_all(line.as_bytes())
+            .map_err(|e| err(4, format!("cannot send to vigild: {e}")))?;
+        let mut reply = String::new();
+        BufReader::new(&s)
+            .read_line(&mut reply)
+            .map_err(|e| err(4, format!("no reply from vigild: {e}")))?;
+        let resp: Response = serde_json::from_str(&reply)
+            .map_err(|e| err(1, format!("bad reply from vigild: {e}")))?;
+        if resp.ok {
+            return Ok(resp.data);
+        }
+        let code = match resp.class.as_deref() {
+            Some("usage") => 2,
+            Some("not-found") => 3,
+            Some("unavailable") => 4,
+            _ => 1,
+        };
+        Err(err(
+            code,
+            resp.error.unwrap_or_else(|| "request failed".into()),
+        ))
+    }
+
+    fn print_json(v: &Value) {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    }
+
+    /// `list`.
+    pub fn list(&self, json: bool) -> Result<(), CtlError> {
+        let data = self.call(&Request::List)?;
+        if json {
+            Self::print_json(&data);
+            return Ok(());
+        }
+        let vms: Vec<VmView> =
+            serde_json::from_value(data["vms"].clone()).map_err(|e| err(1, e.to_string()))?;
+        println!("DOMAIN               STATE        DOMAIN-STATE       AGENT   HEARTBEAT  FAULT");
+        for v in vms {
+            let agent = match (v.agent_expected, v.agent_connected) {
+                (_, true) => "up",
+                (true, false) => "down",
+                (false, false) => "-",
+            };
+            let hb = v
+                .heartbeat_age_ms
+                .map_or("-".into(), |a| format!("{:.1}s ago", a as f64 / 1000.0));
+            let fault = match (v.fault, v.fault_id) {
+                (Some(k), Some(id)) => format!("#{id} {k}"),
+                _ => "-".into(),
+            };
+            println!(
+                "{:<20} {:<12} {:<18} {:<6} {:>10}  {}",
+                v.domain, v.state, v.domain_state, agent, hb, fault
+            );
+        }
+        if data["armed"] == Value::Bool(false) {
+            println!("(disarmed: recovery actions are not taken)");
+        }
+        Ok(())
+    }
+
+    /// `status DOM`.
+    pub fn status(&self, domain: &str, json: bool) -> Result<(), CtlError> {
+        let data = self.call(&Request::Status {
+            domain: domain.into(),
+        })?;
+        if json {
+            Self::print_json(&data);
+            return Ok(());
+        }
+        let v: VmView = serde_json::from_value(data.clone()).map_err(|e| err(1, e.to_string()))?;
+        println!("domain:        {}", v.domain);
+        println!("uuid:          {}", v.uuid);
+        println!("state:         {}", v.state);
+        println!("domain state:  {}", v.domain_state);
+        println!(
+            "agent:         {}",
+            if v.agent_connected {
+                "connected"
+            } else if v.agent_expected {
+                "NOT connected"
+            } else {
+                "none expected"
+            }
+        );
+        if let Some(a) = v.heartbeat_age_ms {
+            println!("heartbeat:     {:.1}s ago", a as f64 / 1000.0);
+        }
+        if let (Some(k), Some(id)) = (v.fault, v.fault_id) {
+            println!("fault:         #{id} {k}");
+        }
+        for (label, val) in [
+            ("hostname", v.hostname),
+            ("agent version", v.agent_version),
+            ("boot id", v.boot_id),
+        ] {
+            if let Some(val) = val {
+                println!("{:<15}{val}", format!("{label}:"));
+            }
+        }
+        if let Some(t) = data["last_report"]["uptime_ms"].as_u64() {
+            println!("guest uptime:  {} s (last report)", t / 1000);
+        }
+        Ok(())
+    }
+
+    /// `probe DOM`.
+    pub fn probe(&self, domain: &str, json: bool) -> Result<(), CtlError> {
+        let data = self.call(&Request::Probe {
+            domain: domain.into(),
+        })?;
+        if json {
+            Self::print_json(&data);
+            return Ok(());
+        }
+        let p = &data["processes"];
+        println!("{domain}: live snapshot from the agent");
+        println!(
+            "  uptime:     {} s",
+            data["uptime_ms"].as_u64().unwrap_or(0) / 1000
+        );
+        println!(
+            "  processes:  {} total, {} zombie, {} D-state",
+            p["total"], p["zombies"], p["uninterruptible"]
+        );
+        if let Some(m) = data["memory"].as_object() {
+            let mib = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0) >> 20;
+            println!(
+                "  memory:     {} MiB available of {} MiB",
+                mib("available_bytes"),
+                mib("total_bytes")
+            );
+        }
+        for f in data["filesystems"].as_array().into_iter().flatten() {
+            let size = f["size_bytes"].as_u64().unwrap_or(0);
+            let used = size.saturating_sub(f["avail_bytes"].as_u64().unwrap_or(0));
+            let pct = (used * 100).checked_div(size).unwrap_or(0);
+            println!(
+                "  fs {:<20} {:>3}% used{}",
+                f["mount_point"].as_str().unwrap_or("?"),
+                pct,
+                if f["read_only"] == Value::Bool(true) {
+                    " (ro)"
+                } else {
+                    ""
+                }
+            );
+        }
+        for w in data["watched"].as_array().into_iter().flatten() {
+            println!(
+                "  watched {}: {}",
+                w["target"],
+                if w["running"] == Value::Bool(true) {
+                    "running"
+                } else {
+                    "NOT RUNNING"
+                }
+            );
+        }
+        Ok(())
+    }
+
+    fn print_events(rows: &[Value]) -> Option<i64> {
+        let mut last = None;
+        for row in rows {
+            last = row["seq"].as_i64().or(last);
+            let t = row["t"].as_u64().unwrap_or(0);
+            if let Ok(r) = serde_json::from_value::<Record>(row["record"].clone()) {
+                println!(
+                    "{} {}",
+                    fmt_time(t),
+                    crate::sim::render(0, &r)
+                        .trim_start_matches(|c: char| c == ' ' || c.is_ascii_digit())
+                        .trim_start()
+                );
+            }
+        }
+        last
+    }
+
+    /// `events [--since T] [--follow]`.
+    pub fn events(&self, since: Option<&str>, follow: bool, json: bool) -> Result<(), CtlError> {
+        let since = since.map(|s| parse_since(s, now_ms())).transpose()?;
+        let data = self.call(&Request::Events { since, after: None })?;
+        let rows = data.as_array().cloned().unwrap_or_default();
+        let mut last = rows.last().and_then(|r| r["seq"].as_i64()).unwrap_or(0);
+        let emit = |rows: &[Value]| {
+            if json {
+                for r in rows {
+                    println!("{}", serde_json::to_string(r).unwrap_or_default());
+                }
+            } else {
+                Self::print_events(rows);
+            }
+            let _ = std::io::stdout().flush();
+        };
+        emit(&rows);
+        if !follow {
+            return Ok(());
+        }
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let data = self.call(&Request::Events {
+                since: None,
+                after: Some(last),
+            })?;
+            let rows = data.as_array().cloned().unwrap_or_default();
+            if let Some(l) = rows.last().and_then(|r| r["seq"].as_i64()) {
+                last = l;
+            }
+            emit(&rows);
+        }
+    }
+
+    /// `report [--since T]`.
+    pub fn report(&self, since: Option<&str>, json: bool) -> Result<(), CtlError> {
+        let since = since.map(|s| parse_since(s, now_ms())).transpose()?;
+        let data = self.call(&Request::Report { since })?;
+        if json {
+            Self::print_json(&data);
+            return Ok(());
+        }
+        let vms: Vec<VmMetrics> =
+            serde_json::from_value(data["vms"].clone()).map_err(|e| err(1, e.to_string()))?;
+        let span = data["to"]
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(data["from"].as_u64().unwrap_or(0));
+        println!(
+            "report over {:.1} min (fault rate per hour; MTTD/MTTL/MTTR mean, p95 in brackets)",
+            span as f64 / 60_000.0
+        );
+        println!(
+            "{:<16} {:>6} {:>8} {:>16} {:>16} {:>16} {:>12}",
+            "DOMAIN", "FAULTS", "RATE/H", "MTTD", "MTTL", "MTTR", "AVAILABILITY"
+        );
+        for m in vms {
+            let p = |s: &crate::metrics::Stat| {
+                if s.count == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{} ({})", secs(s.mean_ms), secs(s.p95_ms))
+                }
+            };
+            println!(
+                "{:<16} {:>6} {:>8.2} {:>16} {:>16} {:>16} {:>11.4}%",
+                m.vm,
+                m.faults,
+                m.fault_rate_per_hour,
+                p(&m.detect),
+                p(&m.locate),
+                p(&m.repair),
+                m.availability * 100.0
+            );
+            if !m.by_kind.is_empty() {
+                let kinds: Vec<String> =
+                    m.by_kind.iter().map(|(k, n)| format!("{k}={n}")).collect();
+                println!("{:<16} {}", "", kinds.join(" "));
+            }
+        }
+        Ok(())
+    }
+
+    /// `maintenance DOM on|off [--for D]`.
+    pub fn maintenance(
+        &self,
+        domain: &str,
+        on: bool,
+        dur: Option<&str>,
+        json: bool,
+    ) -> Result<(), CtlError> {
+        if dur.is_some() && !on {
+            return Err(err(2, "--for only goes with `on`"));
+        }
+        let for_ms = dur.map(parse_duration_ms).transpose()?;
+        let data = self.call(&Request::Maintenance {
+            domain: domain.into(),
+            on,
+            for_ms,
+        })?;
+        if json {
+            Self::print_json(&data);
+        } else {
+            println!(
+                "{domain}: maintenance {}; state {}",
+                if on { "on" } else { "off" },
+                data["state"].as_str().unwrap_or("?")
+            );
+        }
+        Ok(())
+    }
+
+    /// `release DOM`.
+    pub fn release(&self, domain: &str, json: bool) -> Result<(), CtlError> {
+        let data = self.call(&Request::Release {
+            domain: domain.into(),
+        })?;
+        if json {
+            Self::print_json(&data);
+        } else {
+            println!(
+                "{domain}: released; state {}",
+                data["state"].as_str().unwrap_or("?")
+            );
+        }
+        Ok(())
+    }
+
+    /// `arm` / `disarm`.
+    pub fn arm(&self, arm: bool, json: bool) -> Result<(), CtlError> {
+        let data = self.call(if arm { &Request::Arm } else { &Request::Disarm })?;
+        if json {
+            Self::print_json(&data);
+        } else {
+            println!(
+                "{}",
+                if arm {
+                    "armed: recovery actions are taken"
+                } else {
+                    "disarmed: faults are detected and recorded, no recovery actions"
+                }
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_since() {
+        assert_eq!(parse_duration_ms("90").unwrap(), 90_000);
+        assert_eq!(parse_duration_ms("10m").unwrap(), 600_000);
+        assert_eq!(parse_duration_ms("2h").unwrap(), 7_200_000);
+        assert!(parse_duration_ms("ten").is_err());
+        assert!(parse_duration_ms("5y").is_err());
+        assert_eq!(parse_since("10m", 1_000_000).unwrap(), 400_000);
+        assert_eq!(
+            parse_since("1795000000000", 1_800_000_000_000).unwrap(),
+            1_795_000_000_000
+        );
+    }
+}

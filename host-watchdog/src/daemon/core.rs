@@ -1,0 +1,1010 @@
+//! The core: owns the engine, the journal and every VM's runtime state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use vigil_protocol::snapshot::Snapshot;
+use vigil_protocol::transport::Address;
+use vigil_protocol::*;
+
+use super::backend_thread::BackendReq;
+use super::clock::Clock;
+use super::control::{Request, Response, VmView};
+use super::metrics::{FaultLabels, Metrics, RecoveryLabels, RejectLabels, VmLabels};
+use super::CoreMsg;
+use crate::backend::events::HvEvent;
+use crate::backend::DomainDef;
+use crate::config::{Config, VmConfig};
+use crate::engine::{self, ActionKind, Engine, Input, Millis, Output, ProbeResult, Record, State};
+use crate::journal::Journal;
+
+/// A live agent session.
+struct Session {
+    id: u64,
+    tx: mpsc::Sender<Message>,
+    hostname: String,
+    agent_version: String,
+    boot_id: String,
+}
+
+/// Runtime facts about one VM.
+#[derive(Default)]
+struct VmRt {
+    uuid: String,
+    def: Option<DomainDef>,
+    cfg: Option<VmConfig>,
+    domain: Option<engine::DomainState>,
+    session: Option<Session>,
+    first_hostname: Option<String>,
+    last_report: Option<Box<Snapshot>>,
+}
+
+/// A control probe waiting for the agent's reply.
+struct PendingProbe {
+    reply: oneshot::Sender<Response>,
+}
+
+/// The core.
+pub struct Core {
+    cfg: Config,
+    clock: Clock,
+    engine: Engine,
+    journal: Journal,
+    metrics: Arc<Metrics>,
+    backend: std::sync::mpsc::Sender<BackendReq>,
+    tx: mpsc::Sender<CoreMsg>,
+    vms: BTreeMap<String, VmRt>,
+    next_session: u64,
+    next_probe: u32,
+    /// Agent command id → (action id, vm).
+    commands: HashMap<u32, (u64, String)>,
+    /// Action id → kind (for metrics labels).
+    action_kinds: HashMap<u64, String>,
+    probes: HashMap<u32, PendingProbe>,
+    last_metrics: Millis,
+    /// Destructive action times from the journal, applied when a VM is added.
+    pending_budgets: BTreeMap<String, Vec<Millis>>,
+}
+
+impl Core {
+    /// Build the core; settles what a previous run left open in the journal.
+    pub fn new(
+        cfg: Config,
+        clock: Clock,
+        mut journal: Journal,
+        metrics: Arc<Metrics>,
+        backend: std::sync::mpsc::Sender<BackendReq>,
+        tx: mpsc::Sender<CoreMsg>,
+    ) -> anyhow::Result<Core> {
+        let mut engine = Engine::new(cfg.engine.clone());
+        let now = clock.now();
+        // Resume from the journal: continue numbering; an intent without an
+        // outcome is not repeated (it may have run); open faults are closed
+        // as withdrawn (the engine re-detects anything still broken, within
+        // a fresh boot grace, so the restart resets no VM); destructive
+        // actions still count against the per-VM budget.
+        let (max_fault, max_action) = journal.max_ids()?;
+        engine.seed_ids(max_fault + 1, max_action + 1);
+        let u = journal.unsettled()?;
+        let mut settle = Vec::new();
+        for (id, vm, kind) in &u.intents {
+            log::warn!(
+                "action #{id} {} on {vm} was interrupted by a restart; not repeated",
+                kind.name()
+            );
+            settle.push(Record::Outcome {
+                vm: vm.clone(),
+                id: *id,
+                ok: false,
+                detail: "interrupted: vigild restarted before the result was known; not repeated"
+                    .into(),
+            });
+        }
+        for (id, vm, kind, onset, detected, located) in &u.faults {
+            settle.push(Record::Closed {
+                vm: vm.clone(),
+                id: *id,
+                kind: *kind,
+                how: engine::Closure::Withdrawn,
+                at: now,
+                detect_ms: detected.saturating_sub(*onset),
+                locate_ms: located.saturating_sub(*detected),
+                repair_ms: now.saturating_sub(*located),
+            });
+        }
+        if !settle.is_empty() {
+            journal.append(now, &settle)?;
+        }
+        let mut budgets: BTreeMap<String, Vec<Millis>> = BTreeMap::new();
+        for (vm, t) in u.destructive {
+            budgets.entry(vm).or_default().push(t);
+        }
+        let mut vms: BTreeMap<String, VmRt> = BTreeMap::new();
+        for v in &cfg.vm {
+            vms.entry(v.domain.clone()).or_default().cfg = Some(v.clone());
+        }
+        let core = Core {
+            cfg,
+            clock,
+            engine,
+            journal,
+            metrics,
+            backend,
+            tx,
+            vms,
+            next_session: 1,
+            next_probe: 1,
+            commands: HashMap::new(),
+            action_kinds: HashMap::new(),
+            probes: HashMap::new(),
+            last_metrics: 0,
+            pending_budgets: budgets,
+        };
+        Ok(core)
+    }
+}
+
+fn uuid_of(vms: &BTreeMap<String, VmRt>, vm: &str) -> String {
+    vms.get(vm).map(|v| v.uuid.clone()).unwrap_or_default()
+}
+
+impl Core {
+    fn labels(&self, vm: &str) -> VmLabels {
+        VmLabels {
+            domain: vm.into(),
+            uuid: uuid_of(&self.vms, vm),
+        }
+    }
+
+    /// Run until shutdown.
+    pub async fn run(&mut self, mut rx: mpsc::Receiver<CoreMsg>) -> anyhow::Result<()> {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        log::info!(
+            "vigild running: libvirt={} journal={}",
+            self.cfg.libvirt_uri,
+            self.cfg.journal.display()
+        );
+        while let Some(msg) = rx.recv().await {
+            let now = self.clock.now();
+            match msg {
+                CoreMsg::Shutdown => {
+                    log::info!("stopping");
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+                    return Ok(());
+                }
+                CoreMsg::Tick => {
+                    let out = self.engine.global(now, engine::Global::Tick);
+                    self.apply(now, out);
+                    // The systemd watchdog is fed from the main loop, so a
+                    // stuck core stops feeding it.
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    if now.saturating_sub(self.last_metrics) >= 1000 {
+                        self.last_metrics = now;
+                        self.refresh_metrics(now);
+                    }
+                }
+                CoreMsg::Hello { vm, hello, reply } => self.on_hello(now, vm, hello, reply),
+                CoreMsg::Session { vm, session, msg } => self.on_session(now, &vm, session, *msg),
+                CoreMsg::Closed { vm, session, why } => {
+                    let current = self
+                        .vms
+                        .get(&vm)
+                        .and_then(|v| v.session.as_ref())
+                        .is_some_and(|s| s.id == session);
+                    if current {
+                        log::info!("vm={vm} agent session {session} closed: {why}");
+                        if let Some(v) = self.vms.get_mut(&vm) {
+                            v.session = None;
+                        }
+                        self.step(now, &vm, Input::SessionClosed);
+                    }
+                }
+                CoreMsg::Rejected { vm, reason } => {
+                    log::warn!("vm={vm} guest input rejected: reason={reason}");
+                    let l = RejectLabels {
+                        domain: vm.clone(),
+                        uuid: uuid_of(&self.vms, &vm),
+                        reason: reason.into(),
+                    };
+                    self.metrics.rejected.get_or_create(&l).inc();
+                }
+                CoreMsg::Polled(polls) => self.on_polled(now, polls),
+                CoreMsg::Hv(ev) => self.on_hv(now, ev),
+                CoreMsg::ActionDone { id, vm, ok, detail } => {
+                    if let Some(kind) = self.action_kinds.remove(&id) {
+                        let l = RecoveryLabels {
+                            domain: vm.clone(),
+                            uuid: uuid_of(&self.vms, &vm),
+                            action: kind.clone(),
+                            result: if ok { "ok" } else { "failed" }.into(),
+                        };
+                        self.metrics.recoveries.get_or_create(&l).inc();
+                        log::info!("vm={vm} action=#{id} {kind} ok={ok} detail={detail}");
+                    }
+                    self.step(now, &vm, Input::ActionDone { id, ok, detail });
+                }
+                CoreMsg::Probed { vm, result } => self.step(now, &vm, Input::Probe(result)),
+                CoreMsg::Control(req, reply) => self.on_control(now, req, reply),
+                CoreMsg::RequestTimeout(id) => {
+                    if let Some((action, vm)) = self.commands.remove(&id) {
+                        self.step(
+                            now,
+                            &vm,
+                            Input::ActionDone {
+                                id: action,
+                                ok: false,
+                                detail: "agent did not answer in time".into(),
+                            },
+                        );
+                    }
+                    if let Some(p) = self.probes.remove(&id) {
+                        let _ = p.reply.send(Response::err(
+                            "unavailable",
+                            "the agent did not answer the probe in time",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, now: Millis, vm: &str, input: Input) {
+        let out = self.engine.step(now, vm, input);
+        self.apply(now, out);
+    }
+
+    /// Journal first (durably), then dispatch the actions.
+    fn apply(&mut self, now: Millis, out: Output) {
+        if out.records.is_empty() && out.actions.is_empty() {
+            return;
+        }
+        let journaled = out.records.is_empty()
+            || match self.journal.append(now, &out.records) {
+                Ok(_) => true,
+                Err(e) => {
+                    log::error!("journal write failed: {e:#}; actions of this step are not taken");
+                    false
+                }
+            };
+        for r in &out.records {
+            self.observe_record(r);
+        }
+        for a in out.actions {
+            if a.kind == ActionKind::LivenessProbe {
+                self.liveness_probe(&a.vm);
+                continue;
+            }
+            if !journaled {
+                let _ = self.tx.try_send(CoreMsg::ActionDone {
+                    id: a.id,
+                    vm: a.vm,
+                    ok: false,
+                    detail: "journal unavailable: intent not recorded".into(),
+                });
+                continue;
+            }
+            self.dispatch(now, a);
+        }
+    }
+
+    fn observe_record(&mut self, r: &Record) {
+        match r {
+            Record::Transition { vm, from, to, why } => {
+                log::info!("vm={vm} state {from} -> {to}: {why}");
+                let uuid = uuid_of(&self.vms, vm);
+                self.metrics.set_state(vm, &uuid, *to);
+                let up = !matches!(
+                    to,
+                    State::Faulted | State::Recovering | State::Quarantined | State::Off
+                ) || self
+                    .engine
+                    .active_fault(vm)
+                    .is_some_and(|(_, k)| !k.is_outage());
+                self.metrics
+                    .vm_up
+                    .get_or_create(&self.labels(vm))
+                    .set(i64::from(up));
+            }
+            Record::Fault {
+                vm,
+                id,
+                kind,
+                layer,
+                evidence,
+                ..
+            } => {
+                log::warn!(
+                    "vm={vm} fault=#{id} kind={kind} layer={} evidence={}",
+                    layer.name(),
+                    evidence.join("; ")
+                );
+                let l = FaultLabels {
+                    domain: vm.clone(),
+                    uuid: uuid_of(&self.vms, vm),
+                    kind: kind.name().into(),
+                    layer: layer.name().into(),
+                };
+                self.metrics.faults.get_or_create(&l).inc();
+            }
+            Record::Intent { vm, action, .. } => {
+                log::info!(
+                    "vm={vm} action=#{} {} (fault #{})",
+                    action.id,
+                    action.kind,
+                    action.fault
+                );
+                self.action_kinds
+                    .insert(action.id, action.kind.name().to_string());
+            }
+            Record::Suppressed { vm, kind, why } => log::warn!("vm={vm} suppressed {kind}: {why}"),
+            Record::Outcome { .. } => {}
+            Record::Closed {
+                vm,
+                id,
+                kind,
+                how,
+                detect_ms,
+                locate_ms,
+                repair_ms,
+                ..
+            } => {
+                log::info!("vm={vm} fault=#{id} {kind} closed: {how:?} detect={detect_ms}ms locate={locate_ms}ms repair={repair_ms}ms");
+                let l = self.labels(vm);
+                self.metrics
+                    .detect
+                    .get_or_create(&l)
+                    .observe(*detect_ms as f64 / 1000.0);
+                self.metrics
+                    .locate
+                    .get_or_create(&l)
+                    .observe(*locate_ms as f64 / 1000.0);
+                if *how == engine::Closure::Recovered {
+                    self.metrics
+                        .repair
+                        .get_or_create(&l)
+                        .observe(*repair_ms as f64 / 1000.0);
+                }
+            }
+        }
+    }
+
+    fn done(&self, id: u64, vm: &str, ok: bool, detail: impl Into<String>) {
+        let tx = self.tx.clone();
+        let msg = CoreMsg::ActionDone {
+            id,
+            vm: vm.to_string(),
+            ok,
+            detail: detail.into(),
+        };
+        tokio::spawn(async move {
+            let _ = tx.send(msg).await;
+        });
+    }
+
+    fn dispatch(&mut self, now: Millis, a: engine::Action) {
+        match &a.kind {
+            ActionKind::RestartService(_) | ActionKind::Repair(_) | ActionKind::AgentReboot => {
+                let action = match &a.kind {
+                    ActionKind::RestartService(n) => {
+                        CommandAction::RestartService(n.as_str().into())
+                    }
+                    ActionKind::Repair(n) => CommandAction::Repair(n.as_str().into()),
+                    _ => CommandAction::Reboot,
+                };
+                // Never write to a VM's vsock unless its domain is running.
+                let session = self
+                    .vms
+                    .get(&a.vm)
+                    .and_then(|v| v.session.as_ref())
+                    .map(|s| s.tx.clone());
+                match (session, self.engine.may_talk_to(&a.vm)) {
+                    (Some(tx), true) => {
+                        let cid = self.next_probe;
+                        self.next_probe = self.next_probe.wrapping_add(1).max(1);
+                        self.commands.insert(cid, (a.id, a.vm.clone()));
+                        if tx
+                            .try_send(Message::Command(Command { id: cid, action }))
+                            .is_err()
+                        {
+                            self.commands.remove(&cid);
+                            self.done(a.id, &a.vm, false, "agent queue full or closed");
+                            return;
+                        }
+                        // Give up on an answer after the command timeout.
+                        let core = self.tx.clone();
+                        let timeout = Duration::from_millis(self.cfg.command_timeout_ms);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(timeout).await;
+                            let _ = core.send(CoreMsg::RequestTimeout(cid)).await;
+                        });
+                    }
+                    _ => self.done(
+                        a.id,
+                        &a.vm,
+                        false,
+                        "agent not connected or domain not running",
+                    ),
+                }
+            }
+            ActionKind::Alert => {
+                log::warn!(
+                    "ALERT vm={} fault=#{}: operator attention needed",
+                    a.vm,
+                    a.fault
+                );
+                self.done(a.id, &a.vm, true, "alert logged");
+            }
+            ActionKind::CaptureEvidence => {
+                let summary = self.evidence(&a.vm);
+                self.done(a.id, &a.vm, true, summary);
+            }
+            ActionKind::LivenessProbe => self.liveness_probe(&a.vm),
+            _ => {
+                let snapshot = self
+                    .vms
+                    .get(&a.vm)
+                    .and_then(|v| v.cfg.as_ref())
+                    .and_then(|c| c.snapshot.clone());
+                let req = BackendReq::Act {
+                    id: a.id,
+                    vm: a.vm.clone(),
+                    kind: a.kind.clone(),
+                    memory_kib: a.memory_kib,
+                    snapshot,
+                    now,
+                };
+                if self.backend.send(req).is_err() {
+                    self.done(a.id, &a.vm, false, "backend thread gone");
+                }
+            }
+        }
+    }
+
+    /// A bounded summary of what there is to see.
+    fn evidence(&self, vm: &str) -> String {
+        let Some(v) = self.vms.get(vm) else {
+            return "no such VM".into();
+        };
+        let mut parts = vec![format!("domain={:?}", v.domain)];
+        if let Some(r) = &v.last_report {
+            parts.push(format!("last report at uptime {} s", r.uptime_ms / 1000));
+            for e in r.kernel_events.iter().rev().take(5) {
+                parts.push(format!("kernel {:?}: {}", e.kind, e.text));
+            }
+            for w in r.watched.iter().filter(|w| !w.running) {
+                parts.push(format!("down: {:?}", w.target));
+            }
+            if let Some(c) = &r.crash_record {
+                parts.push(format!("pstore {}", c.source));
+            }
+        }
+        let s = parts.join("; ");
+        limits::truncate_utf8(&s, 2048).to_string()
+    }
+
+    fn liveness_probe(&mut self, vm: &str) {
+        let target: Option<Address> = self
+            .vms
+            .get(vm)
+            .and_then(|v| v.cfg.as_ref())
+            .and_then(|c| c.probe.as_ref())
+            .and_then(|p| p.parse().ok());
+        let tx = self.tx.clone();
+        let vm = vm.to_string();
+        // Gate host → guest traffic on the lifecycle state.
+        if target.is_none() || !self.engine.may_talk_to(&vm) {
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(CoreMsg::Probed {
+                        vm,
+                        result: ProbeResult::Unsupported,
+                    })
+                    .await;
+            });
+            return;
+        }
+        let timeout = Duration::from_millis(self.cfg.probe_timeout_ms);
+        tokio::spawn(async move {
+            let result = match target {
+                Some(t) => super::probe::probe(&t, timeout).await,
+                None => ProbeResult::Unsupported,
+            };
+            let _ = tx.send(CoreMsg::Probed { vm, result }).await;
+        });
+    }
+}
+
+impl Core {
+    fn on_hello(
+        &mut self,
+        now: Millis,
+        vm: String,
+        hello: Hello,
+        reply: oneshot::Sender<super::session::HelloReply>,
+    ) {
+        let version = match negotiate(SUPPORTED, hello.versions) {
+            Ok(v) => v,
+            Err(e) => {
+                log::warn!("vm={vm} refused agent: {e}");
+                let l = RejectLabels {
+                    domain: vm.clone(),
+                    uuid: uuid_of(&self.vms, &vm),
+                    reason: "version".into(),
+                };
+                self.metrics.rejected.get_or_create(&l).inc();
+                let _ = reply.send(Err(Refused {
+                    supported: SUPPORTED,
+                    reason: Text::from(e.to_string()),
+                }));
+                return;
+            }
+        };
+        if !self.vms.contains_key(&vm) {
+            let _ = reply.send(Err(Refused {
+                supported: SUPPORTED,
+                reason: "unknown VM".into(),
+            }));
+            return;
+        }
+        let (tx, rx) = mpsc::channel(super::session::OUTBOUND_QUEUE);
+        let id = self.next_session;
+        self.next_session += 1;
+        let v = self.vms.entry(vm.clone()).or_default();
+        // A self-reported hostname is a cross-check: a change raises an
+        // alarm and never re-maps the connection to another VM.
+        match &v.first_hostname {
+            None => v.first_hostname = Some(hello.hostname.to_string()),
+            Some(h) if h != hello.hostname.as_str() => {
+                log::warn!("ALARM vm={vm}: agent reports hostname {:?}, previously {h:?}; identity stays {vm}", hello.hostname);
+                let l = RejectLabels {
+                    domain: vm.clone(),
+                    uuid: v.uuid.clone(),
+                    reason: "hostname-mismatch".into(),
+                };
+                self.metrics.rejected.get_or_create(&l).inc();
+            }
+            Some(_) => {}
+        }
+        if let Some(old) = v.session.take() {
+            log::info!("vm={vm} agent session {} replaced by {id}", old.id);
+        }
+        v.session = Some(Session {
+            id,
+            tx,
+            hostname: hello.hostname.to_string(),
+            agent_version: hello.agent_version.to_string(),
+            boot_id: hello.boot_id.to_string(),
+        });
+        let settings = Settings {
+            heartbeat_interval_ms: self
+                .cfg
+                .engine
+                .heartbeat_interval_ms
+                .min(u64::from(u32::MAX)) as u32,
+            report_interval_ms: 5000,
+            thresholds: Thresholds {
+                disk_full_percent: self.cfg.engine.disk_full_percent,
+                ..Thresholds::default()
+            },
+        };
+        log::info!(
+            "vm={vm} agent connected: session={id} version={} boot={}",
+            hello.agent_version,
+            hello.boot_id
+        );
+        let _ = reply.send(Ok((id, Welcome { version, settings }, rx)));
+        self.step(
+            now,
+            &vm,
+            Input::Hello {
+                boot_id: hello.boot_id.to_string(),
+            },
+        );
+    }
+
+    fn on_session(&mut self, now: Millis, vm: &str, session: u64, msg: Message) {
+        let current = self
+            .vms
+            .get(vm)
+            .and_then(|v| v.session.as_ref())
+            .is_some_and(|s| s.id == session);
+        if !current {
+            return; // a replaced session's stragglers
+        }
+        match msg {
+            Message::Heartbeat(h) => self.step(now, vm, Input::Heartbeat { seq: h.seq }),
+            Message::Report(r) => {
+                let snap = Box::new(r.snapshot);
+                if let Some(v) = self.vms.get_mut(vm) {
+                    v.last_report = Some(snap.clone());
+                }
+                self.step(now, vm, Input::Report(snap));
+            }
+            Message::ProbeReply(p) => {
+                if let Some(pending) = self.probes.remove(&p.id) {
+                    let data = serde_json::to_value(&p.snapshot).unwrap_or_default();
+                    let _ = pending.reply.send(Response::ok(data));
+                }
+            }
+            Message::CommandResult(r) => {
+                if let Some((action, vm)) = self.commands.remove(&r.id) {
+                    let (ok, detail) = match r.outcome {
+                        CommandOutcome::Succeeded => (true, "agent: succeeded".to_string()),
+                        CommandOutcome::Failed { exit_code, detail } => (
+                            false,
+                            format!("agent: failed (exit {exit_code:?}): {detail}"),
+                        ),
+                        CommandOutcome::Denied => (
+                            false,
+                            "agent: denied (not in the guest's allow-list)".to_string(),
+                        ),
+                        CommandOutcome::Busy => (false, "agent: busy".to_string()),
+                    };
+                    self.step(
+                        now,
+                        &vm,
+                        Input::ActionDone {
+                            id: action,
+                            ok,
+                            detail,
+                        },
+                    );
+                }
+            }
+            Message::Notice(n) => self.step(now, vm, Input::Notice(n)),
+            Message::Bye(b) => {
+                log::info!("vm={vm} agent said bye: {:?}", b.reason);
+                self.step(now, vm, Input::Bye(b.reason));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_polled(
+        &mut self,
+        now: Millis,
+        polls: Vec<(DomainDef, Result<crate::backend::DomainPoll, String>)>,
+    ) {
+        let seen: std::collections::BTreeSet<String> =
+            polls.iter().map(|(d, _)| d.name.clone()).collect();
+        for (def, poll) in polls {
+            let name = def.name.clone();
+            let poll = match poll {
+                Ok(p) => p,
+                Err(e) => {
+                    log::debug!("vm={name} poll failed: {e}");
+                    continue;
+                }
+            };
+            let known = self.engine.state(&name).is_some();
+            let v = self.vms.entry(name.clone()).or_default();
+            v.uuid = def.uuid.clone();
+            let agent = v.cfg.as_ref().is_some_and(|c| c.agent.is_some())
+                || (def.vsock_cid.is_some() && !self.cfg.listen.is_empty());
+            v.def = Some(def);
+            let changed = v.domain != Some(poll.state);
+            v.domain = Some(poll.state);
+            self.step(
+                now,
+                &name,
+                Input::VmAdded {
+                    agent,
+                    memory_kib: poll.memory_kib,
+                },
+            );
+            if !known {
+                if let Some(times) = self.pending_budgets.remove(&name) {
+                    self.engine.seed_destructive(&name, &times);
+                }
+                log::info!("monitoring vm={name} agent={agent}");
+                let uuid = uuid_of(&self.vms, &name);
+                self.metrics.set_state(&name, &uuid, State::Discovering);
+            }
+            if changed {
+                self.step(now, &name, Input::Domain(poll.state));
+            }
+            self.step(now, &name, Input::Stats(poll.stats));
+        }
+        let gone: Vec<String> = self
+            .vms
+            .iter()
+            .filter(|(n, v)| v.def.is_some() && !seen.contains(*n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in gone {
+            log::info!("vm={name} no longer defined");
+            if let Some(v) = self.vms.get_mut(&name) {
+                v.def = None;
+                v.session = None;
+            }
+            self.step(now, &name, Input::VmRemoved);
+        }
+    }
+
+    fn on_hv(&mut self, now: Millis, ev: HvEvent) {
+        match ev {
+            HvEvent::Definitions => {
+                let _ = self.backend.send(BackendReq::Relist);
+            }
+            HvEvent::State(name, st) => {
+                if let Some(v) = self.vms.get_mut(&name) {
+                    if v.domain == Some(st) {
+                        return;
+                    }
+                    v.domain = Some(st);
+                }
+                log::info!("vm={name} hypervisor event: {st:?}");
+                self.step(now, &name, Input::Domain(st));
+            }
+            HvEvent::Rebooted(name) => {
+                log::info!("vm={name} hypervisor event: reboot");
+                self.step(now, &name, Input::Rebooted);
+            }
+        }
+    }
+
+    fn view(&self, now: Millis, name: &str) -> Option<VmView> {
+        let state = self.engine.state(name)?;
+        let v = self.vms.get(name);
+        let fault = self.engine.active_fault(name);
+        Some(VmView {
+            domain: name.to_string(),
+            uuid: v.map(|v| v.uuid.clone()).unwrap_or_default(),
+            state: state.name().to_string(),
+            domain_state: v
+                .and_then(|v| v.domain)
+                .map(|d| format!("{d:?}").to_lowercase())
+                .unwrap_or_else(|| "unknown".into()),
+            agent_expected: v
+                .and_then(|v| v.cfg.as_ref())
+                .is_some_and(|c| c.agent.is_some()),
+            agent_connected: v.is_some_and(|v| v.session.is_some()),
+            heartbeat_age_ms: self
+                .engine
+                .last_heartbeat(name)
+                .map(|t| now.saturating_sub(t)),
+            fault: fault.map(|(_, k)| k.name().to_string()),
+            fault_id: fault.map(|(id, _)| id),
+            hostname: v
+                .and_then(|v| v.session.as_ref())
+                .map(|s| s.hostname.clone()),
+            agent_version: v
+                .and_then(|v| v.session.as_ref())
+                .map(|s| s.agent_version.clone()),
+            boot_id: v
+                .and_then(|v| v.session.as_ref())
+                .map(|s| s.boot_id.clone()),
+        })
+    }
+
+    fn on_control(&mut self, now: Millis, req: Request, reply: oneshot::Sender<Response>) {
+        let known = |core: &Core, d: &str| core.engine.state(d).is_some();
+        let resp = match req {
+            Request::List => {
+                let views: Vec<VmView> = self
+                    .engine
+                    .vms()
+                    .filter_map(|(n, _)| self.view(now, n))
+                    .collect();
+                Response::ok(serde_json::json!({ "armed": self.engine.armed(), "vms": views }))
+            }
+            Request::Status { domain } => match self.view(now, &domain) {
+                Some(v) => {
+                    let report = self
+                        .vms
+                        .get(&domain)
+                        .and_then(|v| v.last_report.as_ref())
+                        .map(|r| serde_json::to_value(r).unwrap_or_default());
+                    let mut data = serde_json::to_value(v).unwrap_or_default();
+                    data["last_report"] = report.unwrap_or_default();
+                    Response::ok(data)
+                }
+                None => Response::err("not-found", format!("no monitored domain named {domain:?}")),
+            },
+            Request::Probe { domain } => {
+                if !known(self, &domain) {
+                    Response::err("not-found", format!("no monitored domain named {domain:?}"))
+                } else {
+                    let tx = self
+                        .vms
+                        .get(&domain)
+                        .and_then(|v| v.session.as_ref())
+                        .map(|s| s.tx.clone());
+                    match tx {
+                        None => {
+                            Response::err("unavailable", format!("{domain} has no connected agent"))
+                        }
+                        Some(_) if !self.engine.may_talk_to(&domain) => Response::err(
+                            "unavailable",
+                            format!("{domain} is not running; nothing is sent to it"),
+                        ),
+                        Some(tx) => {
+                            let id = self.next_probe;
+                            self.next_probe = self.next_probe.wrapping_add(1).max(1);
+                            if tx.try_send(Message::Probe(Probe { id })).is_err() {
+                                Response::err("unavailable", "the agent's queue is full")
+                            } else {
+                                self.probes.insert(id, PendingProbe { reply });
+                                let core = self.tx.clone();
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(Duration::from_secs(5)).await;
+                                    let _ = core.send(CoreMsg::RequestTimeout(id)).await;
+                                });
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            Request::Events { since, after } => {
+                let r = match after {
+                    Some(seq) => self.journal.after(seq),
+                    None => self.journal.since(since.unwrap_or(0)),
+                };
+                match r {
+                    Ok(entries) => {
+                        let rows: Vec<serde_json::Value> = entries
+                            .into_iter()
+                            .map(|e| serde_json::json!({ "seq": e.seq, "t": e.t, "record": e.record }))
+                            .collect();
+                        Response::ok(serde_json::Value::Array(rows))
+                    }
+                    Err(e) => Response::err("internal", format!("{e:#}")),
+                }
+            }
+            Request::Report { since } => match self.journal.since(0) {
+                Ok(entries) => {
+                    let from = since
+                        .unwrap_or_else(|| entries.first().map_or(self.clock.started(), |e| e.t));
+                    let recs: Vec<(Millis, Record)> =
+                        entries.into_iter().map(|e| (e.t, e.record)).collect();
+                    let mut m = crate::metrics::compute(&recs, from, now.max(from + 1));
+                    // VMs that never faulted are still part of the report.
+                    for (name, _) in self.engine.vms() {
+                        if !m.iter().any(|x| x.vm == name) {
+                            m.push(crate::metrics::VmMetrics::clean(name));
+                        }
+                    }
+                    m.sort_by(|a, b| a.vm.cmp(&b.vm));
+                    Response::ok(serde_json::json!({ "from": from, "to": now, "vms": m }))
+                }
+                Err(e) => Response::err("internal", format!("{e:#}")),
+            },
+            Request::Maintenance { domain, on, for_ms } => {
+                if !known(self, &domain) {
+                    Response::err("not-found", format!("no monitored domain named {domain:?}"))
+                } else {
+                    let cmd = if on {
+                        engine::OperatorCommand::MaintenanceOn {
+                            until: for_ms.map(|d| now + d),
+                        }
+                    } else {
+                        engine::OperatorCommand::MaintenanceOff
+                    };
+                    self.step(now, &domain, Input::Operator(cmd));
+                    Response::ok(
+                        serde_json::json!({ "domain": domain, "state": self.engine.state(&domain).map(|s| s.name()) }),
+                    )
+                }
+            }
+            Request::Release { domain } => {
+                if self.engine.state(&domain) != Some(State::Quarantined) {
+                    if known(self, &domain) {
+                        Response::err("usage", format!("{domain} is not quarantined"))
+                    } else {
+                        Response::err("not-found", format!("no monitored domain named {domain:?}"))
+                    }
+                } else {
+                    self.step(
+                        now,
+                        &domain,
+                        Input::Operator(engine::OperatorCommand::Release),
+                    );
+                    Response::ok(
+                        serde_json::json!({ "domain": domain, "state": self.engine.state(&domain).map(|s| s.name()) }),
+                    )
+                }
+            }
+            Request::Disarm | Request::Arm => {
+                let g = if matches!(req, Request::Disarm) {
+                    engine::Global::Disarm
+                } else {
+                    engine::Global::Arm
+                };
+                log::warn!("operator: {g:?}");
+                let out = self.engine.global(now, g);
+                self.apply(now, out);
+                Response::ok(serde_json::json!({ "armed": self.engine.armed() }))
+            }
+        };
+        let _ = reply.send(resp);
+    }
+
+    fn refresh_metrics(&mut self, now: Millis) {
+        let names: Vec<String> = self.engine.vms().map(|(n, _)| n.to_string()).collect();
+        for n in &names {
+            let l = self.labels(n);
+            if let Some(t) = self.engine.last_heartbeat(n) {
+                self.metrics
+                    .heartbeat_age
+                    .get_or_create(&l)
+                    .set(now.saturating_sub(t) as f64 / 1000.0);
+            }
+        }
+        if let Ok(entries) = self.journal.since(self.clock.started()) {
+            let recs: Vec<(Millis, Record)> =
+                entries.into_iter().map(|e| (e.t, e.record)).collect();
+            let from = self.clock.started();
+            let computed = crate::metrics::compute(&recs, from, now.max(from + 1));
+            for n in &names {
+                let a = computed
+                    .iter()
+                    .find(|m| &m.vm == n)
+                    .map_or(1.0, |m| m.availability);
+                self.metrics
+                    .availability
+                    .get_or_create(&self.labels(n))
+                    .set(a);
+            }
+        }
+    }
+}
+
+/// Bind the control socket, root-only (mode 0600).
+pub fn control_listener(path: &Path) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let l = vigil_protocol::transport::bind_unix(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    l.set_nonblocking(true)?;
+    Ok(UnixListener::from_std(l)?)
+}
+
+/// Longest request line accepted on the control socket.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// Serve control connections: one JSON request per line, one JSON reply per line.
+pub async fn serve_control(listener: UnixListener, core: mpsc::Sender<CoreMsg>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(control_connection(stream, core.clone()));
+    }
+}
+
+async fn control_connection(stream: UnixStream, core: mpsc::Sender<CoreMsg>) {
+    let (rd, mut wr) = stream.into_split();
+    let mut lines = BufReader::new(rd.take(MAX_REQUEST as u64 * 64)).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let resp = if line.len() > MAX_REQUEST {
+            Response::err("usage", "request too long")
+        } else {
+            match serde_json::from_str::<Request>(&line) {
+                Err(e) => Response::err("usage", format!("bad request: {e}")),
+                Ok(req) => {
+                    let (tx, rx) = oneshot::channel();
+                    if core.send(CoreMsg::Control(req, tx)).await.is_err() {
+                        return;
+                    }
+                    rx.await
+                        .unwrap_or_else(|_| Response::err("internal", "no reply"))
+                }
+            }
+        };
+        let mut text = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false}".into());
+        text.push('\n');
+        if wr.write_all(text.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}

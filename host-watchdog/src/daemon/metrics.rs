@@ -1,0 +1,254 @@
+//! Prometheus metrics (prometheus-client): per-VM gauges, counters and
+//! histograms with `domain` and `uuid` labels (never the CID), served at
+//! `/metrics` by a small hyper server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::engine::State;
+
+/// `domain`, `uuid`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VmLabels {
+    /// Domain name.
+    pub domain: String,
+    /// UUID.
+    pub uuid: String,
+}
+
+/// VM labels plus a state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// Domain name.
+    pub domain: String,
+    /// UUID.
+    pub uuid: String,
+    /// Engine state.
+    pub state: String,
+}
+
+/// VM labels plus fault kind and layer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    /// Domain name.
+    pub domain: String,
+    /// UUID.
+    pub uuid: String,
+    /// Fault kind.
+    pub kind: String,
+    /// Layer.
+    pub layer: String,
+}
+
+/// VM labels plus action and result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecoveryLabels {
+    /// Domain name.
+    pub domain: String,
+    /// UUID.
+    pub uuid: String,
+    /// Action name.
+    pub action: String,
+    /// `ok` or `failed`.
+    pub result: String,
+}
+
+/// VM labels plus a rejection reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// Domain name.
+    pub domain: String,
+    /// UUID.
+    pub uuid: String,
+    /// Why.
+    pub reason: String,
+}
+
+type FGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Every metric vigild exports.
+pub struct Metrics {
+    registry: Registry,
+    /// 1 when the VM's workload is up.
+    pub vm_up: Family<VmLabels, Gauge>,
+    /// One-hot engine state.
+    pub vm_state: Family<StateLabels, Gauge>,
+    /// Seconds since the last heartbeat.
+    pub heartbeat_age: Family<VmLabels, FGauge>,
+    /// Faults located.
+    pub faults: Family<FaultLabels, Counter>,
+    /// Recovery actions finished.
+    pub recoveries: Family<RecoveryLabels, Counter>,
+    /// Detection times.
+    pub detect: Family<VmLabels, Histogram>,
+    /// Localization times.
+    pub locate: Family<VmLabels, Histogram>,
+    /// Repair times.
+    pub repair: Family<VmLabels, Histogram>,
+    /// Availability since vigild started.
+    pub availability: Family<VmLabels, FGauge>,
+    /// 1 when quarantined.
+    pub quarantined: Family<VmLabels, Gauge>,
+    /// Frames and sessions rejected, by reason.
+    pub rejected: Family<RejectLabels, Counter>,
+}
+
+impl Metrics {
+    /// Register every family.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("vigil");
+        let hist = || {
+            Family::<VmLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.05, 2.0, 14))
+            })
+        };
+        let m = Metrics {
+            vm_up: Family::default(),
+            vm_state: Family::default(),
+            heartbeat_age: Family::default(),
+            faults: Family::default(),
+            recoveries: Family::default(),
+            detect: hist(),
+            locate: hist(),
+            repair: hist(),
+            availability: Family::default(),
+            quarantined: Family::default(),
+            rejected: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "vm_up",
+            "Whether the VM's workload is up (1) or in an outage (0)",
+            m.vm_up.clone(),
+        );
+        registry.register(
+            "vm_state",
+            "Engine state of the VM (one-hot by state)",
+            m.vm_state.clone(),
+        );
+        registry.register(
+            "heartbeat_age_seconds",
+            "Seconds since the agent's last heartbeat",
+            m.heartbeat_age.clone(),
+        );
+        registry.register(
+            "faults",
+            "Faults located, by kind and layer",
+            m.faults.clone(),
+        );
+        registry.register(
+            "recoveries",
+            "Recovery actions finished, by action and result",
+            m.recoveries.clone(),
+        );
+        registry.register(
+            "detection_seconds",
+            "Time from fault onset to detection",
+            m.detect.clone(),
+        );
+        registry.register(
+            "localization_seconds",
+            "Time from detection to localization",
+            m.locate.clone(),
+        );
+        registry.register(
+            "repair_seconds",
+            "Time from localization to verified recovery",
+            m.repair.clone(),
+        );
+        registry.register(
+            "availability_ratio",
+            "Uptime / total time since vigild started",
+            m.availability.clone(),
+        );
+        registry.register(
+            "quarantined",
+            "Whether the VM is quarantined",
+            m.quarantined.clone(),
+        );
+        registry.register(
+            "guest_frames_rejected",
+            "Guest frames or sessions rejected, by reason",
+            m.rejected.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Set the one-hot state gauges of a VM.
+    pub fn set_state(&self, domain: &str, uuid: &str, state: State) {
+        for s in State::ALL {
+            let l = StateLabels {
+                domain: domain.into(),
+                uuid: uuid.into(),
+                state: s.name().into(),
+            };
+            self.vm_state.get_or_create(&l).set(i64::from(s == state));
+        }
+        let l = VmLabels {
+            domain: domain.into(),
+            uuid: uuid.into(),
+        };
+        self.quarantined
+            .get_or_create(&l)
+            .set(i64::from(state == State::Quarantined));
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut s, &self.registry) {
+            log::error!("cannot encode metrics: {e}");
+        }
+        s
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Serve `/metrics` on `addr` until the task is dropped.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let m = m.clone();
+                async move {
+                    let resp = if req.uri().path() == "/metrics" {
+                        Response::builder()
+                            .header(
+                                "content-type",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )
+                            .body(m.encode())
+                    } else {
+                        Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body("see /metrics\n".to_string())
+                    };
+                    resp
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,226 @@
+//! `vigild`: sessions, hypervisor backend, engine, executor, journal,
+//! metrics and control, wired together.
+//!
+//! One task (the core) owns the engine, the journal and every VM's runtime
+//! state; sessions, the backend thread, probes, the control server and the
+//! tick talk to it over one bounded channel ([`CoreMsg`]). Records are
+//! committed to the journal before any action they announce is dispatched.
+
+pub mod backend_thread;
+pub mod clock;
+pub mod control;
+pub mod metrics;
+pub mod probe;
+pub mod session;
+
+mod core;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, oneshot};
+use vigil_protocol::transport::{bind_unix, hybrid_listen_path, Address};
+use vigil_protocol::{Hello, Message};
+
+use self::control::{Request, Response};
+use crate::backend::{DomainDef, DomainPoll};
+use crate::config::Config;
+use crate::engine::ProbeResult;
+
+/// Everything the core hears about.
+pub enum CoreMsg {
+    /// A connection said `Hello` for `vm`.
+    Hello {
+        /// VM (from the socket it arrived on).
+        vm: String,
+        /// The hello.
+        hello: Hello,
+        /// The core's answer.
+        reply: oneshot::Sender<session::HelloReply>,
+    },
+    /// A message on a session.
+    Session {
+        /// VM.
+        vm: String,
+        /// Session id.
+        session: u64,
+        /// Message.
+        msg: Box<Message>,
+    },
+    /// A session ended.
+    Closed {
+        /// VM.
+        vm: String,
+        /// Session id.
+        session: u64,
+        /// Why.
+        why: String,
+    },
+    /// A guest-driven limit was hit.
+    Rejected {
+        /// VM.
+        vm: String,
+        /// Metrics label.
+        reason: &'static str,
+    },
+    /// Domain polls.
+    Polled(Vec<(DomainDef, Result<DomainPoll, String>)>),
+    /// A hypervisor event.
+    Hv(crate::backend::events::HvEvent),
+    /// An action finished.
+    ActionDone {
+        /// Action id.
+        id: u64,
+        /// VM.
+        vm: String,
+        /// Success.
+        ok: bool,
+        /// Detail.
+        detail: String,
+    },
+    /// A liveness probe finished.
+    Probed {
+        /// VM.
+        vm: String,
+        /// Result.
+        result: ProbeResult,
+    },
+    /// A control request.
+    Control(Request, oneshot::Sender<Response>),
+    /// Time passes.
+    Tick,
+    /// An agent command or control probe got no answer in time.
+    RequestTimeout(u32),
+    /// Stop.
+    Shutdown,
+}
+
+/// Run vigild until SIGTERM/SIGINT.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start runtime")?;
+    rt.block_on(run_async(config))
+}
+
+async fn run_async(config: Config) -> anyhow::Result<()> {
+    let clock = clock::Clock::new();
+    // libvirt's event loop must be registered before the connection opens.
+    crate::backend::events::start_event_loop()
+        .map_err(|e| anyhow::anyhow!("libvirt event loop: {e}"))?;
+    let lv = crate::backend::libvirt::Libvirt::open(&config.libvirt_uri)?;
+    let (core_tx, core_rx) = mpsc::channel::<CoreMsg>(4096);
+    // Events: libvirt thread → std channel → bridge thread → core.
+    let (ev_tx, ev_rx) = std::sync::mpsc::channel();
+    let _registration = crate::backend::events::register(lv.connection(), ev_tx)
+        .map_err(|e| anyhow::anyhow!("libvirt events: {e}"))?;
+    {
+        let tx = core_tx.clone();
+        std::thread::Builder::new()
+            .name("events-bridge".into())
+            .spawn(move || {
+                while let Ok(ev) = ev_rx.recv() {
+                    if tx.blocking_send(CoreMsg::Hv(ev)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+    }
+    let (be_tx, be_rx) = std::sync::mpsc::channel();
+    {
+        let tx = core_tx.clone();
+        let interval = Duration::from_millis(config.poll_interval_ms);
+        std::thread::Builder::new()
+            .name("backend".into())
+            .spawn(move || backend_thread::run(Box::new(lv), be_rx, tx, interval))?;
+    }
+    let metrics = Arc::new(metrics::Metrics::new());
+    let journal = crate::journal::Journal::open(&config.journal)
+        .with_context(|| format!("cannot open journal {}", config.journal.display()))?;
+    let limits = session::Limits {
+        max_frame: config.max_frame_bytes,
+        per_second: config.max_messages_per_second,
+        slow_sender: Duration::from_millis(config.slow_sender_timeout_ms),
+        hello: Duration::from_millis(config.hello_timeout_ms),
+    };
+    // Agent sockets, one per configured VM.
+    for vm in &config.vm {
+        let Some(agent) = &vm.agent else { continue };
+        let addr: Address = agent.parse().context("agent address")?;
+        let path = match &addr {
+            Address::Unix(p) => p.clone(),
+            Address::Hybrid { path, port } => hybrid_listen_path(path, *port),
+            Address::Vsock { .. } => {
+                anyhow::bail!("vm {}: agent must be unix:// or hybrid://", vm.domain)
+            }
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let std_listener = bind_unix(&path)?;
+        std_listener.set_nonblocking(true)?;
+        let listener = tokio::net::UnixListener::from_std(std_listener)?;
+        let (name, tx) = (vm.domain.clone(), core_tx.clone());
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((s, _)) => {
+                        tokio::spawn(session::connection(s, name.clone(), tx.clone(), limits));
+                    }
+                    Err(e) => {
+                        log::warn!("accept failed on {}'s socket: {e}", name);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        log::info!("listening for {}'s agent on {}", vm.domain, path.display());
+    }
+    // Control socket.
+    let control = core::control_listener(&config.control_socket)?;
+    tokio::spawn(core::serve_control(control, core_tx.clone()));
+    // Metrics.
+    if !config.metrics_listen.is_empty() {
+        let addr = config.metrics_listen.parse().context("metrics_listen")?;
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, m).await {
+                log::error!("metrics server failed: {e}");
+            }
+        });
+        log::info!("metrics on http://{addr}/metrics");
+    }
+    // Tick.
+    {
+        let tx = core_tx.clone();
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                iv.tick().await;
+                if tx.send(CoreMsg::Tick).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    // Signals.
+    {
+        let tx = core_tx.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            let _ = tx.send(CoreMsg::Shutdown).await;
+        });
+    }
+    let mut core = core::Core::new(config, clock, journal, metrics, be_tx, core_tx)?;
+    core.run(core_rx).await
+}

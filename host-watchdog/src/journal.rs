@@ -1,0 +1,343 @@
+//! The journal: every engine record in SQLite (WAL), the audit trail and
+//! the source of metrics. An action's intent is committed (fsynced) before
+//! the action runs, so a restart knows what may have happened.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use thiserror::Error;
+
+use crate::engine::{ActionKind, Millis, Record};
+
+/// Current schema version.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// A journal failure.
+#[derive(Debug, Error)]
+pub enum JournalError {
+    /// SQLite failed.
+    #[error("journal database error")]
+    Db(#[from] rusqlite::Error),
+    /// A stored record does not parse.
+    #[error("corrupt journal record {seq}")]
+    Corrupt {
+        /// Row.
+        seq: i64,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file was written by a newer vigild.
+    #[error("journal schema version {found} is newer than this vigild ({SCHEMA_VERSION})")]
+    TooNew {
+        /// Version found.
+        found: i64,
+    },
+}
+
+/// One stored record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Row number (increasing).
+    pub seq: i64,
+    /// When (engine clock: ms since the Unix epoch).
+    pub t: Millis,
+    /// The record.
+    pub record: Record,
+}
+
+/// The SQLite journal.
+pub struct Journal {
+    db: Connection,
+}
+
+fn kind_of(r: &Record) -> (&str, &'static str) {
+    match r {
+        Record::Transition { vm, .. } => (vm, "transition"),
+        Record::Fault { vm, .. } => (vm, "fault"),
+        Record::Intent { vm, .. } => (vm, "intent"),
+        Record::Suppressed { vm, .. } => (vm, "suppressed"),
+        Record::Outcome { vm, .. } => (vm, "outcome"),
+        Record::Closed { vm, .. } => (vm, "closed"),
+    }
+}
+
+impl Journal {
+    /// Open (or create) the journal at `path`; `:memory:` for tests.
+    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        let db = Connection::open(path)?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS records (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 t_ms INTEGER NOT NULL,
+                 vm TEXT NOT NULL,
+                 kind TEXT NOT NULL,
+                 body TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS records_t ON records(t_ms);
+             CREATE INDEX IF NOT EXISTS records_vm ON records(vm, kind);",
+        )?;
+        let found: Option<i64> = db
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match found {
+            None => {
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                    [SCHEMA_VERSION],
+                )?;
+            }
+            Some(v) if v > SCHEMA_VERSION => return Err(JournalError::TooNew { found: v }),
+            Some(_) => {} // migrations from older versions go here
+        }
+        Ok(Journal { db })
+    }
+
+    /// Append records in one durable transaction; returns their rows.
+    pub fn append(&mut self, t: Millis, records: &[Record]) -> Result<Vec<i64>, JournalError> {
+        let tx = self.db.transaction()?;
+        let mut seqs = Vec::with_capacity(records.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO records (t_ms, vm, kind, body) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for r in records {
+                let (vm, kind) = kind_of(r);
+                let body = serde_json::to_string(r)
+                    .map_err(|source| JournalError::Corrupt { seq: -1, source })?;
+                stmt.execute(params![t as i64, vm, kind, body])?;
+                seqs.push(tx.last_insert_rowid());
+            }
+        }
+        tx.commit()?;
+        Ok(seqs)
+    }
+
+    fn rows(&self, sql: &str, arg: i64) -> Result<Vec<Entry>, JournalError> {
+        let mut stmt = self.db.prepare_cached(sql)?;
+        let rows = stmt.query_map([arg], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, t, body) = row?;
+            let record = serde_json::from_str(&body)
+                .map_err(|source| JournalError::Corrupt { seq, source })?;
+            out.push(Entry {
+                seq,
+                t: t.max(0) as Millis,
+                record,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records at or after time `t`, oldest first.
+    pub fn since(&self, t: Millis) -> Result<Vec<Entry>, JournalError> {
+        self.rows(
+            "SELECT seq, t_ms, body FROM records WHERE t_ms >= ?1 ORDER BY seq",
+            t as i64,
+        )
+    }
+
+    /// Records after row `seq`, oldest first (for `events --follow`).
+    pub fn after(&self, seq: i64) -> Result<Vec<Entry>, JournalError> {
+        self.rows(
+            "SELECT seq, t_ms, body FROM records WHERE seq > ?1 ORDER BY seq",
+            seq,
+        )
+    }
+
+    /// The highest fault and action ids recorded (to continue numbering).
+    pub fn max_ids(&self) -> Result<(u64, u64), JournalError> {
+        let mut fault = 0;
+        let mut action = 0;
+        for e in self.rows("SELECT seq, t_ms, body FROM records WHERE kind IN ('fault', 'intent') AND seq > ?1 ORDER BY seq", 0)? {
+            match e.record {
+                Record::Fault { id, .. } => fault = fault.max(id),
+                Record::Intent { action: a, .. } => action = action.max(a.id),
+                _ => {}
+            }
+        }
+        Ok((fault, action))
+    }
+
+    /// What a restart must settle: intents without an outcome, faults not
+    /// closed, and destructive actions per VM (for the budget).
+    pub fn unsettled(&self) -> Result<Unsettled, JournalError> {
+        let mut u = Unsettled::default();
+        let mut open_intents: std::collections::BTreeMap<u64, (String, ActionKind)> =
+            Default::default();
+        let mut open_faults: std::collections::BTreeMap<
+            u64,
+            (String, crate::engine::FaultKind, Millis, Millis, Millis),
+        > = Default::default();
+        for e in self.rows(
+            "SELECT seq, t_ms, body FROM records WHERE seq > ?1 ORDER BY seq",
+            0,
+        )? {
+            match e.record {
+                Record::Intent { vm, action, .. } => {
+                    if action.kind.is_destructive() {
+                        u.destructive.push((vm.clone(), e.t));
+                    }
+                    open_intents.insert(action.id, (vm, action.kind));
+                }
+                Record::Outcome { id, .. } => {
+                    open_intents.remove(&id);
+                }
+                Record::Fault {
+                    vm,
+                    id,
+                    kind,
+                    onset,
+                    detected,
+                    located,
+                    ..
+                } => {
+                    open_faults.insert(id, (vm, kind, onset, detected, located));
+                }
+                Record::Closed { id, .. } => {
+                    open_faults.remove(&id);
+                }
+                _ => {}
+            }
+        }
+        u.intents = open_intents
+            .into_iter()
+            .map(|(id, (vm, kind))| (id, vm, kind))
+            .collect();
+        u.faults = open_faults
+            .into_iter()
+            .map(|(id, (vm, k, o, d, l))| (id, vm, k, o, d, l))
+            .collect();
+        Ok(u)
+    }
+}
+
+/// What a restart finds open in the journal.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Unsettled {
+    /// (action id, vm, kind) of intents with no outcome.
+    pub intents: Vec<(u64, String, ActionKind)>,
+    /// (fault id, vm, kind, onset, detected, located) of faults not closed.
+    pub faults: Vec<(
+        u64,
+        String,
+        crate::engine::FaultKind,
+        Millis,
+        Millis,
+        Millis,
+    )>,
+    /// (vm, time) of every destructive action's intent.
+    pub destructive: Vec<(String, Millis)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Action, Closure, FaultKind, Layer, State};
+
+    #[test]
+    fn records_round_trip_and_unsettled_work_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        let mut j = Journal::open(&path).unwrap();
+        let fault = Record::Fault {
+            vm: "web".into(),
+            id: 7,
+            kind: FaultKind::GuestHang,
+            layer: Layer::GuestKernel,
+            evidence: vec!["silent".into()],
+            onset: 1,
+            detected: 2,
+            located: 3,
+        };
+        let action = Action {
+            id: 9,
+            vm: "web".into(),
+            kind: ActionKind::Reset,
+            fault: 7,
+            memory_kib: None,
+        };
+        let t1 = Record::Transition {
+            vm: "web".into(),
+            from: State::Healthy,
+            to: State::Faulted,
+            why: "x".into(),
+        };
+        j.append(1000, &[t1.clone(), fault.clone()]).unwrap();
+        j.append(
+            1001,
+            &[Record::Intent {
+                vm: "web".into(),
+                action,
+                rung: Some(0),
+                attempt: 1,
+            }],
+        )
+        .unwrap();
+        drop(j);
+        // Reopen (as after a crash): everything is there.
+        let j = Journal::open(&path).unwrap();
+        let all = j.since(0).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].record, t1);
+        assert_eq!(j.max_ids().unwrap(), (7, 9));
+        let u = j.unsettled().unwrap();
+        assert_eq!(u.intents, vec![(9, "web".to_string(), ActionKind::Reset)]);
+        assert_eq!(u.faults.len(), 1);
+        assert_eq!(u.destructive, vec![("web".to_string(), 1001)]);
+        assert_eq!(j.after(all[1].seq).unwrap().len(), 1);
+        let mut j = j;
+        j.append(
+            1002,
+            &[
+                Record::Outcome {
+                    vm: "web".into(),
+                    id: 9,
+                    ok: true,
+                    detail: "done".into(),
+                },
+                Record::Closed {
+                    vm: "web".into(),
+                    id: 7,
+                    kind: FaultKind::GuestHang,
+                    how: Closure::Recovered,
+                    at: 1002,
+                    detect_ms: 1,
+                    locate_ms: 1,
+                    repair_ms: 999,
+                },
+            ],
+        )
+        .unwrap();
+        let u = j.unsettled().unwrap();
+        assert!(u.intents.is_empty() && u.faults.is_empty());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        drop(Journal::open(&path).unwrap());
+        let db = Connection::open(&path).unwrap();
+        db.execute("UPDATE meta SET value = 99 WHERE key = 'schema'", [])
+            .unwrap();
+        drop(db);
+        assert!(matches!(
+            Journal::open(&path),
+            Err(JournalError::TooNew { found: 99 })
+        ));
+    }
+}
