@@ -3,6 +3,7 @@
 //! the program's arguments.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
@@ -58,7 +59,19 @@ pub fn run(entry: &Allowed) -> CommandOutcome {
             }
         }
     };
-    let mut child = match Process::new(prog)
+    let mut cmd = Process::new(prog);
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls sigprocmask (async-signal-safe) to give the program an empty
+    // signal mask instead of the agent's (which blocks SIGTERM/SIGINT/SIGHUP
+    // for its signal thread); a restarted service must be stoppable.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::signal::SigSet::empty()
+                .thread_set_mask()
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = match cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdout))
@@ -146,6 +159,23 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn commands_run_with_an_empty_signal_mask() {
+        let mut blocked = nix::sys::signal::SigSet::empty();
+        blocked.add(nix::sys::signal::Signal::SIGTERM);
+        blocked.thread_block().unwrap();
+        let r = run(&entry(
+            &[
+                "/bin/sh",
+                "-c",
+                "grep -q '^SigBlk:[[:space:]]*0*$' /proc/self/status",
+            ],
+            5,
+        ));
+        blocked.thread_unblock().unwrap();
+        assert_eq!(r, CommandOutcome::Succeeded);
     }
 
     #[test]

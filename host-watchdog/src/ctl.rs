@@ -75,11 +75,7 @@ fn fmt_time(ms: Millis) -> String {
 }
 
 fn secs(ms: f64) -> String {
-    if ms == 0.0 {
-        "-".into()
-    } else {
-        format!("{:.2}s", ms / 1000.0)
-    }
+    format!("{:.2}s", ms / 1000.0)
 }
 
 /// A control-socket client.
@@ -408,6 +404,20 @@ impl Client {
                 "{domain}: released; state {}",
                 data["state"].as_str().unwrap_or("?")
             );
+        }
+        Ok(())
+    }
+
+    /// `action DOM ACTION`.
+    pub fn act(&self, domain: &str, action: &str, json: bool) -> Result<(), CtlError> {
+        let data = self.call(&Request::Act {
+            domain: domain.into(),
+            action: action.into(),
+        })?;
+        if json {
+            Self::print_json(&data);
+        } else {
+            println!("{domain}: {action} requested (action #{})", data["id"]);
         }
         Ok(())
     }

@@ -151,6 +151,26 @@ impl WatchState {
     /// Cheap check between full scans: did a known pid die or a unit's
     /// first pid change? Reads one file per watched entry.
     pub fn quick_changed(&self, proc_root: &Path, sys_root: &Path) -> bool {
+        // A watched process that is down may come back under any pid: while
+        // one is down, a full scan (cheap enough for that while) notices.
+        let down: Vec<&str> = self
+            .last
+            .iter()
+            .filter_map(|(t, (pid, _))| match t {
+                WatchTarget::Process(n) if pid.is_none() => Some(n.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !down.is_empty() {
+            if let Ok(procs) = read_processes(proc_root) {
+                if procs
+                    .iter()
+                    .any(|p| p.state != 'Z' && down.contains(&p.comm.as_str()))
+                {
+                    return true;
+                }
+            }
+        }
         self.last.iter().any(|(target, (pid, _))| match target {
             WatchTarget::Process(name) => pid.is_some_and(|pid| {
                 let alive =

@@ -75,6 +75,15 @@ enum Verb {
         /// Domain name.
         domain: String,
     },
+    /// Run a hypervisor action by hand (journaled): reset, reboot,
+    /// shutdown, destroy, start, resume.
+    Action {
+        /// Domain name.
+        domain: String,
+        /// The action.
+        #[arg(value_parser = ["reset", "reboot", "shutdown", "destroy", "start", "resume"])]
+        action: String,
+    },
     /// Stop taking recovery actions (detect and record only).
     Disarm,
     /// Take recovery actions again.
@@ -96,6 +105,7 @@ fn main() -> ExitCode {
             duration,
         } => c.maintenance(&domain, mode == "on", duration.as_deref(), args.json),
         Verb::Release { domain } => c.release(&domain, args.json),
+        Verb::Action { domain, action } => c.act(&domain, &action, args.json),
         Verb::Disarm => c.arm(false, args.json),
         Verb::Arm => c.arm(true, args.json),
     };

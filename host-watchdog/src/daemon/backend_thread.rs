@@ -53,6 +53,11 @@ fn act(hv: &mut dyn Hypervisor, req: &BackendReq) -> Result<String, String> {
             .map(|_| "ACPI reboot requested".into()),
         ActionKind::Start => hv.start(vm).map_err(e).map(|_| "started".into()),
         ActionKind::Resume => hv.resume(vm).map_err(e).map(|_| "resumed".into()),
+        ActionKind::Shutdown => hv
+            .shutdown(vm)
+            .map_err(e)
+            .map(|_| "ACPI shutdown requested".into()),
+        ActionKind::Destroy => hv.destroy(vm).map_err(e).map(|_| "destroyed".into()),
         ActionKind::DestroyStart => {
             hv.destroy(vm).map_err(e)?;
             hv.start(vm)

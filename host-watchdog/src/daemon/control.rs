@@ -47,6 +47,14 @@ pub enum Request {
         /// Domain name.
         domain: String,
     },
+    /// Run a hypervisor action by hand (journaled like the engine's own):
+    /// reset, reboot, shutdown, destroy, start, resume.
+    Act {
+        /// Domain name.
+        domain: String,
+        /// Action name.
+        action: String,
+    },
     /// Stop taking recovery actions host-wide.
     Disarm,
     /// Take recovery actions again.

@@ -912,6 +912,52 @@ impl Core {
                     )
                 }
             }
+            Request::Act { domain, action } => {
+                let kind = match action.as_str() {
+                    "reset" => ActionKind::Reset,
+                    "reboot" => ActionKind::Reboot,
+                    "shutdown" => ActionKind::Shutdown,
+                    "destroy" => ActionKind::Destroy,
+                    "start" => ActionKind::Start,
+                    "resume" => ActionKind::Resume,
+                    other => {
+                        let msg = format!("unknown action {other:?} (reset, reboot, shutdown, destroy, start, resume)");
+                        let _ = reply.send(Response::err("usage", msg));
+                        return;
+                    }
+                };
+                if !known(self, &domain) {
+                    Response::err("not-found", format!("no monitored domain named {domain:?}"))
+                } else {
+                    // An operator's action is journaled like the engine's:
+                    // intent first, then the outcome when it completes.
+                    let id = self.engine.take_action_id();
+                    let a = engine::Action {
+                        id,
+                        vm: domain.clone(),
+                        kind,
+                        fault: 0,
+                        memory_kib: None,
+                    };
+                    let rec = Record::Intent {
+                        vm: domain.clone(),
+                        action: a.clone(),
+                        rung: None,
+                        attempt: 1,
+                    };
+                    match self.journal.append(now, std::slice::from_ref(&rec)) {
+                        Ok(_) => {
+                            self.observe_record(&rec);
+                            log::warn!("operator: {action} {domain} (action #{id})");
+                            self.dispatch(now, a);
+                            Response::ok(
+                                serde_json::json!({ "domain": domain, "action": action, "id": id }),
+                            )
+                        }
+                        Err(e) => Response::err("internal", format!("journal write failed: {e:#}")),
+                    }
+                }
+            }
             Request::Disarm | Request::Arm => {
                 let g = if matches!(req, Request::Disarm) {
                     engine::Global::Disarm

@@ -73,6 +73,13 @@ impl Engine {
         }
     }
 
+    /// Reserve an action id for an action taken outside the engine (an
+    /// operator's), so ids stay unique in the journal.
+    pub fn take_action_id(&mut self) -> u64 {
+        self.next_action += 1;
+        self.next_action - 1
+    }
+
     /// The settings.
     pub fn config(&self) -> &EngineConfig {
         &self.cfg

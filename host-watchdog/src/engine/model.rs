@@ -440,6 +440,10 @@ pub enum ActionKind {
     Alert,
     /// Resume a paused domain.
     Resume,
+    /// ACPI shutdown (operator only).
+    Shutdown,
+    /// Power off (operator only).
+    Destroy,
 }
 
 impl ActionKind {
@@ -479,6 +483,8 @@ impl ActionKind {
             ActionKind::CaptureEvidence => "capture-evidence",
             ActionKind::Alert => "alert",
             ActionKind::Resume => "resume",
+            ActionKind::Shutdown => "shutdown",
+            ActionKind::Destroy => "destroy",
         }
     }
 }

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The no-VM demo: vigild against libvirt's test driver (three domains from
+# tests/fixtures/node.xml) with two real vigil-agent processes attached over
+# Unix sockets. Injects a service death, a domain destroy and an agent kill,
+# then prints the detection -> localization -> recovery timeline and
+# `vigilctl report`. Leaves nothing running.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+cargo build --release --locked -p vigil-watchdog -p vigil-agent
+BIN="$ROOT/target/release"
+
+work="$(mktemp -d /tmp/vigil-demo.XXXXXX)"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    [ -n "${KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+ctl() { "$BIN/vigilctl" --socket "$work/control.sock" "$@"; }
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+wait_for() { # wait_for SECONDS CMD...: until CMD succeeds
+    local t=$(( $1 * 10 )); shift
+    for _ in $(seq "$t"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+    echo "timed out waiting for: $*" >&2; return 1
+}
+state_is() { ctl status "$1" --json | grep -q "\"state\": \"$2\""; }
+faulted() { # faulted VM KIND: a fault of KIND on VM has been located
+    ctl events --json | grep '"record":"fault"' | grep "\"vm\":\"$1\"" | grep -q "\"kind\":\"$2\""
+}
+closed() { # closed VM KIND: a fault of KIND on VM has been closed
+    ctl events --json | grep '"record":"closed"' | grep "\"vm\":\"$1\"" | grep -q "\"kind\":\"$2\""
+}
+
+cp /bin/sleep "$work/demosvc"   # the guest service the agent watches
+cat > "$work/vigild.toml" <<CONF
+libvirt_uri = "test://$ROOT/tests/fixtures/node.xml"
+journal = "$work/journal.db"
+control_socket = "$work/control.sock"
+metrics_listen = "127.0.0.1:0"
+[[vm]]
+domain = "web"
+agent = "unix://$work/web.sock"
+[[vm]]
+domain = "db"
+agent = "unix://$work/db.sock"
+CONF
+agent_conf() { # agent_conf NAME [watch+allow]
+    cat > "$work/$1-agent.toml" <<CONF
+connect = "unix://$work/$1.sock"
+state_dir = "$work/$1-run"
+kmsg = "$work/$1-kmsg"
+CONF
+    : > "$work/$1-kmsg"
+    if [ "${2:-}" = watch ]; then cat >> "$work/$1-agent.toml" <<CONF
+[watch]
+processes = ["demosvc"]
+[[allow]]
+action = "restart-service"
+name = "demosvc"
+argv = ["/usr/bin/setsid", "-f", "$work/demosvc", "3600"]
+CONF
+    fi
+}
+agent_conf web watch
+agent_conf db
+
+say "starting vigild (libvirt test driver: web, db, legacy) and two agents"
+RUST_LOG=warn "$BIN/vigild" --config "$work/vigild.toml" 2> "$work/vigild.log" &
+pids+=($!)
+wait_for 10 test -S "$work/control.sock"
+setsid -f "$work/demosvc" 3600
+RUST_LOG=warn "$BIN/vigil-agent" run --config "$work/web-agent.toml" 2> "$work/web-agent.log" &
+pids+=($!)
+RUST_LOG=warn "$BIN/vigil-agent" run --config "$work/db-agent.toml" 2> "$work/db-agent.log" &
+db_agent=$!
+pids+=($db_agent)
+wait_for 15 state_is web healthy
+wait_for 15 state_is db healthy
+ctl list
+
+say "fault 1: the watched service dies in web (SIGKILL)"
+pkill -9 -f "^$work/demosvc" || true
+wait_for 20 closed web service-down
+ctl list
+
+say "fault 2: db is destroyed through libvirt (vigilctl action db destroy)"
+ctl action db destroy
+wait_for 20 closed db vm-crashed
+ctl list
+
+say "fault 3: db's agent is killed (-9); it comes back 3 s later"
+kill -9 "$db_agent"
+wait_for 10 faulted db agent-down
+ctl status db
+sleep 3
+RUST_LOG=warn "$BIN/vigil-agent" run --config "$work/db-agent.toml" 2>> "$work/db-agent.log" &
+pids+=($!)
+wait_for 15 closed db agent-down
+ctl list
+
+say "timeline (vigilctl events)"
+ctl events
+say "vigilctl report"
+ctl report
+pkill -9 -f "^$work/demosvc" || true
