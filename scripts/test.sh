@@ -14,6 +14,9 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo build --workspace (the daemon tests run the agent binary)"
+cargo build --workspace --locked
+
 step "cargo test --workspace"
 cargo test --workspace --locked
 
@@ -25,6 +28,9 @@ cargo bench -p vigil-protocol --bench codec --locked
 
 step "engine benchmark (1,000 VMs)"
 cargo bench -p vigil-watchdog --bench engine --locked
+
+step "no-VM demo (README main job)"
+bash scripts/demo.sh
 
 step "agent footprint (60 s against a local sink)"
 bash scripts/agent-footprint.sh 60

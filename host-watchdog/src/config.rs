@@ -115,11 +115,17 @@ impl Default for Config {
 
 impl Config {
     /// Parse TOML (not yet validated).
+    /// Ladders given in `[engine.ladders.KIND]` replace that kind's default
+    /// ladder; the others keep their defaults.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.into(),
             message: e.to_string(),
-        })
+        })?;
+        for (kind, ladder) in crate::engine::config::default_ladders() {
+            c.engine.ladders.entry(kind).or_insert(ladder);
+        }
+        Ok(c)
     }
 
     /// Load a file; a missing file at the default path means the defaults.
@@ -214,6 +220,16 @@ mod tests {
     #[test]
     fn defaults_round_trip() {
         assert_eq!(check(&Config::defaults_toml()).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn a_ladder_override_keeps_the_other_defaults() {
+        let c = check("[engine.ladders.agent-down]\nrungs = [{ action = \"alert\", verify_ms = 2000 }]\nexhausted = \"hold\"\n").unwrap();
+        assert_eq!(c.engine.ladders["agent-down"].rungs.len(), 1);
+        assert_eq!(
+            c.engine.ladders["guest-hang"],
+            crate::engine::config::default_ladders()["guest-hang"]
+        );
     }
 
     #[test]

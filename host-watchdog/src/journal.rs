@@ -173,23 +173,31 @@ impl Journal {
     }
 
     /// What a restart must settle: intents without an outcome, faults not
-    /// closed, and destructive actions per VM (for the budget).
+    /// closed (with their last ladder step), and destructive actions per VM
+    /// (for the budget).
     pub fn unsettled(&self) -> Result<Unsettled, JournalError> {
+        use crate::engine::RestoredFault;
         let mut u = Unsettled::default();
         let mut open_intents: std::collections::BTreeMap<u64, (String, ActionKind)> =
             Default::default();
-        let mut open_faults: std::collections::BTreeMap<
-            u64,
-            (String, crate::engine::FaultKind, Millis, Millis, Millis),
-        > = Default::default();
+        let mut open_faults: std::collections::BTreeMap<u64, (String, RestoredFault)> =
+            Default::default();
         for e in self.rows(
             "SELECT seq, t_ms, body FROM records WHERE seq > ?1 ORDER BY seq",
             0,
         )? {
             match e.record {
-                Record::Intent { vm, action, .. } => {
+                Record::Intent {
+                    vm,
+                    action,
+                    rung,
+                    attempt,
+                } => {
                     if action.kind.is_destructive() {
                         u.destructive.push((vm.clone(), e.t));
+                    }
+                    if let (Some(rung), Some((_, f))) = (rung, open_faults.get_mut(&action.fault)) {
+                        f.last_step = Some((rung, attempt, action.kind.clone(), e.t));
                     }
                     open_intents.insert(action.id, (vm, action.kind));
                 }
@@ -200,12 +208,22 @@ impl Journal {
                     vm,
                     id,
                     kind,
+                    subject,
                     onset,
                     detected,
                     located,
                     ..
                 } => {
-                    open_faults.insert(id, (vm, kind, onset, detected, located));
+                    let r = RestoredFault {
+                        id,
+                        kind,
+                        subject,
+                        onset,
+                        detected,
+                        located,
+                        last_step: None,
+                    };
+                    open_faults.insert(id, (vm, r));
                 }
                 Record::Closed { id, .. } => {
                     open_faults.remove(&id);
@@ -217,10 +235,7 @@ impl Journal {
             .into_iter()
             .map(|(id, (vm, kind))| (id, vm, kind))
             .collect();
-        u.faults = open_faults
-            .into_iter()
-            .map(|(id, (vm, k, o, d, l))| (id, vm, k, o, d, l))
-            .collect();
+        u.faults = open_faults.into_values().collect();
         Ok(u)
     }
 }
@@ -230,15 +245,8 @@ impl Journal {
 pub struct Unsettled {
     /// (action id, vm, kind) of intents with no outcome.
     pub intents: Vec<(u64, String, ActionKind)>,
-    /// (fault id, vm, kind, onset, detected, located) of faults not closed.
-    pub faults: Vec<(
-        u64,
-        String,
-        crate::engine::FaultKind,
-        Millis,
-        Millis,
-        Millis,
-    )>,
+    /// Faults not closed, by VM.
+    pub faults: Vec<(String, crate::engine::RestoredFault)>,
     /// (vm, time) of every destructive action's intent.
     pub destructive: Vec<(String, Millis)>,
 }
@@ -259,6 +267,7 @@ mod tests {
             kind: FaultKind::GuestHang,
             layer: Layer::GuestKernel,
             evidence: vec!["silent".into()],
+            subject: None,
             onset: 1,
             detected: 2,
             located: 3,
@@ -297,6 +306,10 @@ mod tests {
         let u = j.unsettled().unwrap();
         assert_eq!(u.intents, vec![(9, "web".to_string(), ActionKind::Reset)]);
         assert_eq!(u.faults.len(), 1);
+        assert_eq!(
+            u.faults[0].1.last_step,
+            Some((0, 1, ActionKind::Reset, 1001))
+        );
         assert_eq!(u.destructive, vec![("web".to_string(), 1001)]);
         assert_eq!(j.after(all[1].seq).unwrap().len(), 1);
         let mut j = j;

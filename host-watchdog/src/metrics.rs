@@ -242,6 +242,7 @@ mod tests {
             kind,
             layer: Layer::Host,
             evidence: vec![],
+            subject: None,
             onset,
             detected,
             located,

@@ -691,7 +691,7 @@ fn emit(
 pub fn render(t: Millis, r: &Record) -> String {
     match r {
         Record::Transition { vm, from, to, why } => format!("{t:>7} {vm:<8} {from} -> {to}: {why}"),
-        Record::Fault { vm, id, kind, layer, evidence, onset, detected, located } => format!(
+        Record::Fault { vm, id, kind, layer, evidence, onset, detected, located, .. } => format!(
             "{t:>7} {vm:<8} FAULT #{id} {kind} layer={} onset={onset} detected={detected} located={located} evidence: {}",
             layer.name(),
             evidence.join("; ")

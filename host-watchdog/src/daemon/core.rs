@@ -70,6 +70,8 @@ pub struct Core {
     last_metrics: Millis,
     /// Destructive action times from the journal, applied when a VM is added.
     pending_budgets: BTreeMap<String, Vec<Millis>>,
+    /// Open faults from the journal, resumed when their VM is added.
+    pending_faults: BTreeMap<String, engine::RestoredFault>,
 }
 
 impl Core {
@@ -85,10 +87,11 @@ impl Core {
         let mut engine = Engine::new(cfg.engine.clone());
         let now = clock.now();
         // Resume from the journal: continue numbering; an intent without an
-        // outcome is not repeated (it may have run); open faults are closed
-        // as withdrawn (the engine re-detects anything still broken, within
-        // a fresh boot grace, so the restart resets no VM); destructive
-        // actions still count against the per-VM budget.
+        // outcome is not repeated (it may have run: it gets a full
+        // verification window instead); open faults continue on their
+        // ladders where they were; destructive actions still count against
+        // the per-VM budget. VMs start with a fresh boot grace, so the
+        // restart itself resets no VM.
         let (max_fault, max_action) = journal.max_ids()?;
         engine.seed_ids(max_fault + 1, max_action + 1);
         let u = journal.unsettled()?;
@@ -106,24 +109,21 @@ impl Core {
                     .into(),
             });
         }
-        for (id, vm, kind, onset, detected, located) in &u.faults {
-            settle.push(Record::Closed {
-                vm: vm.clone(),
-                id: *id,
-                kind: *kind,
-                how: engine::Closure::Withdrawn,
-                at: now,
-                detect_ms: detected.saturating_sub(*onset),
-                locate_ms: located.saturating_sub(*detected),
-                repair_ms: now.saturating_sub(*located),
-            });
-        }
         if !settle.is_empty() {
             journal.append(now, &settle)?;
         }
         let mut budgets: BTreeMap<String, Vec<Millis>> = BTreeMap::new();
         for (vm, t) in u.destructive {
             budgets.entry(vm).or_default().push(t);
+        }
+        let mut pending_faults: BTreeMap<String, engine::RestoredFault> = BTreeMap::new();
+        for (vm, f) in u.faults {
+            log::info!(
+                "vm={vm} fault #{} {} resumes from the journal",
+                f.id,
+                f.kind
+            );
+            pending_faults.insert(vm, f);
         }
         let mut vms: BTreeMap<String, VmRt> = BTreeMap::new();
         for v in &cfg.vm {
@@ -145,6 +145,7 @@ impl Core {
             probes: HashMap::new(),
             last_metrics: 0,
             pending_budgets: budgets,
+            pending_faults,
         };
         Ok(core)
     }
@@ -702,6 +703,10 @@ impl Core {
             if !known {
                 if let Some(times) = self.pending_budgets.remove(&name) {
                     self.engine.seed_destructive(&name, &times);
+                }
+                if let Some(f) = self.pending_faults.remove(&name) {
+                    let out = self.engine.restore_fault(now, &name, &f);
+                    self.apply(now, out);
                 }
                 log::info!("monitoring vm={name} agent={agent}");
                 let uuid = uuid_of(&self.vms, &name);

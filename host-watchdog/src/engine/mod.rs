@@ -80,6 +80,15 @@ impl Engine {
         self.next_action - 1
     }
 
+    /// Resume a fault from a previous run (the VM must have been added).
+    pub fn restore_fault(&mut self, now: Millis, vm: &str, fault: &RestoredFault) -> Output {
+        let mut out = Output::default();
+        if let Some(v) = self.vms.get_mut(vm) {
+            v.restore(now, fault, &self.cfg, &mut out);
+        }
+        out
+    }
+
     /// The settings.
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
@@ -236,6 +245,7 @@ impl Engine {
             id,
             kind: FaultKind::HostWide,
             layer: Layer::Host,
+            subject: None,
             evidence: vec![format!(
                 "{faulted} of {monitored} VMs faulted within {} ms: {}",
                 self.cfg.host_wide_window_ms,

@@ -558,6 +558,9 @@ pub enum Record {
         layer: Layer,
         /// The evidence that decided it.
         evidence: Vec<String>,
+        /// What it is about (service, mount point), if anything.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subject: Option<String>,
         /// When it began (last sign of health).
         onset: Millis,
         /// When it was detected.
@@ -616,6 +619,25 @@ pub enum Record {
         /// Repair time (closed − located).
         repair_ms: Millis,
     },
+}
+
+/// A fault carried over from a previous run of the daemon (from its journal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredFault {
+    /// Fault id.
+    pub id: u64,
+    /// Kind.
+    pub kind: FaultKind,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Onset.
+    pub onset: Millis,
+    /// Detected.
+    pub detected: Millis,
+    /// Located.
+    pub located: Millis,
+    /// The last ladder step started: (rung, attempt, kind, when).
+    pub last_step: Option<(usize, u32, ActionKind, Millis)>,
 }
 
 /// Everything one step produced.

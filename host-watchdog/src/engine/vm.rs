@@ -827,7 +827,21 @@ impl Vm {
         if let Some(f) = &self.fault {
             // The same failure again after a recovery action: that action
             // did not work; do not wait for the verification window.
-            if f.kind == kind && f.acted && f.pending.is_none() && f.verify_until.is_some() {
+            // (Only for discrete events; a report condition that persists
+            // during verification is just not cleared yet.)
+            let event_kind = matches!(
+                kind,
+                FaultKind::VmCrashed
+                    | FaultKind::GuestPanic
+                    | FaultKind::GuestHang
+                    | FaultKind::HostStorage
+            );
+            if event_kind
+                && f.kind == kind
+                && f.acted
+                && f.pending.is_none()
+                && f.verify_until.is_some()
+            {
                 let why = format!("{kind} again: {}", evidence.join("; "));
                 self.escalate_now(now, &why, ctx, out);
                 return;
@@ -849,6 +863,7 @@ impl Vm {
             kind,
             layer: kind.layer(),
             evidence,
+            subject: subject.clone(),
             onset,
             detected,
             located: now,
@@ -889,6 +904,46 @@ impl Vm {
             out.actions.push(action);
         }
         self.settle(&format!("{kind} located"), out);
+    }
+
+    /// Resume a fault from a previous run: the last step is treated as
+    /// having run, and verification gets a full window from now.
+    pub fn restore(
+        &mut self,
+        now: Millis,
+        r: &RestoredFault,
+        cfg: &EngineConfig,
+        out: &mut Output,
+    ) {
+        let (rung, attempt, acted, verify_from, verify_until) = match &r.last_step {
+            Some((rung, attempt, kind, at)) => {
+                let verify = cfg
+                    .ladder(r.kind)
+                    .and_then(|l| l.rungs.get(*rung))
+                    .map_or(30_000, |x| x.verify_ms);
+                let informative = matches!(kind, ActionKind::Alert | ActionKind::CaptureEvidence);
+                (*rung, *attempt, !informative, *at, Some(now + verify))
+            }
+            None => (0, 1, false, r.located, None),
+        };
+        self.fault = Some(ActiveFault {
+            id: r.id,
+            kind: r.kind,
+            subject: r.subject.clone(),
+            onset: r.onset,
+            detected: r.detected,
+            located: r.located,
+            rung,
+            attempt,
+            pending: None,
+            verify_until,
+            verify_from,
+            next_try_at: now,
+            held: false,
+            acted,
+            suppressed_noted: false,
+        });
+        self.settle(&format!("{} resumed from the journal", r.kind), out);
     }
 
     /// Convert the active fault into a host-wide one (breaker tripped).
