@@ -70,6 +70,8 @@ pub struct Core {
     last_metrics: Millis,
     /// Destructive action times from the journal, applied when a VM is added.
     pending_budgets: BTreeMap<String, Vec<Millis>>,
+    /// Per VM: when a rejection was last logged, and how many were not.
+    reject_logged: HashMap<String, (Millis, u64)>,
     /// Open faults from the journal, resumed when their VM is added.
     pending_faults: BTreeMap<String, engine::RestoredFault>,
 }
@@ -146,6 +148,7 @@ impl Core {
             last_metrics: 0,
             pending_budgets: budgets,
             pending_faults,
+            reject_logged: HashMap::new(),
         };
         Ok(core)
     }
@@ -207,7 +210,15 @@ impl Core {
                     }
                 }
                 CoreMsg::Rejected { vm, reason } => {
-                    log::warn!("vm={vm} guest input rejected: reason={reason}");
+                    // Guest-triggered: at most one line per VM per second.
+                    let last = self.reject_logged.entry(vm.clone()).or_insert((0, 0));
+                    if now.saturating_sub(last.0) >= 1000 {
+                        let suppressed = std::mem::take(&mut last.1);
+                        log::warn!("vm={vm} guest input rejected: reason={reason} (and {suppressed} more not logged)");
+                        last.0 = now;
+                    } else {
+                        last.1 += 1;
+                    }
                     let l = RejectLabels {
                         domain: vm.clone(),
                         uuid: uuid_of(&self.vms, &vm),
@@ -231,6 +242,16 @@ impl Core {
                     self.step(now, &vm, Input::ActionDone { id, ok, detail });
                 }
                 CoreMsg::Probed { vm, result } => self.step(now, &vm, Input::Probe(result)),
+                CoreMsg::ResolveCid { cid, reply } => {
+                    // Re-resolved on every connection from the current
+                    // definitions (refreshed on lifecycle events).
+                    let vm = self
+                        .vms
+                        .iter()
+                        .find(|(_, v)| v.def.as_ref().and_then(|d| d.vsock_cid) == Some(cid))
+                        .map(|(n, _)| n.clone());
+                    let _ = reply.send(vm);
+                }
                 CoreMsg::Control(req, reply) => self.on_control(now, req, reply),
                 CoreMsg::RequestTimeout(id) => {
                     if let Some((action, vm)) = self.commands.remove(&id) {

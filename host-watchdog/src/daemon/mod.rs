@@ -12,6 +12,7 @@ pub mod control;
 pub mod metrics;
 pub mod probe;
 pub mod session;
+pub mod vsock;
 
 mod core;
 
@@ -88,6 +89,13 @@ pub enum CoreMsg {
     },
     /// A control request.
     Control(Request, oneshot::Sender<Response>),
+    /// Which VM has this vsock CID?
+    ResolveCid {
+        /// Peer CID.
+        cid: u32,
+        /// The domain name, if one has this CID.
+        reply: oneshot::Sender<Option<String>>,
+    },
     /// Time passes.
     Tick,
     /// An agent command or control probe got no answer in time.
@@ -178,6 +186,18 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
             }
         });
         log::info!("listening for {}'s agent on {}", vm.domain, path.display());
+    }
+    // Kernel vsock listeners (identity from the peer CID).
+    for l in &config.listen {
+        if let Ok(Address::Vsock { cid, port }) = l.parse::<Address>() {
+            let tx = core_tx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = vsock::serve(cid, port, tx, limits).await {
+                    log::error!("vsock listener vsock://{cid}:{port} failed: {e}");
+                }
+            });
+            log::info!("listening for agents on {l}");
+        }
     }
     // Control socket.
     let control = core::control_listener(&config.control_socket)?;

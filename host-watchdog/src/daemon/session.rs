@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use vigil_protocol::io::{write_message_async, AsyncMessageReader, ReadError};
 use vigil_protocol::{FrameError, Hello, Message, Refused, Welcome};
@@ -43,14 +43,12 @@ pub fn reason_of(e: &ReadError) -> &'static str {
 /// The core's answer to a `Hello`.
 pub type HelloReply = Result<(u64, Welcome, mpsc::Receiver<Message>), Refused>;
 
-/// Serve one agent connection for `vm`.
-pub async fn connection(
-    stream: UnixStream,
-    vm: String,
-    core: mpsc::Sender<CoreMsg>,
-    limits: Limits,
-) {
-    let (rd, mut wr) = stream.into_split();
+/// Serve one agent connection for `vm` (Unix, hybrid or kernel vsock).
+pub async fn connection<S>(stream: S, vm: String, core: mpsc::Sender<CoreMsg>, limits: Limits)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
     let mut reader = AsyncMessageReader::new(rd, limits.max_frame);
     let reject = |reason: &'static str| CoreMsg::Rejected {
         vm: vm.clone(),
@@ -104,7 +102,10 @@ pub async fn connection(
         return;
     }
     reader.decoder().set_version(version);
-    // Writer: host → guest, bounded queue, bounded write time.
+    // Writer: host → guest, bounded queue, bounded write time. When the
+    // core drops the queue (a newer session replaced this one), the writer
+    // ends and tells the reader to stop.
+    let (gone_tx, mut gone) = oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
         while let Some(m) = outbound.recv().await {
             let w = write_message_async(&mut wr, &m, version, limits.max_frame);
@@ -113,12 +114,18 @@ pub async fn connection(
                 _ => break,
             }
         }
+        let _ = gone_tx.send(());
     });
     // Reader: guest → host, rate-limited.
     let mut tokens = f64::from(limits.per_second);
     let mut last = tokio::time::Instant::now();
     let why = loop {
-        let msg = match tokio::time::timeout(limits.slow_sender, reader.read_message()).await {
+        let read = tokio::time::timeout(limits.slow_sender, reader.read_message());
+        let r = tokio::select! {
+            r = read => r,
+            _ = &mut gone => break "replaced by a newer session or write failed".to_string(),
+        };
+        let msg = match r {
             Err(_) => {
                 if reader.decoder().frames().pending() > 0 {
                     let _ = core.send(reject("slow")).await;
