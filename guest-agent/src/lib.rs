@@ -11,6 +11,7 @@
 //! - [`client`]: connect, handshake, heartbeat, report, reconnect.
 
 pub mod check;
+pub mod cli;
 pub mod client;
 pub mod collect;
 pub mod commands;

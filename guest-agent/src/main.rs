@@ -1,46 +1,14 @@
 //! `vigil-agent`: parse arguments, build the config, run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
+use vigil_agent::cli::{Args, Cmd};
 use vigil_agent::client::{Agent, Stopper};
 use vigil_agent::config::{Config, DEFAULT_CONFIG_PATH};
-
-/// Vigil's in-guest health agent.
-#[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
-struct Args {
-    /// Print the default configuration (TOML) and exit.
-    #[arg(long)]
-    print_config: bool,
-    #[command(subcommand)]
-    command: Option<Cmd>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Report to the host until stopped.
-    Run {
-        /// Config file.
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-        /// Host address: vsock://CID:PORT, unix:///path or hybrid:///path:PORT.
-        #[arg(long, env = "VIGIL_AGENT_CONNECT")]
-        connect: Option<String>,
-    },
-    /// Take one snapshot and judge it: exit 0 healthy, 1 degraded, 2 faulted.
-    Check {
-        /// Config file.
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-        /// Print JSON instead of a summary.
-        #[arg(long)]
-        json: bool,
-    },
-}
 
 /// Exit status for usage and config errors (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;

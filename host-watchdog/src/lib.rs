@@ -9,6 +9,7 @@
 //! - [`sim`]: the scenario simulator that drives the engine on a virtual clock.
 
 pub mod backend;
+pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

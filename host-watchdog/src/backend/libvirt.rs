@@ -302,6 +302,28 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_vsock_fragment_defines_and_maps_its_cid() {
+        let fragment = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../packaging/libvirt/vsock-kernel.xml"),
+        )
+        .unwrap();
+        let xml = format!(
+            "<domain type='test'><name>vsockvm</name><memory>1024</memory><os><type>hvm</type></os>\
+             <devices>{fragment}</devices></domain>"
+        );
+        let mut lv = Libvirt::open("test:///default").unwrap();
+        lv.connection().define_domain_xml(&xml).unwrap();
+        let def = lv
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|d| d.name == "vsockvm")
+            .unwrap();
+        assert_eq!(def.vsock_cid, Some(3));
+    }
+
+    #[test]
     fn test_driver_lists_and_polls_the_default_domain() {
         let mut lv = Libvirt::open("test:///default").unwrap();
         let doms = lv.list().unwrap();

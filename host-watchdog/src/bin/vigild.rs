@@ -1,28 +1,10 @@
 //! `vigild`: parse arguments, load the config, run the daemon.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use vigil_watchdog::cli::VigildArgs as Args;
 use vigil_watchdog::config::{Config, DEFAULT_CONFIG_PATH};
-
-/// Vigil's host watchdog daemon.
-#[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
-struct Args {
-    /// Config file.
-    #[arg(long, default_value = DEFAULT_CONFIG_PATH, env = "VIGILD_CONFIG")]
-    config: PathBuf,
-    /// libvirt URI (overrides the config file).
-    #[arg(long, env = "VIGILD_LIBVIRT_URI")]
-    libvirt_uri: Option<String>,
-    /// Print the default configuration (TOML) and exit.
-    #[arg(long)]
-    print_config: bool,
-    /// Check the configuration and exit.
-    #[arg(long)]
-    check_config: bool,
-}
 
 /// Exit status for config errors (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;

@@ -1,0 +1,105 @@
+//! The command lines of vigild and vigilctl (shared with the man page and
+//! completion generator).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::DEFAULT_CONFIG_PATH;
+
+/// Vigil's host watchdog daemon.
+#[derive(Debug, Parser)]
+#[command(name = "vigild", version)]
+pub struct VigildArgs {
+    /// Config file.
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH, env = "VIGILD_CONFIG")]
+    pub config: PathBuf,
+    /// libvirt URI (overrides the config file).
+    #[arg(long, env = "VIGILD_LIBVIRT_URI")]
+    pub libvirt_uri: Option<String>,
+    /// Print the default configuration (TOML) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// Control Vigil's host watchdog.
+#[derive(Debug, Parser)]
+#[command(name = "vigilctl", version)]
+pub struct VigilctlArgs {
+    /// vigild's control socket.
+    #[arg(
+        long,
+        default_value = "/run/vigil/control.sock",
+        env = "VIGIL_CONTROL_SOCKET",
+        global = true
+    )]
+    pub socket: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// Monitored VMs and their state.
+    List,
+    /// One VM in detail.
+    Status {
+        /// Domain name.
+        domain: String,
+    },
+    /// A live snapshot from the VM's agent.
+    Probe {
+        /// Domain name.
+        domain: String,
+    },
+    /// Journal records (faults, actions, transitions).
+    Events {
+        /// Only since this time: seconds ago (`600`, `10m`, `2h`) or ms since the epoch.
+        #[arg(long)]
+        since: Option<String>,
+        /// Keep printing new records.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Per-VM faults, fault rate, MTTD/MTTL/MTTR and availability.
+    Report {
+        /// Window start: seconds ago (`600`, `10m`, `2h`) or ms since the epoch.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Maintenance mode for a VM: no faults acted on while on.
+    Maintenance {
+        /// Domain name.
+        domain: String,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        mode: String,
+        /// For how long (`30m`, `2h`, seconds), with `on`.
+        #[arg(long = "for")]
+        duration: Option<String>,
+    },
+    /// Release a quarantined VM.
+    Release {
+        /// Domain name.
+        domain: String,
+    },
+    /// Run a hypervisor action by hand (journaled): reset, reboot,
+    /// shutdown, destroy, start, resume.
+    Action {
+        /// Domain name.
+        domain: String,
+        /// The action.
+        #[arg(value_parser = ["reset", "reboot", "shutdown", "destroy", "start", "resume"])]
+        action: String,
+    },
+    /// Stop taking recovery actions (detect and record only).
+    Disarm,
+    /// Take recovery actions again.
+    Arm,
+}
