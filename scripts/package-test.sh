@@ -15,34 +15,44 @@ wd_deb=$(ls "$OUT"/vigil-watchdog_*.deb | head -1)
 echo "== contents"
 for d in "$agent_deb" "$wd_deb"; do dpkg-deb -c "$d"; done
 for r in "$OUT"/vigil-agent-*.rpm "$OUT"/vigil-watchdog-*.rpm; do echo "-- $r"; rpm -qlp "$r"; rpm -qp --configfiles "$r"; done
-dpkg-deb -c "$agent_deb" | grep -q ' ./usr/bin/vigil-agent$'
-dpkg-deb -c "$wd_deb" | grep -q ' ./usr/sbin/vigild$'
-dpkg-deb -c "$wd_deb" | grep -q ' ./usr/share/man/man8/vigilctl.8'
-dpkg-deb -I "$agent_deb" conffiles | grep -qx /etc/vigil/agent.toml
-dpkg-deb -I "$wd_deb" conffiles | grep -qx /etc/vigil/watchdog.toml
+agent_list=$(dpkg-deb -c "$agent_deb"); wd_list=$(dpkg-deb -c "$wd_deb")
+for want in ./usr/bin/vigil-agent ./etc/vigil/agent.toml ./usr/lib/systemd/system/vigil-agent.service \
+            ./usr/share/man/man1/vigil-agent.1.gz ./usr/share/bash-completion/completions/vigil-agent; do
+    grep -q " $want\$" <<< "$agent_list" || { echo "vigil-agent.deb lacks $want"; exit 1; }
+done
+for want in ./usr/sbin/vigild ./usr/sbin/vigilctl ./etc/vigil/watchdog.toml ./usr/lib/systemd/system/vigild.service \
+            ./usr/share/man/man8/vigild.8.gz ./usr/share/man/man8/vigilctl.8.gz; do
+    grep -q " $want\$" <<< "$wd_list" || { echo "vigil-watchdog.deb lacks $want"; exit 1; }
+done
+[ "$(dpkg-deb -f "$agent_deb" Depends)" = "" ] || { echo "the static agent must not depend on anything"; exit 1; }
+grep -qx /etc/vigil/agent.toml <<< "$(dpkg-deb -I "$agent_deb" conffiles)"
+grep -qx /etc/vigil/watchdog.toml <<< "$(dpkg-deb -I "$wd_deb" conffiles)"
+echo "package contents OK"
 
 echo "== install (services are not started: policy-rc.d)"
 policy=/usr/sbin/policy-rc.d
 had_policy=0; [ -e "$policy" ] && had_policy=1
 if [ "$had_policy" = 0 ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; fi
 trap '[ "$had_policy" = 0 ] && rm -f "$policy"' EXIT
-apt-get install -y -qq "./$agent_deb" "./$wd_deb"
+apt-get install -y -qq --no-install-recommends "./$agent_deb" "./$wd_deb"
 file_list=$(mktemp)
 dpkg -L vigil-agent vigil-watchdog > "$file_list"
 
 echo "== installed binaries"
 /usr/bin/vigil-agent --version
-ldd /usr/bin/vigil-agent 2>&1 | grep -q "not a dynamic executable" && echo "vigil-agent: statically linked"
-/usr/sbin/vigild --print-config | head -5
+linkage=$(ldd /usr/bin/vigil-agent 2>&1 || true)
+grep -Eq "not a dynamic executable|statically linked" <<< "$linkage" || { echo "vigil-agent is not static: $linkage"; exit 1; }
+echo "vigil-agent: statically linked"
+cfg=$(/usr/sbin/vigild --print-config); head -5 <<< "$cfg"
 /usr/sbin/vigild --check-config --config /etc/vigil/watchdog.toml
-/usr/sbin/vigilctl --help | head -5
+help=$(/usr/sbin/vigilctl --help); head -5 <<< "$help"
 man -w vigilctl >/dev/null 2>&1 || test -f /usr/share/man/man8/vigilctl.8*
 
 echo "== units"
-systemd-analyze verify /lib/systemd/system/vigild.service /lib/systemd/system/vigil-agent.service
+systemd-analyze verify /usr/lib/systemd/system/vigild.service /usr/lib/systemd/system/vigil-agent.service
 for u in vigild vigil-agent; do
     echo "-- systemd-analyze security $u"
-    systemd-analyze security --offline=true /lib/systemd/system/$u.service | tail -1
+    systemd-analyze security --offline=true /usr/lib/systemd/system/$u.service | tail -1
 done
 
 echo "== purge"

@@ -32,5 +32,8 @@ cargo bench -p vigil-watchdog --bench engine --locked
 step "no-VM demo (README main job)"
 bash scripts/demo.sh
 
+step "packages: build, inspect, install, verify units, purge"
+bash scripts/package-test.sh
+
 step "agent footprint (60 s against a local sink)"
 bash scripts/agent-footprint.sh 60
