@@ -29,6 +29,18 @@ grep -qx /etc/vigil/agent.toml <<< "$(dpkg-deb -I "$agent_deb" conffiles)"
 grep -qx /etc/vigil/watchdog.toml <<< "$(dpkg-deb -I "$wd_deb" conffiles)"
 echo "package contents OK"
 
+echo "== guest-image recipe: the cloud-init snippet is valid YAML with what it needs"
+dpkg-query -W -f='${Status}' python3-yaml 2>/dev/null | grep -q "ok installed" || apt-get install -y -qq python3-yaml
+python3 - packaging/guest-image/cloud-init.yaml <<'PY'
+import sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+assert open(sys.argv[1]).readline().strip() == "#cloud-config"
+files = {f["path"]: f["content"] for f in doc["write_files"]}
+assert "/etc/vigil/agent.toml" in files
+assert any("vigil-agent" in " ".join(map(str, c)) for c in doc["runcmd"])
+print("cloud-init snippet OK")
+PY
+
 echo "== install (services are not started: policy-rc.d)"
 policy=/usr/sbin/policy-rc.d
 had_policy=0; [ -e "$policy" ] && had_policy=1
@@ -40,6 +52,10 @@ dpkg -L vigil-agent vigil-watchdog > "$file_list"
 
 echo "== installed binaries"
 /usr/bin/vigil-agent --version
+python3 -c 'import yaml,sys; d=yaml.safe_load(open(sys.argv[1])); print([f["content"] for f in d["write_files"] if f["path"]=="/etc/vigil/agent.toml"][0])' \
+    packaging/guest-image/cloud-init.yaml > /tmp/vigil-cloud-init-agent.toml
+/usr/bin/vigil-agent check --config /tmp/vigil-cloud-init-agent.toml > /dev/null || [ $? -le 2 ]
+rm -f /tmp/vigil-cloud-init-agent.toml
 linkage=$(ldd /usr/bin/vigil-agent 2>&1 || true)
 grep -Eq "not a dynamic executable|statically linked" <<< "$linkage" || { echo "vigil-agent is not static: $linkage"; exit 1; }
 echo "vigil-agent: statically linked"

@@ -797,6 +797,43 @@ fn vigilctl_verbs_json_and_exit_codes() {
 }
 
 #[test]
+fn events_follow_streams_new_records() {
+    let mut rig = Rig::new("");
+    rig.start_agent("db", None);
+    rig.wait_healthy("db");
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_vigilctl"))
+        .arg("--socket")
+        .arg(rig.path("control.sock"))
+        .args(["events", "--follow", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("\"vm-crashed\"") && l.contains("\"fault\""))
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(rig.ctl(&["action", "db", "destroy"]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lines.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "events --follow did not show the new fault"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let line = lines.join().unwrap().expect("a fault line");
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["record"]["kind"], "vm-crashed");
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
+
+#[test]
 fn metrics_are_scraped_and_parse() {
     let mut rig = Rig::new("");
     rig.start_agent("web", None);
