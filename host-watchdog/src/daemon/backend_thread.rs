@@ -46,7 +46,17 @@ fn act(hv: &mut dyn Hypervisor, req: &BackendReq) -> Result<String, String> {
     };
     let e = |e: crate::backend::BackendError| e.to_string();
     match kind {
-        ActionKind::Reset => hv.reset(vm).map_err(e).map(|_| "reset".into()),
+        // A crashed domain kept for evidence (on_crash=preserve) cannot be
+        // reset in place: fall back to destroy + start.
+        ActionKind::Reset => match hv.reset(vm) {
+            Ok(()) => Ok("reset".into()),
+            Err(first) => {
+                let _ = hv.destroy(vm); // may already be off
+                hv.start(vm)
+                    .map_err(e)
+                    .map(|_| format!("reset failed ({first}); destroyed and started instead"))
+            }
+        },
         ActionKind::Reboot => hv
             .reboot(vm)
             .map_err(e)
@@ -141,5 +151,134 @@ pub fn run(
         if core.blocking_send(CoreMsg::Polled(polled)).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{BackendError, DomainPoll};
+
+    /// A hypervisor whose reset fails, counting calls.
+    #[derive(Default)]
+    struct Fake {
+        calls: Vec<&'static str>,
+        reset_fails: bool,
+    }
+
+    fn no(op: &'static str) -> Result<(), BackendError> {
+        Err(BackendError::Call {
+            op,
+            domain: "vm".into(),
+            message: "domain is not running".into(),
+        })
+    }
+
+    impl Hypervisor for Fake {
+        fn list(&mut self) -> Result<Vec<DomainDef>, BackendError> {
+            Ok(vec![])
+        }
+        fn poll(&mut self, _: &DomainDef) -> Result<DomainPoll, BackendError> {
+            Err(BackendError::NoDomain("vm".into()))
+        }
+        fn reset(&mut self, _: &str) -> Result<(), BackendError> {
+            self.calls.push("reset");
+            if self.reset_fails {
+                no("reset")
+            } else {
+                Ok(())
+            }
+        }
+        fn reboot(&mut self, _: &str) -> Result<(), BackendError> {
+            self.calls.push("reboot");
+            Ok(())
+        }
+        fn shutdown(&mut self, _: &str) -> Result<(), BackendError> {
+            self.calls.push("shutdown");
+            Ok(())
+        }
+        fn destroy(&mut self, _: &str) -> Result<(), BackendError> {
+            self.calls.push("destroy");
+            Ok(())
+        }
+        fn start(&mut self, _: &str) -> Result<(), BackendError> {
+            self.calls.push("start");
+            Ok(())
+        }
+        fn resume(&mut self, _: &str) -> Result<(), BackendError> {
+            self.calls.push("resume");
+            Ok(())
+        }
+        fn set_memory(&mut self, _: &str, _: u64) -> Result<(), BackendError> {
+            self.calls.push("set-memory");
+            Ok(())
+        }
+        fn set_vcpus(&mut self, _: &str, _: u32) -> Result<(), BackendError> {
+            self.calls.push("set-vcpus");
+            Ok(())
+        }
+        fn snapshot_create(&mut self, _: &str, _: &str) -> Result<(), BackendError> {
+            self.calls.push("snapshot-create");
+            Ok(())
+        }
+        fn snapshot_revert(&mut self, _: &str, _: &str) -> Result<(), BackendError> {
+            self.calls.push("snapshot-revert");
+            Ok(())
+        }
+    }
+
+    fn req(kind: ActionKind, snapshot: Option<&str>) -> BackendReq {
+        BackendReq::Act {
+            id: 1,
+            vm: "vm".into(),
+            kind,
+            memory_kib: Some(4096),
+            snapshot: snapshot.map(Into::into),
+            now: 7,
+        }
+    }
+
+    #[test]
+    fn reset_of_a_crashed_domain_falls_back_to_destroy_and_start() {
+        let mut hv = Fake {
+            reset_fails: true,
+            ..Fake::default()
+        };
+        let r = act(&mut hv, &req(ActionKind::Reset, None)).unwrap();
+        assert!(r.contains("destroyed and started"), "{r}");
+        assert_eq!(hv.calls, ["reset", "destroy", "start"]);
+        let mut hv = Fake::default();
+        assert_eq!(
+            act(&mut hv, &req(ActionKind::Reset, None)).unwrap(),
+            "reset"
+        );
+        assert_eq!(hv.calls, ["reset"]);
+    }
+
+    #[test]
+    fn snapshot_revert_takes_a_safety_snapshot_first_and_needs_a_known_good_one() {
+        let mut hv = Fake::default();
+        let r = act(
+            &mut hv,
+            &req(ActionKind::SnapshotRevert, Some("known-good")),
+        )
+        .unwrap();
+        assert_eq!(hv.calls, ["snapshot-create", "snapshot-revert"]);
+        assert!(
+            r.contains("vigil-safety-7") && r.contains("known-good"),
+            "{r}"
+        );
+        let mut hv = Fake::default();
+        assert!(act(&mut hv, &req(ActionKind::SnapshotRevert, None))
+            .unwrap_err()
+            .contains("no known-good"));
+        assert!(hv.calls.is_empty());
+    }
+
+    #[test]
+    fn agent_actions_are_not_hypervisor_actions() {
+        let mut hv = Fake::default();
+        assert!(act(&mut hv, &req(ActionKind::Alert, None)).is_err());
+        assert!(hv.calls.is_empty());
     }
 }
