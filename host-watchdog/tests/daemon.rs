@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed unwrap is a failed test
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -224,24 +226,11 @@ impl Rig {
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_vigilctl"))
-            .arg("--socket")
-            .arg(self.path("control.sock"))
-            .args(args)
-            .output()
-            .unwrap()
+        common::ctl(&self.path("control.sock"), args)
     }
 
     fn ctl_json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        let out = self.ctl(&a);
-        assert!(
-            out.status.success(),
-            "vigilctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        common::ctl_json(&self.path("control.sock"), args)
     }
 
     fn state(&self, vm: &str) -> String {
@@ -253,46 +242,15 @@ impl Rig {
 
     /// Every journal record, in order.
     fn records(&self) -> Vec<Value> {
-        let out = self.ctl(&["events", "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap()["record"].clone())
-            .collect()
+        common::records(&self.path("control.sock")).into_iter().map(|(_, r)| r).collect()
     }
 
     fn find(&self, kind: &str, vm: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        self.records()
-            .into_iter()
-            .filter(|r| r["record"] == kind && r["vm"] == vm && pred(r))
-            .collect()
+        common::find(&self.path("control.sock"), kind, vm, pred)
     }
 
-    fn wait_record(
-        &self,
-        secs: u64,
-        what: &str,
-        kind: &str,
-        vm: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(r) = self.find(kind, vm, &pred).into_iter().next() {
-                return r;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; journal:\n{:#?}\nvigild log:\n{}",
-                self.records(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    fn wait_record(&self, secs: u64, what: &str, kind: &str, vm: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        common::wait_record(&self.path("control.sock"), secs, what, kind, vm, pred, || self.log())
     }
 
     fn wait_healthy(&self, vm: &str) {
@@ -322,13 +280,7 @@ impl Rig {
     }
 }
 
-fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::wait_until;
 
 fn restart_cmd(rig: &Rig) -> String {
     format!("/usr/bin/setsid -f {} 3600", rig.path(&rig.svc).display())

@@ -8,7 +8,7 @@ use tokio::sync::mpsc::Sender;
 
 use super::CoreMsg;
 use crate::backend::{DomainDef, Hypervisor};
-use crate::engine::{ActionKind, Millis};
+use crate::engine::{ActionKind, DomainState, Millis, PauseReason};
 
 /// A request for the backend thread.
 #[derive(Debug)]
@@ -48,15 +48,7 @@ fn act(hv: &mut dyn Hypervisor, req: &BackendReq) -> Result<String, String> {
     match kind {
         // A crashed domain kept for evidence (on_crash=preserve) cannot be
         // reset in place: fall back to destroy + start.
-        ActionKind::Reset => match hv.reset(vm) {
-            Ok(()) => Ok("reset".into()),
-            Err(first) => {
-                let _ = hv.destroy(vm); // may already be off
-                hv.start(vm)
-                    .map_err(e)
-                    .map(|_| format!("reset failed ({first}); destroyed and started instead"))
-            }
-        },
+        ActionKind::Reset => reset(hv, vm),
         ActionKind::Reboot => hv
             .reboot(vm)
             .map_err(e)
@@ -92,6 +84,29 @@ fn act(hv: &mut dyn Hypervisor, req: &BackendReq) -> Result<String, String> {
             ))
         }
         other => Err(format!("{} is not a hypervisor action", other.name())),
+    }
+}
+
+/// Reset a domain. A crashed domain kept for evidence (on_crash=preserve)
+/// keeps its panicked run state across a reset, and a reset can fail: in
+/// both cases destroy + start instead.
+fn reset(hv: &mut dyn Hypervisor, vm: &str) -> Result<String, String> {
+    let def = DomainDef { name: vm.to_string(), uuid: String::new(), vsock_cid: None, disks: Vec::new(), interfaces: Vec::new() };
+    let crashed = matches!(
+        hv.poll(&def).map(|p| p.state),
+        Ok(DomainState::Crashed { .. } | DomainState::Paused(PauseReason::Panicked))
+    );
+    let e = |e: crate::backend::BackendError| e.to_string();
+    if crashed {
+        let _ = hv.destroy(vm);
+        return hv.start(vm).map_err(e).map(|_| "domain crashed (kept for evidence): destroyed and started".into());
+    }
+    match hv.reset(vm) {
+        Ok(()) => Ok("reset".into()),
+        Err(first) => {
+            let _ = hv.destroy(vm); // may already be off
+            hv.start(vm).map_err(e).map(|_| format!("reset failed ({first}); destroyed and started instead"))
+        }
     }
 }
 
@@ -164,6 +179,7 @@ mod tests {
     struct Fake {
         calls: Vec<&'static str>,
         reset_fails: bool,
+        crashed: bool,
     }
 
     fn no(op: &'static str) -> Result<(), BackendError> {
@@ -179,7 +195,8 @@ mod tests {
             Ok(vec![])
         }
         fn poll(&mut self, _: &DomainDef) -> Result<DomainPoll, BackendError> {
-            Err(BackendError::NoDomain("vm".into()))
+            let state = if self.crashed { DomainState::Crashed { panicked: true } } else { DomainState::Running };
+            Ok(DomainPoll { state, stats: Default::default(), memory_kib: (1, 1) })
         }
         fn reset(&mut self, _: &str) -> Result<(), BackendError> {
             self.calls.push("reset");
@@ -247,6 +264,9 @@ mod tests {
         let r = act(&mut hv, &req(ActionKind::Reset, None)).unwrap();
         assert!(r.contains("destroyed and started"), "{r}");
         assert_eq!(hv.calls, ["reset", "destroy", "start"]);
+        let mut hv = Fake { crashed: true, ..Fake::default() };
+        assert!(act(&mut hv, &req(ActionKind::Reset, None)).unwrap().contains("kept for evidence"));
+        assert_eq!(hv.calls, ["destroy", "start"]);
         let mut hv = Fake::default();
         assert_eq!(
             act(&mut hv, &req(ActionKind::Reset, None)).unwrap(),

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Build the test guest: the Debian cloud kernel (downloaded as a package and
+# unpacked), and a busybox initramfs with the virtio/vsock/pvpanic/balloon
+# modules, the static vigil-agent with its config, a watched test service,
+# and a root shell on the second serial port for fault injection.
+# Output: target/vm/{vmlinuz,initrd.img}.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT="$PWD"
+OUT="$ROOT/target/vm"
+mkdir -p "$OUT"
+TARGET=x86_64-unknown-linux-gnu
+RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$TARGET" -p vigil-agent
+
+# Kernel.
+if [ ! -e "$OUT/vmlinuz" ]; then
+    pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image/ {print $2; exit}')
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download "$pkg" >/dev/null 2>&1 && dpkg-deb -x ./*.deb k)
+    rm -rf "$OUT/k"; mv "$tmp/k" "$OUT/k"; rm -rf "$tmp"
+    cp "$OUT"/k/boot/vmlinuz-* "$OUT/vmlinuz"
+    depmod -b "$OUT/k" "$(ls "$OUT/k/lib/modules")"
+fi
+KVER=$(ls "$OUT/k/lib/modules")
+MODDIR="$OUT/k/lib/modules/$KVER"
+
+# Modules in dependency order (from modules.dep).
+order() {
+    local m=$1 line deps d
+    line=$(grep -E "(^|/)$m\.ko:" "$MODDIR/modules.dep") || { echo "no module $m" >&2; exit 1; }
+    deps=${line#*:}
+    for d in $deps; do order "$(basename "$d" .ko)"; done
+    echo "${line%%:*}"
+}
+mods=$(for m in virtio_pci virtio_blk vmw_vsock_virtio_transport pvpanic-mmio virtio_balloon; do order "$m"; done | awk '!seen[$0]++')
+
+# Initramfs tree.
+IR="$OUT/initramfs"
+rm -rf "$IR"
+mkdir -p "$IR"/{bin,dev,proc,sys,run,tmp,etc/vigil,lib/modules,var/log}
+cp /bin/busybox "$IR/bin/busybox"
+cp "$ROOT/target/$TARGET/release/vigil-agent" "$IR/bin/vigil-agent"
+: > "$IR/etc/modules-order"
+for m in $mods; do cp "$MODDIR/$m" "$IR/lib/modules/"; basename "$m" >> "$IR/etc/modules-order"; done
+cat > "$IR/bin/testsvc" <<'SVC'
+#!/bin/sh
+# The watched test service: does nothing, forever.
+while true; do sleep 3600; done
+SVC
+cat > "$IR/bin/agent-loop" <<'LOOP'
+#!/bin/sh
+# Supervise the agent like systemd's Restart=always (1 s back-off).
+while true; do /bin/vigil-agent run --config /etc/vigil/agent.toml >>/var/log/agent.log 2>&1; sleep 1; done
+LOOP
+cat > "$IR/etc/vigil/agent.toml" <<'CONF'
+connect = "vsock://2:1217"
+state_dir = "/run/vigil-agent"
+[watch]
+processes = ["testsvc"]
+[[allow]]
+action = "restart-service"
+name = "testsvc"
+argv = ["/bin/sh", "-c", "setsid /bin/testsvc </dev/null >/dev/null 2>&1 &"]
+[[allow]]
+action = "reboot"
+name = "reboot"
+argv = ["/bin/busybox", "reboot", "-f"]
+CONF
+cat > "$IR/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+for m in $(cat /etc/modules-order); do insmod /lib/modules/$m; done
+hostname vigil-guest
+echo 1 > /proc/sys/kernel/sysrq
+setsid /bin/testsvc </dev/null >/dev/null 2>&1 &
+setsid /bin/agent-loop </dev/null >/dev/null 2>&1 &
+# A root shell on the second serial port: the host injects faults there.
+setsid sh -c 'exec sh </dev/ttyS1 >/dev/ttyS1 2>&1' &
+echo "vigil-guest: up"
+while true; do sleep 3600; done
+INIT
+chmod 755 "$IR/init" "$IR/bin/testsvc" "$IR/bin/agent-loop"
+(cd "$IR" && find . | cpio -o -H newc --quiet | gzip -1) > "$OUT/initrd.img"
+ls -l "$OUT/vmlinuz" "$OUT/initrd.img"
