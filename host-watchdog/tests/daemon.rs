@@ -242,15 +242,33 @@ impl Rig {
 
     /// Every journal record, in order.
     fn records(&self) -> Vec<Value> {
-        common::records(&self.path("control.sock")).into_iter().map(|(_, r)| r).collect()
+        common::records(&self.path("control.sock"))
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()
     }
 
     fn find(&self, kind: &str, vm: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
         common::find(&self.path("control.sock"), kind, vm, pred)
     }
 
-    fn wait_record(&self, secs: u64, what: &str, kind: &str, vm: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        common::wait_record(&self.path("control.sock"), secs, what, kind, vm, pred, || self.log())
+    fn wait_record(
+        &self,
+        secs: u64,
+        what: &str,
+        kind: &str,
+        vm: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        common::wait_record(
+            &self.path("control.sock"),
+            secs,
+            what,
+            kind,
+            vm,
+            pred,
+            || self.log(),
+        )
     }
 
     fn wait_healthy(&self, vm: &str) {

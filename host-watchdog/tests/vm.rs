@@ -24,7 +24,12 @@ use serde_json::Value;
 const DOMAIN: &str = "vigil-e2e";
 
 fn virsh(args: &[&str]) -> std::process::Output {
-    Command::new("virsh").arg("-c").arg("qemu:///system").args(args).output().unwrap()
+    Command::new("virsh")
+        .arg("-c")
+        .arg("qemu:///system")
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// The VM, vhost-device-vsock and vigild; torn down on drop.
@@ -53,7 +58,11 @@ impl Vm {
 
     fn log(&self) -> String {
         let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
-        format!("--- vigild\n{}\n--- console\n{}", read("vigild.log"), read("console.log"))
+        format!(
+            "--- vigild\n{}\n--- console\n{}",
+            read("vigild.log"),
+            read("console.log")
+        )
     }
 
     fn shell(&mut self, cmd: &str) {
@@ -65,12 +74,18 @@ impl Vm {
     }
 
     fn state(&self) -> String {
-        common::ctl_json(&self.sock(), &["status", DOMAIN])["state"].as_str().unwrap_or("").to_string()
+        common::ctl_json(&self.sock(), &["status", DOMAIN])["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     fn wait_healthy(&self, secs: u64) {
         common::wait_until(Duration::from_secs(secs), "VM healthy", || {
-            common::ctl(&self.sock(), &["status", DOMAIN, "--json"]).status.success() && self.state() == "healthy"
+            common::ctl(&self.sock(), &["status", DOMAIN, "--json"])
+                .status
+                .success()
+                && self.state() == "healthy"
         });
     }
 
@@ -79,19 +94,29 @@ impl Vm {
     }
 
     fn records_since(&self, t: u64) -> Vec<Value> {
-        common::records(&self.sock()).into_iter().filter(|(rt, _)| *rt >= t).map(|(_, r)| r).collect()
+        common::records(&self.sock())
+            .into_iter()
+            .filter(|(rt, _)| *rt >= t)
+            .map(|(_, r)| r)
+            .collect()
     }
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn boot() -> Vm {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let kernel = root.join("target/vm/vmlinuz");
     let initrd = root.join("target/vm/initrd.img");
-    assert!(kernel.exists() && initrd.exists(), "build the guest first: bash scripts/vm/build-guest.sh");
+    assert!(
+        kernel.exists() && initrd.exists(),
+        "build the guest first: bash scripts/vm/build-guest.sh"
+    );
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().to_path_buf();
     let w = w.as_path();
@@ -107,12 +132,18 @@ fn boot() -> Vm {
     // vhost-device-vsock must be running before the domain starts.
     let vsock = Command::new("vhost-device-vsock")
         .arg("--vm")
-        .arg(format!("guest-cid=3,socket={},uds-path={}", w.join("vhost.sock").display(), w.join("vm.vsock").display()))
+        .arg(format!(
+            "guest-cid=3,socket={},uds-path={}",
+            w.join("vhost.sock").display(),
+            w.join("vm.vsock").display()
+        ))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(w.join("vhost-device-vsock.log")).unwrap())
         .spawn()
         .expect("vhost-device-vsock on PATH (scripts/vm/setup-host.sh installs it)");
-    common::wait_until(Duration::from_secs(10), "vhost-user socket", || w.join("vhost.sock").exists());
+    common::wait_until(Duration::from_secs(10), "vhost-user socket", || {
+        w.join("vhost.sock").exists()
+    });
     let config = format!(
         "libvirt_uri = \"qemu:///system\"\njournal = \"{d}/journal.db\"\ncontrol_socket = \"{d}/control.sock\"\n\
          metrics_listen = \"\"\n[[vm]]\ndomain = \"{DOMAIN}\"\nagent = \"hybrid://{d}/vm.vsock:1217\"\nprobe = \"hybrid://{d}/vm.vsock:9\"\n",
@@ -127,19 +158,40 @@ fn boot() -> Vm {
         .stderr(std::fs::File::create(w.join("vigild.log")).unwrap())
         .spawn()
         .unwrap();
-    let vm = Vm { dir, vsock, vigild, shell: None };
-    common::wait_until(Duration::from_secs(10), "vigild", || UnixStream::connect(vm.sock()).is_ok());
+    let vm = Vm {
+        dir,
+        vsock,
+        vigild,
+        shell: None,
+    };
+    common::wait_until(Duration::from_secs(10), "vigild", || {
+        UnixStream::connect(vm.sock()).is_ok()
+    });
     let xml = std::fs::read_to_string(root.join("tests/fixtures/vm.xml.in"))
         .unwrap()
         .replace("@NAME@", DOMAIN)
         .replace("@WORK@", &w.display().to_string())
-        .replace("@KERNEL@", &kernel.canonicalize().unwrap().display().to_string())
-        .replace("@INITRD@", &initrd.canonicalize().unwrap().display().to_string());
+        .replace(
+            "@KERNEL@",
+            &kernel.canonicalize().unwrap().display().to_string(),
+        )
+        .replace(
+            "@INITRD@",
+            &initrd.canonicalize().unwrap().display().to_string(),
+        );
     std::fs::write(w.join("vm.xml"), xml).unwrap();
     let out = virsh(&["define", &w.join("vm.xml").display().to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = virsh(&["start", DOMAIN]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     vm
 }
 
@@ -168,15 +220,23 @@ fn case(
 ) {
     let t0 = now_ms();
     inject(vm);
-    let fault = vm.wait(30, &format!("{name}: fault {kind}"), "fault", |r| r["kind"] == kind && r["located"].as_u64().unwrap_or(0) >= t0);
+    let fault = vm.wait(30, &format!("{name}: fault {kind}"), "fault", |r| {
+        r["kind"] == kind && r["located"].as_u64().unwrap_or(0) >= t0
+    });
     assert_eq!(fault["layer"], layer, "{name}: {fault}");
     heal(vm);
     let id = fault["id"].as_u64().unwrap();
-    let closed = vm.wait(120, &format!("{name}: {kind} closed"), "closed", |r| r["id"].as_u64() == Some(id));
+    let closed = vm.wait(120, &format!("{name}: {kind} closed"), "closed", |r| {
+        r["id"].as_u64() == Some(id)
+    });
     let intents: Vec<Value> = vm
         .records_since(t0)
         .into_iter()
-        .filter(|r| r["record"] == "intent" && r["action"]["fault"].as_u64() == Some(id) && r["rung"].is_number())
+        .filter(|r| {
+            r["record"] == "intent"
+                && r["action"]["fault"].as_u64() == Some(id)
+                && r["rung"].is_number()
+        })
         .collect();
     let first = intents.first().map(|r| r["action"]["kind"].clone());
     match action {
@@ -186,7 +246,15 @@ fn case(
             assert!(matches, "{name}: expected {a}, got {k}; {}", vm.log());
         }
         None => assert!(
-            intents.iter().all(|r| !["reset", "destroy-start", "snapshot-revert", "reboot", "start"].iter().any(|d| r["action"]["kind"] == *d)),
+            intents.iter().all(|r| ![
+                "reset",
+                "destroy-start",
+                "snapshot-revert",
+                "reboot",
+                "start"
+            ]
+            .iter()
+            .any(|d| r["action"]["kind"] == *d)),
             "{name}: no destructive action expected: {intents:?}"
         ),
     }
@@ -194,7 +262,9 @@ fn case(
         case: name,
         kind: kind.into(),
         layer: layer.into(),
-        action: first.map(|k| k.to_string().replace('"', "")).unwrap_or_else(|| "-".into()),
+        action: first
+            .map(|k| k.to_string().replace('"', ""))
+            .unwrap_or_else(|| "-".into()),
         detect: closed["detect_ms"].as_u64().unwrap(),
         locate: closed["locate_ms"].as_u64().unwrap(),
         repair: (closed["how"] == "recovered").then(|| closed["repair_ms"].as_u64().unwrap()),
@@ -217,13 +287,24 @@ fn fault_matrix_on_a_real_vm() {
     std::thread::sleep(Duration::from_secs(8));
     assert!(virsh(&["resume", DOMAIN]).status.success());
     std::thread::sleep(Duration::from_secs(5));
-    let faults: Vec<Value> = vm.records_since(t0).into_iter().filter(|r| r["record"] == "fault").collect();
+    let faults: Vec<Value> = vm
+        .records_since(t0)
+        .into_iter()
+        .filter(|r| r["record"] == "fault")
+        .collect();
     assert!(faults.is_empty(), "suspend/resume made faults: {faults:?}");
     vm.wait_healthy(20);
 
-    case(&mut vm, &mut rows, "service killed", "service-down", "guest-service", Some("restart-service"), |vm| {
-        vm.shell("killall testsvc")
-    }, |_| {});
+    case(
+        &mut vm,
+        &mut rows,
+        "service killed",
+        "service-down",
+        "guest-service",
+        Some("restart-service"),
+        |vm| vm.shell("killall testsvc"),
+        |_| {},
+    );
     // The agent stays dead until vigild has named the fault, then its
     // supervisor brings it back: agent-down, the kernel answers the probe,
     // no reset.
@@ -237,15 +318,81 @@ fn fault_matrix_on_a_real_vm() {
         |vm| vm.shell("killall agent-loop; killall -9 vigil-agent"),
         |vm| vm.shell("setsid /bin/agent-loop </dev/null >/dev/null 2>&1 &"),
     );
-    case(&mut vm, &mut rows, "virsh destroy", "vm-crashed", "hypervisor", Some("start"), |_| {
-        assert!(virsh(&["destroy", DOMAIN]).status.success());
-    }, |_| {});
-    vm.shell = None; // a new boot: reconnect to its console shell
-    case(&mut vm, &mut rows, "kernel panic", "guest-panic", "guest-kernel", Some("reset"), |vm| {
-        vm.shell("echo c > /proc/sysrq-trigger")
-    }, |_| {});
+    // Must not be a fault: heavy normal-priority CPU load.
+    let t0 = now_ms();
+    vm.shell("for i in 1 2; do (while :; do :; done) & done; sleep 20; kill %1 %2");
+    std::thread::sleep(Duration::from_secs(22));
+    let faults: Vec<Value> = vm
+        .records_since(t0)
+        .into_iter()
+        .filter(|r| r["record"] == "fault")
+        .collect();
+    assert!(faults.is_empty(), "CPU load made faults: {faults:?}");
 
-    eprintln!("\n{:<16} {:<14} {:<14} {:<18} {:>9} {:>9} {:>9}", "CASE", "FAULT", "LAYER", "ACTION", "DETECT", "LOCATE", "REPAIR");
+    // QEMU stopped with SIGSTOP: vCPU time frozen while "running" is a host
+    // problem; alert, never a blind reset. SIGCONT heals it.
+    let qemu = || {
+        let out = Command::new("pgrep")
+            .args(["-f", &format!("guest={DOMAIN}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    case(
+        &mut vm,
+        &mut rows,
+        "QEMU SIGSTOP",
+        "vcpu-stalled",
+        "host",
+        None,
+        |_| {
+            assert!(Command::new("kill")
+                .args(["-STOP", &qemu()])
+                .status()
+                .unwrap()
+                .success())
+        },
+        |_| {
+            assert!(Command::new("kill")
+                .args(["-CONT", &qemu()])
+                .status()
+                .unwrap()
+                .success())
+        },
+    );
+    case(
+        &mut vm,
+        &mut rows,
+        "virsh destroy",
+        "vm-crashed",
+        "hypervisor",
+        Some("start"),
+        |_| {
+            assert!(virsh(&["destroy", DOMAIN]).status.success());
+        },
+        |_| {},
+    );
+    vm.shell = None; // a new boot: reconnect to its console shell
+    case(
+        &mut vm,
+        &mut rows,
+        "kernel panic",
+        "guest-panic",
+        "guest-kernel",
+        Some("reset"),
+        |vm| vm.shell("echo c > /proc/sysrq-trigger"),
+        |_| {},
+    );
+
+    eprintln!(
+        "\n{:<16} {:<14} {:<14} {:<18} {:>9} {:>9} {:>9}",
+        "CASE", "FAULT", "LAYER", "ACTION", "DETECT", "LOCATE", "REPAIR"
+    );
     for r in &rows {
         let repair = r.repair.map_or("-".into(), |x| format!("{x} ms"));
         eprintln!(

@@ -193,27 +193,31 @@ impl Hypervisor for Libvirt {
             ),
             Enum::Unknown(_) => DomainState::Unknown,
         };
-        let mut stats = DomainStats {
+        let stats = DomainStats {
             cpu_time_ns: info.cpu_time,
             ..DomainStats::default()
         };
-        if state == DomainState::Running {
-            for disk in &def.disks {
-                if let Ok(b) = d.block_stats(disk) {
-                    stats.block_ops += (b.rd_req.max(0) + b.wr_req.max(0)) as u64;
-                }
-            }
-            for nic in &def.interfaces {
-                if let Ok(n) = d.interface_stats(nic) {
-                    stats.net_packets += (n.rx_packets.max(0) + n.tx_packets.max(0)) as u64;
-                }
-            }
-        }
         Ok(DomainPoll {
             state,
             stats,
             memory_kib: (info.memory, info.max_mem),
         })
+    }
+
+    fn io_counters(&mut self, def: &DomainDef) -> Result<(u64, u64), BackendError> {
+        let d = self.domain(&def.name)?;
+        let (mut block, mut net) = (0u64, 0u64);
+        for disk in &def.disks {
+            if let Ok(b) = d.block_stats(disk) {
+                block += (b.rd_req.max(0) + b.wr_req.max(0)) as u64;
+            }
+        }
+        for nic in &def.interfaces {
+            if let Ok(n) = d.interface_stats(nic) {
+                net += (n.rx_packets.max(0) + n.tx_packets.max(0)) as u64;
+            }
+        }
+        Ok((block, net))
     }
 
     fn reset(&mut self, name: &str) -> Result<(), BackendError> {

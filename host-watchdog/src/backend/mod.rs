@@ -65,8 +65,12 @@ pub struct DomainPoll {
 pub trait Hypervisor: Send {
     /// Every defined domain.
     fn list(&mut self) -> Result<Vec<DomainDef>, BackendError>;
-    /// State, reason and counters of one domain.
+    /// State, reason, vCPU time and memory of one domain. Must not need the
+    /// VMM's monitor, so a stuck QEMU cannot stall it.
     fn poll(&mut self, def: &DomainDef) -> Result<DomainPoll, BackendError>;
+    /// Cumulative block requests and network packets of a running domain.
+    /// May block on the VMM's monitor: call it from its own thread.
+    fn io_counters(&mut self, def: &DomainDef) -> Result<(u64, u64), BackendError>;
     /// Hard reset.
     fn reset(&mut self, name: &str) -> Result<(), BackendError>;
     /// ACPI reboot.

@@ -1,7 +1,9 @@
 //! The backend thread: owns the hypervisor connection (all calls block),
 //! polls every domain at the poll interval, and carries out actions.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::Sender;
@@ -91,7 +93,13 @@ fn act(hv: &mut dyn Hypervisor, req: &BackendReq) -> Result<String, String> {
 /// keeps its panicked run state across a reset, and a reset can fail: in
 /// both cases destroy + start instead.
 fn reset(hv: &mut dyn Hypervisor, vm: &str) -> Result<String, String> {
-    let def = DomainDef { name: vm.to_string(), uuid: String::new(), vsock_cid: None, disks: Vec::new(), interfaces: Vec::new() };
+    let def = DomainDef {
+        name: vm.to_string(),
+        uuid: String::new(),
+        vsock_cid: None,
+        disks: Vec::new(),
+        interfaces: Vec::new(),
+    };
     let crashed = matches!(
         hv.poll(&def).map(|p| p.state),
         Ok(DomainState::Crashed { .. } | DomainState::Paused(PauseReason::Panicked))
@@ -99,24 +107,69 @@ fn reset(hv: &mut dyn Hypervisor, vm: &str) -> Result<String, String> {
     let e = |e: crate::backend::BackendError| e.to_string();
     if crashed {
         let _ = hv.destroy(vm);
-        return hv.start(vm).map_err(e).map(|_| "domain crashed (kept for evidence): destroyed and started".into());
+        return hv
+            .start(vm)
+            .map_err(e)
+            .map(|_| "domain crashed (kept for evidence): destroyed and started".into());
     }
     match hv.reset(vm) {
         Ok(()) => Ok("reset".into()),
         Err(first) => {
             let _ = hv.destroy(vm); // may already be off
-            hv.start(vm).map_err(e).map(|_| format!("reset failed ({first}); destroyed and started instead"))
+            hv.start(vm)
+                .map_err(e)
+                .map(|_| format!("reset failed ({first}); destroyed and started instead"))
         }
     }
 }
 
 /// Run until the core goes away.
+/// Latest I/O counters by domain, filled by the I/O thread.
+type IoCounters = Arc<Mutex<HashMap<String, (u64, u64)>>>;
+
+/// The I/O-counter thread: block and network counters need the VMM's
+/// monitor, which a stuck QEMU does not answer; here that stalls only these
+/// counters (which then show no progress), never the state and vCPU polls or
+/// the actions.
+fn io_thread(
+    mut hv: Box<dyn Hypervisor>,
+    defs: Arc<Mutex<Vec<DomainDef>>>,
+    out: IoCounters,
+    interval: Duration,
+) {
+    loop {
+        let list = defs.lock().map(|d| d.clone()).unwrap_or_default();
+        for d in &list {
+            if let Ok(c) = hv.io_counters(d) {
+                if let Ok(mut m) = out.lock() {
+                    m.insert(d.name.clone(), c);
+                }
+            }
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+/// Run until the core goes away. `io_hv` is a second connection for the
+/// I/O-counter thread.
 pub fn run(
     mut hv: Box<dyn Hypervisor>,
+    io_hv: Box<dyn Hypervisor>,
     rx: Receiver<BackendReq>,
     core: Sender<CoreMsg>,
     interval: Duration,
 ) {
+    let shared_defs: Arc<Mutex<Vec<DomainDef>>> = Arc::default();
+    let io: IoCounters = Arc::default();
+    {
+        let (d, o) = (shared_defs.clone(), io.clone());
+        let spawned = std::thread::Builder::new()
+            .name("io-counters".into())
+            .spawn(move || io_thread(io_hv, d, o, interval));
+        if let Err(e) = spawned {
+            log::error!("cannot start the I/O counter thread: {e}");
+        }
+    }
     let mut defs: Vec<DomainDef> = Vec::new();
     let mut relist = true;
     let mut next_poll = Instant::now();
@@ -153,6 +206,9 @@ pub fn run(
             match hv.list() {
                 Ok(d) => {
                     defs = d;
+                    if let Ok(mut s) = shared_defs.lock() {
+                        s.clone_from(&defs);
+                    }
                     relist = false;
                     last_list = Instant::now();
                 }
@@ -195,8 +251,19 @@ mod tests {
             Ok(vec![])
         }
         fn poll(&mut self, _: &DomainDef) -> Result<DomainPoll, BackendError> {
-            let state = if self.crashed { DomainState::Crashed { panicked: true } } else { DomainState::Running };
-            Ok(DomainPoll { state, stats: Default::default(), memory_kib: (1, 1) })
+            let state = if self.crashed {
+                DomainState::Crashed { panicked: true }
+            } else {
+                DomainState::Running
+            };
+            Ok(DomainPoll {
+                state,
+                stats: Default::default(),
+                memory_kib: (1, 1),
+            })
+        }
+        fn io_counters(&mut self, _: &DomainDef) -> Result<(u64, u64), BackendError> {
+            Ok((0, 0))
         }
         fn reset(&mut self, _: &str) -> Result<(), BackendError> {
             self.calls.push("reset");
@@ -264,8 +331,13 @@ mod tests {
         let r = act(&mut hv, &req(ActionKind::Reset, None)).unwrap();
         assert!(r.contains("destroyed and started"), "{r}");
         assert_eq!(hv.calls, ["reset", "destroy", "start"]);
-        let mut hv = Fake { crashed: true, ..Fake::default() };
-        assert!(act(&mut hv, &req(ActionKind::Reset, None)).unwrap().contains("kept for evidence"));
+        let mut hv = Fake {
+            crashed: true,
+            ..Fake::default()
+        };
+        assert!(act(&mut hv, &req(ActionKind::Reset, None))
+            .unwrap()
+            .contains("kept for evidence"));
         assert_eq!(hv.calls, ["destroy", "start"]);
         let mut hv = Fake::default();
         assert_eq!(

@@ -750,13 +750,18 @@ impl Vm {
                 );
             }
             if probe_done && now >= s.since + STATS_WAIT_MS {
-                ev.push("no hypervisor counters available".into());
+                // The hypervisor itself does not answer: a host problem,
+                // never a reason for a blind reset.
+                ev.push(format!(
+                    "no hypervisor poll answered for {} ms",
+                    now - s.since
+                ));
                 ev.push(format!("liveness probe: {}", probe_text(s.probe)));
                 return self.locate(
                     now,
                     s.onset,
                     s.since,
-                    FaultKind::GuestHang,
+                    FaultKind::VcpuStalled,
                     None,
                     ev,
                     ctx,

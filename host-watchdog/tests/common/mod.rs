@@ -11,7 +11,12 @@ use serde_json::Value;
 
 /// Run vigilctl against `socket`.
 pub fn ctl(socket: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vigilctl")).arg("--socket").arg(socket).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_vigilctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// Run vigilctl with `--json`; panic on failure.
@@ -19,14 +24,22 @@ pub fn ctl_json(socket: &Path, args: &[&str]) -> Value {
     let mut a = args.to_vec();
     a.push("--json");
     let out = ctl(socket, &a);
-    assert!(out.status.success(), "vigilctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "vigilctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Every journal record, in order.
 pub fn records(socket: &Path) -> Vec<(u64, Value)> {
     let out = ctl(socket, &["events", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
@@ -38,7 +51,11 @@ pub fn records(socket: &Path) -> Vec<(u64, Value)> {
 
 /// Records of `kind` about `vm` that satisfy `pred`.
 pub fn find(socket: &Path, kind: &str, vm: &str, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-    records(socket).into_iter().map(|(_, r)| r).filter(|r| r["record"] == kind && r["vm"] == vm && pred(r)).collect()
+    records(socket)
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| r["record"] == kind && r["vm"] == vm && pred(r))
+        .collect()
 }
 
 /// Wait for a record; on timeout, panic with the journal and `log`.
@@ -59,7 +76,10 @@ pub fn wait_record(
         assert!(
             Instant::now() < deadline,
             "timed out waiting for {what}; journal:\n{:#?}\nlog:\n{}",
-            records(socket).into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+            records(socket)
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect::<Vec<_>>(),
             log()
         );
         std::thread::sleep(Duration::from_millis(100));
