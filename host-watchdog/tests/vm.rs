@@ -158,15 +158,24 @@ fn boot() -> Vm {
         .stderr(std::fs::File::create(w.join("vigild.log")).unwrap())
         .spawn()
         .unwrap();
-    let vm = Vm {
+    let mut vm = Vm {
         dir,
         vsock,
         vigild,
         shell: None,
     };
-    common::wait_until(Duration::from_secs(10), "vigild", || {
-        UnixStream::connect(vm.sock()).is_ok()
-    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while UnixStream::connect(vm.sock()).is_err() {
+        if let Some(st) = vm.vigild.try_wait().unwrap() {
+            panic!("vigild exited ({st}):\n{}", vm.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vigild did not come up:\n{}",
+            vm.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let xml = std::fs::read_to_string(root.join("tests/fixtures/vm.xml.in"))
         .unwrap()
         .replace("@NAME@", DOMAIN)

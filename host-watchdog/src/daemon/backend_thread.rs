@@ -131,12 +131,17 @@ type IoCounters = Arc<Mutex<HashMap<String, (u64, u64)>>>;
 /// monitor, which a stuck QEMU does not answer; here that stalls only these
 /// counters (which then show no progress), never the state and vCPU polls or
 /// the actions.
-fn io_thread(
-    mut hv: Box<dyn Hypervisor>,
-    defs: Arc<Mutex<Vec<DomainDef>>>,
-    out: IoCounters,
-    interval: Duration,
-) {
+fn io_thread(uri: String, defs: Arc<Mutex<Vec<DomainDef>>>, out: IoCounters, interval: Duration) {
+    // Its own connection, opened after the main one is set up.
+    let mut hv = loop {
+        match crate::backend::libvirt::Libvirt::open(&uri) {
+            Ok(lv) => break lv,
+            Err(e) => {
+                log::warn!("I/O counter connection: {e}; retrying");
+                std::thread::sleep(Duration::from_secs(5));
+            }
+        }
+    };
     loop {
         let list = defs.lock().map(|d| d.clone()).unwrap_or_default();
         for d in &list {
@@ -150,11 +155,11 @@ fn io_thread(
     }
 }
 
-/// Run until the core goes away. `io_hv` is a second connection for the
-/// I/O-counter thread.
+/// Run until the core goes away. The I/O-counter thread opens a second
+/// connection to `io_uri`.
 pub fn run(
     mut hv: Box<dyn Hypervisor>,
-    io_hv: Box<dyn Hypervisor>,
+    io_uri: String,
     rx: Receiver<BackendReq>,
     core: Sender<CoreMsg>,
     interval: Duration,
@@ -165,7 +170,7 @@ pub fn run(
         let (d, o) = (shared_defs.clone(), io.clone());
         let spawned = std::thread::Builder::new()
             .name("io-counters".into())
-            .spawn(move || io_thread(io_hv, d, o, interval));
+            .spawn(move || io_thread(io_uri, d, o, interval));
         if let Err(e) = spawned {
             log::error!("cannot start the I/O counter thread: {e}");
         }

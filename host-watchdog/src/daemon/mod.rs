@@ -119,7 +119,6 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     crate::backend::events::start_event_loop()
         .map_err(|e| anyhow::anyhow!("libvirt event loop: {e}"))?;
     let lv = crate::backend::libvirt::Libvirt::open(&config.libvirt_uri)?;
-    let lv_io = crate::backend::libvirt::Libvirt::open(&config.libvirt_uri)?;
     let (core_tx, core_rx) = mpsc::channel::<CoreMsg>(4096);
     // Events: libvirt thread → std channel → bridge thread → core.
     let (ev_tx, ev_rx) = std::sync::mpsc::channel();
@@ -141,11 +140,10 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     {
         let tx = core_tx.clone();
         let interval = Duration::from_millis(config.poll_interval_ms);
+        let io_uri = config.libvirt_uri.clone();
         std::thread::Builder::new()
             .name("backend".into())
-            .spawn(move || {
-                backend_thread::run(Box::new(lv), Box::new(lv_io), be_rx, tx, interval)
-            })?;
+            .spawn(move || backend_thread::run(Box::new(lv), io_uri, be_rx, tx, interval))?;
     }
     let metrics = Arc::new(metrics::Metrics::new());
     let journal = crate::journal::Journal::open(&config.journal)
