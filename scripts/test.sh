@@ -32,6 +32,9 @@ cargo bench -p vigil-watchdog --bench engine --locked
 step "no-VM demo (README main job)"
 bash scripts/demo.sh
 
+step "real-VM fault matrix (QEMU TCG, libvirtd, vhost-device-vsock)"
+bash scripts/vm/test.sh
+
 step "packages: build, inspect, install, verify units, purge"
 bash scripts/package-test.sh
 
