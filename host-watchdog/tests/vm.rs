@@ -374,6 +374,20 @@ fn fault_matrix_on_a_real_vm() {
                 .success())
         },
     );
+    // A guest hang: a top-priority SCHED_FIFO busy loop with RT throttling
+    // off takes the only vCPU; vCPU time advances, nothing else runs, the
+    // kernel does not answer the probe -> guest-hang -> reset.
+    case(
+        &mut vm,
+        &mut rows,
+        "guest hang",
+        "guest-hang",
+        "guest-kernel",
+        Some("reset"),
+        |vm| vm.shell("echo -1 > /proc/sys/kernel/sched_rt_runtime_us; /bin/rt-spin &"),
+        |_| {},
+    );
+    vm.shell = None; // a new boot
     case(
         &mut vm,
         &mut rows,

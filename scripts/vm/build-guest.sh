@@ -10,7 +10,7 @@ ROOT="$PWD"
 OUT="$ROOT/target/vm"
 mkdir -p "$OUT"
 TARGET=x86_64-unknown-linux-gnu
-RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$TARGET" -p vigil-agent
+RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$TARGET" -p vigil-agent --bins --example rt-spin
 
 # Kernel.
 if [ ! -e "$OUT/vmlinuz" ]; then
@@ -40,6 +40,7 @@ rm -rf "$IR"
 mkdir -p "$IR"/{bin,dev,proc,sys,run,tmp,etc/vigil,lib/modules,var/log}
 cp /bin/busybox "$IR/bin/busybox"
 cp "$ROOT/target/$TARGET/release/vigil-agent" "$IR/bin/vigil-agent"
+cp "$ROOT/target/$TARGET/release/examples/rt-spin" "$IR/bin/rt-spin"   # guest-hang injection
 : > "$IR/etc/modules-order"
 for m in $mods; do cp "$MODDIR/$m" "$IR/lib/modules/"; basename "$m" >> "$IR/etc/modules-order"; done
 cat > "$IR/bin/testsvc" <<'SVC'

@@ -206,7 +206,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             heartbeat_interval_ms: 500,
-            heartbeat_timeout_ms: 3_000,
+            heartbeat_timeout_ms: 2_500,
             min_timeout_ms: 1_500,
             adaptive_k: 6.0,
             boot_grace_ms: 60_000,
