@@ -374,6 +374,38 @@ fn fault_matrix_on_a_real_vm() {
                 .success())
         },
     );
+    // Guest storage: the data disk fills up, then goes read-only.
+    case(
+        &mut vm,
+        &mut rows,
+        "disk filled",
+        "disk-full",
+        "guest-storage",
+        Some("alert"),
+        |vm| vm.shell("dd if=/dev/zero of=/data/fill bs=1M 2>/dev/null; sync"),
+        |vm| vm.shell("rm -f /data/fill; sync"),
+    );
+    case(
+        &mut vm,
+        &mut rows,
+        "remount ro",
+        "fs-readonly",
+        "guest-storage",
+        Some("alert"),
+        |vm| vm.shell("mount -o remount,ro /data"),
+        |vm| vm.shell("mount -o remount,rw /data"),
+    );
+    // Memory pressure to an OOM kill: more memory through the balloon.
+    case(
+        &mut vm,
+        &mut rows,
+        "OOM kill",
+        "memory-exhaustion",
+        "guest-resources",
+        Some("add-memory"),
+        |vm| vm.shell("tail /dev/zero"),
+        |_| {},
+    );
     // A guest hang: a top-priority SCHED_FIFO busy loop with RT throttling
     // off takes the only vCPU; vCPU time advances, nothing else runs, the
     // kernel does not answer the probe -> guest-hang -> reset.

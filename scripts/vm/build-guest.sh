@@ -78,6 +78,9 @@ mount -t tmpfs tmpfs /tmp
 for m in $(cat /etc/modules-order); do insmod /lib/modules/$m; done
 hostname vigil-guest
 echo 1 > /proc/sys/kernel/sysrq
+# A data filesystem on the virtio disk (for the disk-full and read-only cases).
+mkdir -p /data
+mke2fs -q /dev/vda >/dev/null 2>&1 && mount -t ext2 /dev/vda /data
 setsid /bin/testsvc </dev/null >/dev/null 2>&1 &
 setsid /bin/agent-loop </dev/null >/dev/null 2>&1 &
 # A root shell on the second serial port: the host injects faults there.
