@@ -65,12 +65,26 @@ impl Vm {
         )
     }
 
+    /// Type a command into the guest's root shell (ttyS1). After a reboot
+    /// QEMU's socket is a new one: reconnect once when the old one is gone.
     fn shell(&mut self, cmd: &str) {
-        if self.shell.is_none() {
-            self.shell = Some(UnixStream::connect(self.dir.path().join("shell.sock")).unwrap());
+        let line = format!("{cmd}\n");
+        for _ in 0..2 {
+            if self.shell.is_none() {
+                self.shell = Some(UnixStream::connect(self.dir.path().join("shell.sock")).unwrap());
+            }
+            if self
+                .shell
+                .as_mut()
+                .unwrap()
+                .write_all(line.as_bytes())
+                .is_ok()
+            {
+                return;
+            }
+            self.shell = None;
         }
-        let s = self.shell.as_mut().unwrap();
-        s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+        panic!("cannot write to the guest shell");
     }
 
     fn state(&self) -> String {
@@ -443,6 +457,82 @@ fn fault_matrix_on_a_real_vm() {
         |vm| vm.shell("echo c > /proc/sysrq-trigger"),
         |_| {},
     );
+
+    // Operator maintenance: a dead service is not acted on until it ends.
+    let sock = vm.sock();
+    assert!(common::ctl(&sock, &["maintenance", DOMAIN, "on"])
+        .status
+        .success());
+    let t0 = now_ms();
+    vm.shell("killall testsvc");
+    std::thread::sleep(Duration::from_secs(7));
+    let faults: Vec<Value> = vm
+        .records_since(t0)
+        .into_iter()
+        .filter(|r| r["record"] == "fault")
+        .collect();
+    assert!(
+        faults.is_empty(),
+        "maintenance must suppress faults: {faults:?}"
+    );
+    case(
+        &mut vm,
+        &mut rows,
+        "maintenance off",
+        "service-down",
+        "guest-service",
+        Some("restart-service"),
+        |vm| {
+            assert!(common::ctl(&vm.sock(), &["maintenance", DOMAIN, "off"])
+                .status
+                .success());
+        },
+        |_| {},
+    );
+
+    // A reset loop: the guest panics again after every recovery. The per-VM
+    // budget (3 destructive actions per hour; the hang and the panic above
+    // used two) ends it in quarantine with the evidence kept; an operator's
+    // release starts the ladder over and the VM comes back.
+    vm.shell = None;
+    case(
+        &mut vm,
+        &mut rows,
+        "panic again",
+        "guest-panic",
+        "guest-kernel",
+        Some("reset"),
+        |vm| vm.shell("echo c > /proc/sysrq-trigger"),
+        |_| {},
+    );
+    vm.shell = None;
+    let t0 = now_ms();
+    vm.shell("echo c > /proc/sysrq-trigger");
+    let q = vm.wait(30, "quarantine", "transition", |r| r["to"] == "quarantined");
+    assert!(
+        q["why"].as_str().unwrap().contains("budget exhausted"),
+        "{q}"
+    );
+    let after: Vec<Value> = vm.records_since(t0);
+    assert!(
+        after
+            .iter()
+            .any(|r| r["record"] == "intent" && r["action"]["kind"] == "capture-evidence"),
+        "evidence kept"
+    );
+    assert!(
+        !after
+            .iter()
+            .any(|r| r["record"] == "intent" && r["action"]["kind"] == "reset"),
+        "no reset past the budget"
+    );
+    assert_eq!(vm.state(), "quarantined");
+    assert!(common::ctl(&sock, &["release", DOMAIN]).status.success());
+    vm.wait(30, "reset after release", "intent", |r| {
+        r["action"]["kind"] == "reset" && r["action"]["id"].as_u64().unwrap_or(0) > 0 && true
+    });
+    vm.wait_healthy(60);
+    eprintln!("reset loop: quarantined after the budget, released, healthy again");
 
     eprintln!(
         "\n{:<16} {:<14} {:<14} {:<18} {:>9} {:>9} {:>9}",
