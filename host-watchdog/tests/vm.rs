@@ -527,9 +527,14 @@ fn fault_matrix_on_a_real_vm() {
         "no reset past the budget"
     );
     assert_eq!(vm.state(), "quarantined");
+    let last_reset = common::find(&sock, "intent", DOMAIN, |r| r["action"]["kind"] == "reset")
+        .iter()
+        .filter_map(|r| r["action"]["id"].as_u64())
+        .max()
+        .unwrap_or(0);
     assert!(common::ctl(&sock, &["release", DOMAIN]).status.success());
     vm.wait(30, "reset after release", "intent", |r| {
-        r["action"]["kind"] == "reset" && r["action"]["id"].as_u64().unwrap_or(0) > 0 && true
+        r["action"]["kind"] == "reset" && r["action"]["id"].as_u64().unwrap_or(0) > last_reset
     });
     vm.wait_healthy(60);
     eprintln!("reset loop: quarantined after the budget, released, healthy again");
