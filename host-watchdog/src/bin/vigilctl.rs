@@ -12,6 +12,16 @@ use vigil_watchdog::cli::{Verb, VigilctlArgs as Args};
 use vigil_watchdog::ctl;
 
 fn main() -> ExitCode {
+    // Like other command-line tools: a closed pipe (`vigilctl events
+    // --follow | head`) ends the program quietly instead of a panic.
+    // SAFETY: restoring the default disposition of SIGPIPE before any other
+    // thread exists; no handler code runs.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let args = Args::parse();
     let c = ctl::Client::new(args.socket);
     let r = match args.verb {
