@@ -12,7 +12,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -898,5 +898,4 @@ fn bad_config_is_a_clear_error_and_print_config_round_trips() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = Path::new("/");
 }

@@ -53,6 +53,9 @@ cat > "$IR/bin/agent-loop" <<'LOOP'
 # Supervise the agent like systemd's Restart=always (1 s back-off).
 while true; do /bin/vigil-agent run --config /etc/vigil/agent.toml >>/var/log/agent.log 2>&1; sleep 1; done
 LOOP
+# The agent's config *inside the nested guest*: AF_VSOCK is only ever opened
+# there (to the host CID, served by vhost-device-vsock as a Unix socket on
+# this machine), never on this machine itself.
 cat > "$IR/etc/vigil/agent.toml" <<'CONF'
 connect = "vsock://2:1217"
 state_dir = "/run/vigil-agent"

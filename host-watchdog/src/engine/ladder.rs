@@ -87,22 +87,34 @@ impl Vm {
         self.quarantined = true;
         let fault = self.fault.as_ref().map_or(0, |f| f.id);
         for kind in [ActionKind::CaptureEvidence, ActionKind::Alert] {
-            let action = Action {
-                id: ctx.action_id(),
-                vm: self.name.clone(),
-                kind,
-                fault,
-                memory_kib: None,
-            };
-            out.records.push(Record::Intent {
-                vm: self.name.clone(),
-                action: action.clone(),
-                rung: None,
-                attempt: 1,
-            });
-            out.actions.push(action);
+            self.side_action(kind, fault, ctx, out);
         }
         self.settle(why, out);
+    }
+
+    /// Journal and emit an action outside the ladder (evidence capture,
+    /// quarantine alert): intent first, like every action.
+    pub fn side_action(
+        &mut self,
+        kind: ActionKind,
+        fault: u64,
+        ctx: &mut Ctx<'_>,
+        out: &mut Output,
+    ) {
+        let action = Action {
+            id: ctx.action_id(),
+            vm: self.name.clone(),
+            kind,
+            fault,
+            memory_kib: None,
+        };
+        out.records.push(Record::Intent {
+            vm: self.name.clone(),
+            action: action.clone(),
+            rung: None,
+            attempt: 1,
+        });
+        out.actions.push(action);
     }
 
     fn suppress(

@@ -893,20 +893,7 @@ impl Vm {
         });
         if matches!(kind, FaultKind::GuestPanic | FaultKind::GuestHang) {
             // Keep what there is to see before any recovery changes it.
-            let action = Action {
-                id: ctx.action_id(),
-                vm: self.name.clone(),
-                kind: ActionKind::CaptureEvidence,
-                fault: id,
-                memory_kib: None,
-            };
-            out.records.push(Record::Intent {
-                vm: self.name.clone(),
-                action: action.clone(),
-                rung: None,
-                attempt: 1,
-            });
-            out.actions.push(action);
+            self.side_action(ActionKind::CaptureEvidence, id, ctx, out);
         }
         self.settle(&format!("{kind} located"), out);
     }
