@@ -43,7 +43,7 @@ struct Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         let _ = virsh(&["destroy", DOMAIN]);
-        let _ = virsh(&["undefine", DOMAIN]);
+        let _ = virsh(&["undefine", DOMAIN, "--snapshots-metadata"]);
         let _ = self.vigild.kill();
         let _ = self.vigild.wait();
         let _ = self.vsock.kill();
@@ -123,26 +123,25 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn boot() -> Vm {
+/// Boot the test domain on a fresh copy of the data disk, with a fresh
+/// vigild. With `known_good`, the shut-off domain's disk is snapshotted
+/// under that name before the first start and vigild is told to revert to
+/// it.
+fn boot(known_good: Option<&str>) -> Vm {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let kernel = root.join("target/vm/vmlinuz");
     let initrd = root.join("target/vm/initrd.img");
+    let disk = root.join("target/vm/disk.qcow2");
     assert!(
-        kernel.exists() && initrd.exists(),
+        kernel.exists() && initrd.exists() && disk.exists(),
         "build the guest first: bash scripts/vm/build-guest.sh"
     );
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().to_path_buf();
     let w = w.as_path();
     let _ = virsh(&["destroy", DOMAIN]);
-    let _ = virsh(&["undefine", DOMAIN]);
-    let st = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(w.join("disk.qcow2"))
-        .arg("64M")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let _ = virsh(&["undefine", DOMAIN, "--snapshots-metadata"]);
+    std::fs::copy(&disk, w.join("disk.qcow2")).unwrap();
     // vhost-device-vsock must be running before the domain starts.
     let vsock = Command::new("vhost-device-vsock")
         .arg("--vm")
@@ -158,11 +157,14 @@ fn boot() -> Vm {
     common::wait_until(Duration::from_secs(10), "vhost-user socket", || {
         w.join("vhost.sock").exists()
     });
-    let config = format!(
+    let mut config = format!(
         "libvirt_uri = \"qemu:///system\"\njournal = \"{d}/journal.db\"\ncontrol_socket = \"{d}/control.sock\"\n\
          metrics_listen = \"\"\n[[vm]]\ndomain = \"{DOMAIN}\"\nagent = \"hybrid://{d}/vm.vsock:1217\"\nprobe = \"hybrid://{d}/vm.vsock:9\"\n",
         d = w.display()
     );
+    if let Some(s) = known_good {
+        config.push_str(&format!("snapshot = \"{s}\"\n"));
+    }
     std::fs::write(w.join("vigild.toml"), config).unwrap();
     let vigild = Command::new(env!("CARGO_BIN_EXE_vigild"))
         .arg("--config")
@@ -209,6 +211,14 @@ fn boot() -> Vm {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    if let Some(s) = known_good {
+        let out = virsh(&["snapshot-create-as", DOMAIN, s]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let out = virsh(&["start", DOMAIN]);
     assert!(
         out.status.success(),
@@ -227,6 +237,15 @@ struct Row {
     detect: u64,
     locate: u64,
     repair: Option<u64>,
+}
+
+/// An action kind as journaled: a name, or an object keyed by the name.
+fn action_name(k: &Value) -> String {
+    match k {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o.keys().next().cloned().unwrap_or_default(),
+        other => other.to_string(),
+    }
 }
 
 /// Inject, then check the fault vigild located and its recovery.
@@ -285,9 +304,15 @@ fn case(
         case: name,
         kind: kind.into(),
         layer: layer.into(),
-        action: first
-            .map(|k| k.to_string().replace('"', ""))
-            .unwrap_or_else(|| "-".into()),
+        action: if intents.is_empty() {
+            "-".into()
+        } else {
+            intents
+                .iter()
+                .map(|r| action_name(&r["action"]["kind"]))
+                .collect::<Vec<_>>()
+                .join(">")
+        },
         detect: closed["detect_ms"].as_u64().unwrap(),
         locate: closed["locate_ms"].as_u64().unwrap(),
         repair: (closed["how"] == "recovered").then(|| closed["repair_ms"].as_u64().unwrap()),
@@ -298,7 +323,7 @@ fn case(
 #[test]
 #[ignore = "needs qemu"]
 fn fault_matrix_on_a_real_vm() {
-    let mut vm = boot();
+    let mut vm = boot(None);
     let booted = Instant::now();
     vm.wait_healthy(60);
     eprintln!("guest up and healthy after {:?}", booted.elapsed());
@@ -538,16 +563,84 @@ fn fault_matrix_on_a_real_vm() {
     });
     vm.wait_healthy(60);
     eprintln!("reset loop: quarantined after the budget, released, healthy again");
+    drop(vm);
+
+    // Snapshot restore, on a fresh VM and journal (a fresh destructive
+    // budget) whose shut-off disk was snapshotted as known-good. The data
+    // disk is corrupted and the guest crashes; from then on every boot
+    // panics (the init cannot mount the disk): reset, reset, then the
+    // ladder reverts to the known-good snapshot, keeping the broken disk as
+    // a safety snapshot.
+    let mut vm = boot(Some("known-good"));
+    vm.wait_healthy(60);
+    let t0 = now_ms();
+    case(
+        &mut vm,
+        &mut rows,
+        "disk corrupted",
+        "guest-panic",
+        "guest-kernel",
+        Some("reset"),
+        |vm| {
+            vm.shell(
+                "umount /data; dd if=/dev/zero of=/dev/vda bs=4k count=64 2>/dev/null; sync; \
+                 echo c > /proc/sysrq-trigger",
+            )
+        },
+        |_| {},
+    );
+    let reverts: Vec<Value> = vm
+        .records_since(t0)
+        .into_iter()
+        .filter(|r| {
+            r["record"] == "outcome"
+                && r["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("reverted to known-good"))
+        })
+        .collect();
+    assert_eq!(reverts.len(), 1, "one revert: {}", vm.log());
+    let list = String::from_utf8(virsh(&["snapshot-list", DOMAIN, "--name"]).stdout).unwrap();
+    let names: Vec<&str> = list.lines().filter(|l| !l.is_empty()).collect();
+    let safety = names
+        .iter()
+        .find(|n| n.starts_with("vigil-safety-"))
+        .unwrap_or_else(|| panic!("a safety snapshot: {names:?}"));
+    assert!(names.contains(&"known-good"), "{names:?}");
+    // The safety snapshot holds the broken disk, known-good the good one.
+    assert!(
+        !has_ext2(&vm, safety),
+        "the safety snapshot keeps the corruption"
+    );
+    assert!(has_ext2(&vm, "known-good"));
+    eprintln!("snapshot restore: back on known-good, broken disk kept as {safety}");
 
     eprintln!(
-        "\n{:<16} {:<14} {:<14} {:<18} {:>9} {:>9} {:>9}",
-        "CASE", "FAULT", "LAYER", "ACTION", "DETECT", "LOCATE", "REPAIR"
+        "\n{:<16} {:<18} {:<15} {:<34} {:>9} {:>9} {:>9}",
+        "CASE", "FAULT", "LAYER", "ACTIONS", "DETECT", "LOCATE", "REPAIR"
     );
     for r in &rows {
         let repair = r.repair.map_or("-".into(), |x| format!("{x} ms"));
         eprintln!(
-            "{:<16} {:<14} {:<14} {:<18} {:>6} ms {:>6} ms {:>9}",
+            "{:<16} {:<18} {:<15} {:<34} {:>6} ms {:>6} ms {:>9}",
             r.case, r.kind, r.layer, r.action, r.detect, r.locate, repair
         );
     }
+}
+
+/// Whether the disk as kept in snapshot `name` has an ext2 superblock
+/// (magic 0xEF53 at byte 1080). Read with a shared lock: the VM is running.
+fn has_ext2(vm: &Vm, name: &str) -> bool {
+    let out = vm.dir.path().join(format!("{name}.raw"));
+    let st = Command::new("qemu-img")
+        .args(["convert", "-U", "-f", "qcow2", "-O", "raw", "-l"])
+        .arg(format!("snapshot.name={name}"))
+        .arg(vm.dir.path().join("disk.qcow2"))
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "qemu-img convert of snapshot {name}");
+    let bytes = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    bytes.get(1080..1082) == Some(&[0x53, 0xEF][..])
 }

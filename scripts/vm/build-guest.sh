@@ -3,7 +3,10 @@
 # unpacked), and a busybox initramfs with the virtio/vsock/pvpanic/balloon
 # modules, the static vigil-agent with its config, a watched test service,
 # and a root shell on the second serial port for fault injection.
-# Output: target/vm/{vmlinuz,initrd.img}.
+# The guest's data disk template is an ext2 qcow2 with a marker file; the
+# guest panics at boot when it cannot mount it (as a guest whose root disk
+# is corrupted would), which is what the snapshot-restore case relies on.
+# Output: target/vm/{vmlinuz,initrd.img,disk.qcow2}.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT="$PWD"
@@ -81,9 +84,14 @@ mount -t tmpfs tmpfs /tmp
 for m in $(cat /etc/modules-order); do insmod /lib/modules/$m; done
 hostname vigil-guest
 echo 1 > /proc/sys/kernel/sysrq
-# A data filesystem on the virtio disk (for the disk-full and read-only cases).
+# The data filesystem on the virtio disk (disk-full, read-only and
+# snapshot-restore cases). A disk that cannot be mounted is a broken guest:
+# panic, as a kernel that cannot mount its root filesystem does.
 mkdir -p /data
-mke2fs -q /dev/vda >/dev/null 2>&1 && mount -t ext2 /dev/vda /data
+if ! mount -t ext2 /dev/vda /data; then
+    echo "vigil-guest: cannot mount /data: disk corrupted"
+    echo c > /proc/sysrq-trigger
+fi
 setsid /bin/testsvc </dev/null >/dev/null 2>&1 &
 setsid /bin/agent-loop </dev/null >/dev/null 2>&1 &
 # A root shell on the second serial port: the host injects faults there.
@@ -93,4 +101,13 @@ while true; do sleep 3600; done
 INIT
 chmod 755 "$IR/init" "$IR/bin/testsvc" "$IR/bin/agent-loop"
 (cd "$IR" && find . | cpio -o -H newc --quiet | gzip -1) > "$OUT/initrd.img"
-ls -l "$OUT/vmlinuz" "$OUT/initrd.img"
+
+# The data disk template.
+tmp=$(mktemp -d)
+echo "vigil known-good data" > "$tmp/known-good"
+rm -f "$OUT/data.raw"
+truncate -s 64M "$OUT/data.raw"
+mke2fs -q -F -t ext2 -d "$tmp" "$OUT/data.raw"
+qemu-img convert -f raw -O qcow2 "$OUT/data.raw" "$OUT/disk.qcow2"
+rm -rf "$tmp" "$OUT/data.raw"
+ls -l "$OUT/vmlinuz" "$OUT/initrd.img" "$OUT/disk.qcow2"

@@ -11,7 +11,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 started=()
 cleanup() {
     virsh -c qemu:///system destroy vigil-e2e >/dev/null 2>&1 || true
-    virsh -c qemu:///system undefine vigil-e2e >/dev/null 2>&1 || true
+    virsh -c qemu:///system undefine vigil-e2e --snapshots-metadata >/dev/null 2>&1 || true
     for p in "${started[@]}"; do kill "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT

@@ -270,6 +270,13 @@ impl Hypervisor for Libvirt {
             .map_err(|e| call("set-vcpus", name, e))
     }
 
+    fn snapshots(&mut self, name: &str) -> Result<Vec<String>, BackendError> {
+        let d = self.domain(name)?;
+        d.list_all_snapshots(0)
+            .and_then(|all| all.iter().map(|s| s.name()).collect())
+            .map_err(|e| call("snapshot-list", name, e))
+    }
+
     fn snapshot_create(&mut self, name: &str, snapshot: &str) -> Result<(), BackendError> {
         let xml = format!("<domainsnapshot><name>{snapshot}</name></domainsnapshot>");
         let d = self.domain(name)?;

@@ -87,7 +87,10 @@ pub trait Hypervisor: Send {
     fn set_memory(&mut self, name: &str, kib: u64) -> Result<(), BackendError>;
     /// Set the vCPU count in the persistent config (takes effect at boot).
     fn set_vcpus(&mut self, name: &str, n: u32) -> Result<(), BackendError>;
-    /// Create a snapshot with this name (of the current state).
+    /// The names of a domain's snapshots.
+    fn snapshots(&mut self, name: &str) -> Result<Vec<String>, BackendError>;
+    /// Create a snapshot with this name of the current state (of a shut-off
+    /// domain: an internal snapshot of every qcow2 disk).
     fn snapshot_create(&mut self, name: &str, snapshot: &str) -> Result<(), BackendError>;
     /// Revert to a named snapshot.
     fn snapshot_revert(&mut self, name: &str, snapshot: &str) -> Result<(), BackendError>;

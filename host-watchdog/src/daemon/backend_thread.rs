@@ -78,21 +78,14 @@ fn act(hv: &mut dyn Hypervisor, req: &BackendReq) -> Result<String, String> {
             let good = snapshot
                 .as_deref()
                 .ok_or("no known-good snapshot configured for this VM")?;
-            let safety = format!("vigil-safety-{now}");
-            hv.snapshot_create(vm, &safety).map_err(e)?;
-            hv.snapshot_revert(vm, good).map_err(e)?;
-            Ok(format!(
-                "safety snapshot {safety} taken, reverted to {good}"
-            ))
+            snapshot_revert(hv, vm, good, &format!("vigil-safety-{now}"))
         }
         other => Err(format!("{} is not a hypervisor action", other.name())),
     }
 }
 
-/// Reset a domain. A crashed domain kept for evidence (on_crash=preserve)
-/// keeps its panicked run state across a reset, and a reset can fail: in
-/// both cases destroy + start instead.
-fn reset(hv: &mut dyn Hypervisor, vm: &str) -> Result<String, String> {
+/// A domain's run state, if the hypervisor can say.
+fn state(hv: &mut dyn Hypervisor, vm: &str) -> Option<DomainState> {
     let def = DomainDef {
         name: vm.to_string(),
         uuid: String::new(),
@@ -100,9 +93,16 @@ fn reset(hv: &mut dyn Hypervisor, vm: &str) -> Result<String, String> {
         disks: Vec::new(),
         interfaces: Vec::new(),
     };
+    hv.poll(&def).ok().map(|p| p.state)
+}
+
+/// Reset a domain. A crashed domain kept for evidence (on_crash=preserve)
+/// keeps its panicked run state across a reset, and a reset can fail: in
+/// both cases destroy + start instead.
+fn reset(hv: &mut dyn Hypervisor, vm: &str) -> Result<String, String> {
     let crashed = matches!(
-        hv.poll(&def).map(|p| p.state),
-        Ok(DomainState::Crashed { .. } | DomainState::Paused(PauseReason::Panicked))
+        state(hv, vm),
+        Some(DomainState::Crashed { .. } | DomainState::Paused(PauseReason::Panicked))
     );
     let e = |e: crate::backend::BackendError| e.to_string();
     if crashed {
@@ -120,6 +120,45 @@ fn reset(hv: &mut dyn Hypervisor, vm: &str) -> Result<String, String> {
                 .map_err(e)
                 .map(|_| format!("reset failed ({first}); destroyed and started instead"))
         }
+    }
+}
+
+/// Revert to the known-good snapshot `good`, keeping the broken state as
+/// the snapshot `safety`: destroy → snapshot of the shut-off domain (an
+/// internal snapshot of each qcow2 disk) → revert → start. Done on a
+/// shut-off domain because a running one cannot always be snapshotted
+/// (vhost-user devices forbid memory and internal snapshots), and the
+/// guest is broken anyway when the ladder gets here. Nothing is destroyed
+/// unless `good` exists; a failure after the destroy starts the domain
+/// again as it was.
+fn snapshot_revert(
+    hv: &mut dyn Hypervisor,
+    vm: &str,
+    good: &str,
+    safety: &str,
+) -> Result<String, String> {
+    let e = |e: crate::backend::BackendError| e.to_string();
+    if !hv.snapshots(vm).map_err(e)?.iter().any(|s| s == good) {
+        return Err(format!("{vm} has no snapshot named {good}"));
+    }
+    if !matches!(state(hv, vm), Some(DomainState::ShutOff(_))) {
+        hv.destroy(vm).map_err(e)?;
+    }
+    let reverted = hv
+        .snapshot_create(vm, safety)
+        .and_then(|()| hv.snapshot_revert(vm, good));
+    // A snapshot of a running state comes back running.
+    let start = if matches!(state(hv, vm), Some(DomainState::Running)) {
+        Ok(())
+    } else {
+        hv.start(vm)
+    };
+    match (reverted, start) {
+        (Ok(()), Ok(())) => Ok(format!(
+            "destroyed, safety snapshot {safety} taken, reverted to {good}, started"
+        )),
+        (Ok(()), Err(s)) => Err(format!("reverted to {good}, but {s}")),
+        (Err(r), _) => Err(format!("not reverted: {r}")),
     }
 }
 
@@ -241,6 +280,9 @@ mod tests {
         calls: Vec<&'static str>,
         reset_fails: bool,
         crashed: bool,
+        off: bool,
+        snapshots: Vec<String>,
+        create_fails: bool,
     }
 
     fn no(op: &'static str) -> Result<(), BackendError> {
@@ -258,6 +300,8 @@ mod tests {
         fn poll(&mut self, _: &DomainDef) -> Result<DomainPoll, BackendError> {
             let state = if self.crashed {
                 DomainState::Crashed { panicked: true }
+            } else if self.off {
+                DomainState::ShutOff(crate::engine::StopReason::Destroyed)
             } else {
                 DomainState::Running
             };
@@ -288,10 +332,12 @@ mod tests {
         }
         fn destroy(&mut self, _: &str) -> Result<(), BackendError> {
             self.calls.push("destroy");
+            (self.off, self.crashed) = (true, false);
             Ok(())
         }
         fn start(&mut self, _: &str) -> Result<(), BackendError> {
             self.calls.push("start");
+            self.off = false;
             Ok(())
         }
         fn resume(&mut self, _: &str) -> Result<(), BackendError> {
@@ -306,8 +352,15 @@ mod tests {
             self.calls.push("set-vcpus");
             Ok(())
         }
-        fn snapshot_create(&mut self, _: &str, _: &str) -> Result<(), BackendError> {
+        fn snapshots(&mut self, _: &str) -> Result<Vec<String>, BackendError> {
+            Ok(self.snapshots.clone())
+        }
+        fn snapshot_create(&mut self, _: &str, s: &str) -> Result<(), BackendError> {
             self.calls.push("snapshot-create");
+            if self.create_fails {
+                return no("snapshot-create");
+            }
+            self.snapshots.push(s.into());
             Ok(())
         }
         fn snapshot_revert(&mut self, _: &str, _: &str) -> Result<(), BackendError> {
@@ -353,23 +406,58 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_revert_takes_a_safety_snapshot_first_and_needs_a_known_good_one() {
-        let mut hv = Fake::default();
+    fn snapshot_revert_stops_the_domain_keeps_a_safety_snapshot_and_starts_it_again() {
+        let mut hv = Fake {
+            snapshots: vec!["known-good".into()],
+            ..Fake::default()
+        };
         let r = act(
             &mut hv,
             &req(ActionKind::SnapshotRevert, Some("known-good")),
         )
         .unwrap();
-        assert_eq!(hv.calls, ["snapshot-create", "snapshot-revert"]);
+        assert_eq!(
+            hv.calls,
+            ["destroy", "snapshot-create", "snapshot-revert", "start"]
+        );
+        assert_eq!(hv.snapshots, ["known-good", "vigil-safety-7"]);
         assert!(
             r.contains("vigil-safety-7") && r.contains("known-good"),
             "{r}"
         );
+        assert!(!hv.off);
+    }
+
+    #[test]
+    fn snapshot_revert_destroys_nothing_without_a_known_good_snapshot() {
         let mut hv = Fake::default();
         assert!(act(&mut hv, &req(ActionKind::SnapshotRevert, None))
             .unwrap_err()
             .contains("no known-good"));
+        let e = act(
+            &mut hv,
+            &req(ActionKind::SnapshotRevert, Some("known-good")),
+        )
+        .unwrap_err();
+        assert!(e.contains("no snapshot named known-good"), "{e}");
         assert!(hv.calls.is_empty());
+    }
+
+    #[test]
+    fn a_failed_safety_snapshot_reverts_nothing_and_starts_the_domain_again() {
+        let mut hv = Fake {
+            snapshots: vec!["known-good".into()],
+            create_fails: true,
+            ..Fake::default()
+        };
+        let e = act(
+            &mut hv,
+            &req(ActionKind::SnapshotRevert, Some("known-good")),
+        )
+        .unwrap_err();
+        assert!(e.contains("not reverted"), "{e}");
+        assert_eq!(hv.calls, ["destroy", "snapshot-create", "start"]);
+        assert!(!hv.off);
     }
 
     #[test]
