@@ -692,8 +692,10 @@ pub fn render(t: Millis, r: &Record) -> String {
     match r {
         Record::Transition { vm, from, to, why } => format!("{t:>7} {vm:<8} {from} -> {to}: {why}"),
         Record::Fault { vm, id, kind, layer, evidence, onset, detected, located, .. } => format!(
-            "{t:>7} {vm:<8} FAULT #{id} {kind} layer={} onset={onset} detected={detected} located={located} evidence: {}",
+            "{t:>7} {vm:<8} FAULT #{id} {kind} layer={} detect={}ms locate={}ms evidence: {}",
             layer.name(),
+            detected.saturating_sub(*onset),
+            located.saturating_sub(*detected),
             evidence.join("; ")
         ),
         Record::Intent { vm, action, rung, attempt } => {
@@ -708,7 +710,7 @@ pub fn render(t: Millis, r: &Record) -> String {
             format!("{t:>7} {vm:<8} outcome #{id} {}: {detail}", if *ok { "ok" } else { "FAILED" })
         }
         Record::Closed { vm, id, kind, how, detect_ms, locate_ms, repair_ms, .. } => format!(
-            "{t:>7} {vm:<8} CLOSED #{id} {kind} {how:?} detect={detect_ms} locate={locate_ms} repair={repair_ms}"
+            "{t:>7} {vm:<8} CLOSED #{id} {kind} {how:?} detect={detect_ms}ms locate={locate_ms}ms repair={repair_ms}ms"
         )
         .replace("Recovered", "recovered")
         .replace("Cleared", "cleared")
