@@ -29,11 +29,14 @@ cargo bench -p vigil-protocol --bench codec --locked
 step "engine benchmark (1,000 VMs)"
 cargo bench -p vigil-watchdog --bench engine --locked
 
-step "no-VM demo (README main job)"
+step "no-VM demo (libvirt test driver)"
 bash scripts/demo.sh
 
 step "real-VM fault matrix (QEMU TCG, libvirtd, vhost-device-vsock)"
 bash scripts/vm/test.sh
+
+step "real-VM demo (README main job)"
+bash scripts/vm/demo.sh
 
 step "packages: build, inspect, install, verify units, purge"
 bash scripts/package-test.sh

@@ -52,7 +52,8 @@ pub struct VmConfig {
     /// listens on in the guest. Absent: no probe.
     #[serde(default)]
     pub probe: Option<String>,
-    /// Known-good snapshot to revert to.
+    /// Known-good libvirt snapshot for the snapshot-revert rung (destroy,
+    /// safety snapshot of the broken disk, revert, start).
     #[serde(default)]
     pub snapshot: Option<String>,
 }

@@ -42,10 +42,11 @@ struct Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        let _ = virsh(&["destroy", DOMAIN]);
-        let _ = virsh(&["undefine", DOMAIN, "--snapshots-metadata"]);
+        // vigild first: it would start the destroyed domain again.
         let _ = self.vigild.kill();
         let _ = self.vigild.wait();
+        let _ = virsh(&["destroy", DOMAIN]);
+        let _ = virsh(&["undefine", DOMAIN, "--snapshots-metadata"]);
         let _ = self.vsock.kill();
         let _ = self.vsock.wait();
     }
@@ -195,6 +196,7 @@ fn boot(known_good: Option<&str>) -> Vm {
     let xml = std::fs::read_to_string(root.join("tests/fixtures/vm.xml.in"))
         .unwrap()
         .replace("@NAME@", DOMAIN)
+        .replace("@UUID@", "5e1f0000-0000-4000-8000-000000000001")
         .replace("@WORK@", &w.display().to_string())
         .replace(
             "@KERNEL@",

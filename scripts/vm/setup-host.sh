@@ -7,7 +7,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 need=()
-for p in libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients busybox-static cpio kmod e2fsprogs; do
+for p in libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients busybox-static cpio kmod e2fsprogs socat; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
 done
 if ! qemu-system-x86_64 --version 2>/dev/null | grep -q "version 10" || ! command -v qemu-img >/dev/null; then

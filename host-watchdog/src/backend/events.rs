@@ -180,33 +180,40 @@ unsafe extern "C" fn free_opaque(opaque: *mut c_void) {
 }
 
 /// Registered callbacks; deregistered on drop.
+///
+/// It holds its own reference to the connection, so the connection outlives
+/// the callbacks whoever else closes it: when a deregistration drops the last
+/// reference, libvirt disposes of the connection while holding the remote
+/// driver's lock and deadlocks (seen with `qemu:///system`: vigild hung on
+/// SIGTERM once the backend thread had closed its connection).
 pub struct Registration {
-    conn: sys::virConnectPtr,
+    conn: Connect,
     ids: Vec<c_int>,
 }
 
-// SAFETY: the raw connection pointer is only used to deregister, and
-// libvirt connections are thread-safe.
-unsafe impl Send for Registration {}
-
 impl Drop for Registration {
     fn drop(&mut self) {
+        // SAFETY: `self.conn` is a live reference to the connection; it is
+        // released only after this loop, when the field drops.
+        let raw = unsafe { self.conn.as_ptr() };
         for id in &self.ids {
-            // SAFETY: `conn` is kept alive by the `Connect` the caller holds
-            // for at least as long as this registration; ids are ours.
-            unsafe { sys::virConnectDomainEventDeregisterAny(self.conn, *id) };
+            // SAFETY: `raw` is live (above) and the ids are ours.
+            unsafe { sys::virConnectDomainEventDeregisterAny(raw, *id) };
         }
     }
 }
 
 /// Register lifecycle, reboot, watchdog and I/O-error callbacks on `conn`,
-/// sending events to `tx`. Keep the returned registration (and `conn`) alive.
+/// sending events to `tx`; they stay registered until the returned value is
+/// dropped.
 pub fn register(conn: &Connect, tx: Sender<HvEvent>) -> Result<Registration, String> {
-    // SAFETY: the pointer is only used while `conn` lives: the caller keeps
-    // the connection alive as long as the registration.
+    // A new reference (virConnectRef), released after deregistration.
+    let conn = conn.clone();
+    // SAFETY: the pointer is only used while `conn` lives, and `conn` moves
+    // into the registration, which deregisters before releasing it.
     let raw = unsafe { conn.as_ptr() };
     let mut reg = Registration {
-        conn: raw,
+        conn,
         ids: Vec::new(),
     };
     type Generic = unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut c_void);

@@ -494,7 +494,8 @@ impl Core {
         let Some(v) = self.vms.get(vm) else {
             return "no such VM".into();
         };
-        let mut parts = vec![format!("domain={:?}", v.domain)];
+        let state = v.domain.map_or("unknown".into(), |d| d.to_string());
+        let mut parts = vec![format!("domain {state}")];
         if let Some(r) = &v.last_report {
             parts.push(format!("last report at uptime {} s", r.uptime_ms / 1000));
             for e in r.kernel_events.iter().rev().take(5) {
@@ -786,7 +787,7 @@ impl Core {
             state: state.name().to_string(),
             domain_state: v
                 .and_then(|v| v.domain)
-                .map(|d| format!("{d:?}").to_lowercase())
+                .map(|d| d.to_string())
                 .unwrap_or_else(|| "unknown".into()),
             agent_expected: v
                 .and_then(|v| v.cfg.as_ref())

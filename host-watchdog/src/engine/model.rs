@@ -262,6 +262,34 @@ pub enum DomainState {
     Unknown,
 }
 
+impl fmt::Display for DomainState {
+    /// `running`, `paused (user)`, `shut off (destroyed)`, `crashed
+    /// (panicked)`, ...
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DomainState::Running => f.write_str("running"),
+            DomainState::Paused(r) => write!(f, "paused ({})", kebab(r)),
+            DomainState::ShutOff(r) => write!(f, "shut off ({})", kebab(r)),
+            DomainState::Crashed { panicked: true } => f.write_str("crashed (panicked)"),
+            DomainState::Crashed { panicked: false } => f.write_str("crashed"),
+            DomainState::ShuttingDown => f.write_str("shutting down"),
+            DomainState::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+/// A unit variant's name in kebab case (`FromSnapshot` -> `from-snapshot`).
+fn kebab(v: &impl fmt::Debug) -> String {
+    let mut out = String::new();
+    for (i, c) in format!("{v:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
 /// Why a domain is paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -647,4 +675,32 @@ pub struct Output {
     pub records: Vec<Record>,
     /// Actions to run, in order.
     pub actions: Vec<Action>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_states_read_as_words() {
+        let cases = [
+            (DomainState::Running, "running"),
+            (
+                DomainState::Paused(PauseReason::IoError),
+                "paused (io-error)",
+            ),
+            (
+                DomainState::ShutOff(StopReason::FromSnapshot),
+                "shut off (from-snapshot)",
+            ),
+            (
+                DomainState::Crashed { panicked: true },
+                "crashed (panicked)",
+            ),
+            (DomainState::ShuttingDown, "shutting down"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(d.to_string(), want);
+        }
+    }
 }
