@@ -464,6 +464,9 @@ fn fault_matrix_on_a_real_vm() {
         |_| {},
     );
     vm.shell = None; // a new boot
+    // INJECT->LOC includes `virsh destroy` itself (libvirt's SIGTERM, QEMU's
+    // exit under TCG); how long that took is printed beside it.
+    let mut destroy_ms = 0;
     case(
         &mut vm,
         &mut rows,
@@ -472,10 +475,13 @@ fn fault_matrix_on_a_real_vm() {
         "hypervisor",
         Some("start"),
         |_| {
+            let t = Instant::now();
             assert!(virsh(&["destroy", DOMAIN]).status.success());
+            destroy_ms = t.elapsed().as_millis();
         },
         |_| {},
     );
+    eprintln!("virsh destroy: the command itself took {destroy_ms} ms");
     vm.shell = None; // a new boot: reconnect to its console shell
     case(
         &mut vm,
