@@ -464,8 +464,8 @@ fn fault_matrix_on_a_real_vm() {
         |_| {},
     );
     vm.shell = None; // a new boot
-    // INJECT->LOC includes `virsh destroy` itself (libvirt's SIGTERM, QEMU's
-    // exit under TCG); how long that took is printed beside it.
+                     // INJECT->LOC includes `virsh destroy` itself (libvirt's SIGTERM, QEMU's
+                     // exit under TCG); how long that took is printed beside it.
     let mut destroy_ms = 0;
     case(
         &mut vm,

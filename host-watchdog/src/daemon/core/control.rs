@@ -1,0 +1,286 @@
+//! The core's side of the control API: the socket, the per-connection
+//! line reader, and the answer to each request.
+
+use super::*;
+
+impl Core {
+    pub(super) fn view(&self, now: Millis, name: &str) -> Option<VmView> {
+        let state = self.engine.state(name)?;
+        let v = self.vms.get(name);
+        let fault = self.engine.active_fault(name);
+        Some(VmView {
+            domain: name.to_string(),
+            uuid: v.map(|v| v.uuid.clone()).unwrap_or_default(),
+            state: state.name().to_string(),
+            domain_state: v
+                .and_then(|v| v.domain)
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            agent_expected: v
+                .and_then(|v| v.cfg.as_ref())
+                .is_some_and(|c| c.agent.is_some()),
+            agent_connected: v.is_some_and(|v| v.session.is_some()),
+            heartbeat_age_ms: self
+                .engine
+                .last_heartbeat(name)
+                .map(|t| now.saturating_sub(t)),
+            fault: fault.map(|(_, k)| k.name().to_string()),
+            fault_id: fault.map(|(id, _)| id),
+            hostname: v
+                .and_then(|v| v.session.as_ref())
+                .map(|s| s.hostname.clone()),
+            agent_version: v
+                .and_then(|v| v.session.as_ref())
+                .map(|s| s.agent_version.clone()),
+            boot_id: v
+                .and_then(|v| v.session.as_ref())
+                .map(|s| s.boot_id.clone()),
+        })
+    }
+
+    pub(super) fn on_control(
+        &mut self,
+        now: Millis,
+        req: Request,
+        reply: oneshot::Sender<Response>,
+    ) {
+        let known = |core: &Core, d: &str| core.engine.state(d).is_some();
+        let resp = match req {
+            Request::List => {
+                let views: Vec<VmView> = self
+                    .engine
+                    .vms()
+                    .filter_map(|(n, _)| self.view(now, n))
+                    .collect();
+                Response::ok(serde_json::json!({ "armed": self.engine.armed(), "vms": views }))
+            }
+            Request::Status { domain } => match self.view(now, &domain) {
+                Some(v) => {
+                    let report = self
+                        .vms
+                        .get(&domain)
+                        .and_then(|v| v.last_report.as_ref())
+                        .map(|r| serde_json::to_value(r).unwrap_or_default());
+                    let mut data = serde_json::to_value(v).unwrap_or_default();
+                    data["last_report"] = report.unwrap_or_default();
+                    Response::ok(data)
+                }
+                None => Response::err("not-found", format!("no monitored domain named {domain:?}")),
+            },
+            Request::Probe { domain } => {
+                if !known(self, &domain) {
+                    Response::err("not-found", format!("no monitored domain named {domain:?}"))
+                } else {
+                    let tx = self
+                        .vms
+                        .get(&domain)
+                        .and_then(|v| v.session.as_ref())
+                        .map(|s| s.tx.clone());
+                    match tx {
+                        None => {
+                            Response::err("unavailable", format!("{domain} has no connected agent"))
+                        }
+                        Some(_) if !self.engine.may_talk_to(&domain) => Response::err(
+                            "unavailable",
+                            format!("{domain} is not running; nothing is sent to it"),
+                        ),
+                        Some(tx) => {
+                            let id = self.next_probe;
+                            self.next_probe = self.next_probe.wrapping_add(1).max(1);
+                            if tx.try_send(Message::Probe(Probe { id })).is_err() {
+                                Response::err("unavailable", "the agent's queue is full")
+                            } else {
+                                self.probes.insert(id, PendingProbe { reply });
+                                let core = self.tx.clone();
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(Duration::from_secs(5)).await;
+                                    let _ = core.send(CoreMsg::RequestTimeout(id)).await;
+                                });
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            Request::Events { since, after } => {
+                let r = match after {
+                    Some(seq) => self.journal.after(seq),
+                    None => self.journal.since(since.unwrap_or(0)),
+                };
+                match r {
+                    Ok(entries) => {
+                        let rows: Vec<serde_json::Value> = entries
+                            .into_iter()
+                            .map(|e| serde_json::json!({ "seq": e.seq, "t": e.t, "record": e.record }))
+                            .collect();
+                        Response::ok(serde_json::Value::Array(rows))
+                    }
+                    Err(e) => Response::err("internal", format!("{e:#}")),
+                }
+            }
+            Request::Report { since } => match self.journal.since(0) {
+                Ok(entries) => {
+                    let from = since
+                        .unwrap_or_else(|| entries.first().map_or(self.clock.started(), |e| e.t));
+                    let recs: Vec<(Millis, Record)> =
+                        entries.into_iter().map(|e| (e.t, e.record)).collect();
+                    let mut m = crate::metrics::compute(&recs, from, now.max(from + 1));
+                    // VMs that never faulted are still part of the report.
+                    for (name, _) in self.engine.vms() {
+                        if !m.iter().any(|x| x.vm == name) {
+                            m.push(crate::metrics::VmMetrics::clean(name));
+                        }
+                    }
+                    m.sort_by(|a, b| a.vm.cmp(&b.vm));
+                    Response::ok(serde_json::json!({ "from": from, "to": now, "vms": m }))
+                }
+                Err(e) => Response::err("internal", format!("{e:#}")),
+            },
+            Request::Maintenance { domain, on, for_ms } => {
+                if !known(self, &domain) {
+                    Response::err("not-found", format!("no monitored domain named {domain:?}"))
+                } else {
+                    let cmd = if on {
+                        engine::OperatorCommand::MaintenanceOn {
+                            until: for_ms.map(|d| now + d),
+                        }
+                    } else {
+                        engine::OperatorCommand::MaintenanceOff
+                    };
+                    self.step(now, &domain, Input::Operator(cmd));
+                    Response::ok(
+                        serde_json::json!({ "domain": domain, "state": self.engine.state(&domain).map(|s| s.name()) }),
+                    )
+                }
+            }
+            Request::Release { domain } => {
+                if self.engine.state(&domain) != Some(State::Quarantined) {
+                    if known(self, &domain) {
+                        Response::err("usage", format!("{domain} is not quarantined"))
+                    } else {
+                        Response::err("not-found", format!("no monitored domain named {domain:?}"))
+                    }
+                } else {
+                    self.step(
+                        now,
+                        &domain,
+                        Input::Operator(engine::OperatorCommand::Release),
+                    );
+                    Response::ok(
+                        serde_json::json!({ "domain": domain, "state": self.engine.state(&domain).map(|s| s.name()) }),
+                    )
+                }
+            }
+            Request::Act { domain, action } => {
+                let kind = match action.as_str() {
+                    "reset" => ActionKind::Reset,
+                    "reboot" => ActionKind::Reboot,
+                    "shutdown" => ActionKind::Shutdown,
+                    "destroy" => ActionKind::Destroy,
+                    "start" => ActionKind::Start,
+                    "resume" => ActionKind::Resume,
+                    other => {
+                        let msg = format!("unknown action {other:?} (reset, reboot, shutdown, destroy, start, resume)");
+                        let _ = reply.send(Response::err("usage", msg));
+                        return;
+                    }
+                };
+                if !known(self, &domain) {
+                    Response::err("not-found", format!("no monitored domain named {domain:?}"))
+                } else {
+                    // An operator's action is journaled like the engine's:
+                    // intent first, then the outcome when it completes.
+                    let id = self.engine.take_action_id();
+                    let a = engine::Action {
+                        id,
+                        vm: domain.clone(),
+                        kind,
+                        fault: 0,
+                        memory_kib: None,
+                    };
+                    let rec = Record::Intent {
+                        vm: domain.clone(),
+                        action: a.clone(),
+                        rung: None,
+                        attempt: 1,
+                    };
+                    match self.journal.append(now, std::slice::from_ref(&rec)) {
+                        Ok(_) => {
+                            self.observe_record(&rec);
+                            log::warn!("operator: {action} {domain} (action #{id})");
+                            self.dispatch(now, a);
+                            Response::ok(
+                                serde_json::json!({ "domain": domain, "action": action, "id": id }),
+                            )
+                        }
+                        Err(e) => Response::err("internal", format!("journal write failed: {e:#}")),
+                    }
+                }
+            }
+            Request::Disarm | Request::Arm => {
+                let g = if matches!(req, Request::Disarm) {
+                    engine::Global::Disarm
+                } else {
+                    engine::Global::Arm
+                };
+                log::warn!("operator: {g:?}");
+                let out = self.engine.global(now, g);
+                self.apply(now, out);
+                Response::ok(serde_json::json!({ "armed": self.engine.armed() }))
+            }
+        };
+        let _ = reply.send(resp);
+    }
+}
+
+/// Bind the control socket, root-only (mode 0600).
+pub fn control_listener(path: &Path) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let l = vigil_protocol::transport::bind_unix(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    l.set_nonblocking(true)?;
+    Ok(UnixListener::from_std(l)?)
+}
+
+/// Longest request line accepted on the control socket.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// Serve control connections: one JSON request per line, one JSON reply per line.
+pub async fn serve_control(listener: UnixListener, core: mpsc::Sender<CoreMsg>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(control_connection(stream, core.clone()));
+    }
+}
+
+async fn control_connection(stream: UnixStream, core: mpsc::Sender<CoreMsg>) {
+    let (rd, mut wr) = stream.into_split();
+    let mut lines = BufReader::new(rd.take(MAX_REQUEST as u64 * 64)).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let resp = if line.len() > MAX_REQUEST {
+            Response::err("usage", "request too long")
+        } else {
+            match serde_json::from_str::<Request>(&line) {
+                Err(e) => Response::err("usage", format!("bad request: {e}")),
+                Ok(req) => {
+                    let (tx, rx) = oneshot::channel();
+                    if core.send(CoreMsg::Control(req, tx)).await.is_err() {
+                        return;
+                    }
+                    rx.await
+                        .unwrap_or_else(|_| Response::err("internal", "no reply"))
+                }
+            }
+        };
+        let mut text = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false}".into());
+        text.push('\n');
+        if wr.write_all(text.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The core's side of agent sessions: the handshake, guest messages, and
+//! what the core asks of a guest (evidence, liveness probes).
+
+use super::*;
+
+impl Core {
+    /// A bounded summary of what there is to see.
+    pub(super) fn evidence(&self, vm: &str) -> String {
+        let Some(v) = self.vms.get(vm) else {
+            return "no such VM".into();
+        };
+        let state = v.domain.map_or("unknown".into(), |d| d.to_string());
+        let mut parts = vec![format!("domain {state}")];
+        if let Some(r) = &v.last_report {
+            parts.push(format!("last report at uptime {} s", r.uptime_ms / 1000));
+            for e in r.kernel_events.iter().rev().take(5) {
+                parts.push(format!("kernel {:?}: {}", e.kind, e.text));
+            }
+            for w in r.watched.iter().filter(|w| !w.running) {
+                parts.push(format!("down: {:?}", w.target));
+            }
+            if let Some(c) = &r.crash_record {
+                parts.push(format!("pstore {}", c.source));
+            }
+        }
+        let s = parts.join("; ");
+        limits::truncate_utf8(&s, 2048).to_string()
+    }
+
+    pub(super) fn liveness_probe(&mut self, vm: &str) {
+        let target: Option<Address> = self
+            .vms
+            .get(vm)
+            .and_then(|v| v.cfg.as_ref())
+            .and_then(|c| c.probe.as_ref())
+            .and_then(|p| p.parse().ok());
+        let tx = self.tx.clone();
+        let vm = vm.to_string();
+        // Gate host → guest traffic on the lifecycle state.
+        if target.is_none() || !self.engine.may_talk_to(&vm) {
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(CoreMsg::Probed {
+                        vm,
+                        result: ProbeResult::Unsupported,
+                    })
+                    .await;
+            });
+            return;
+        }
+        let timeout = Duration::from_millis(self.cfg.probe_timeout_ms);
+        tokio::spawn(async move {
+            let result = match target {
+                Some(t) => crate::daemon::probe::probe(&t, timeout).await,
+                None => ProbeResult::Unsupported,
+            };
+            let _ = tx.send(CoreMsg::Probed { vm, result }).await;
+        });
+    }
+    pub(super) fn on_hello(
+        &mut self,
+        now: Millis,
+        vm: String,
+        hello: Hello,
+        reply: oneshot::Sender<crate::daemon::session::HelloReply>,
+    ) {
+        let version = match negotiate(SUPPORTED, hello.versions) {
+            Ok(v) => v,
+            Err(e) => {
+                log::warn!("vm={vm} refused agent: {e}");
+                let l = RejectLabels {
+                    domain: vm.clone(),
+                    uuid: uuid_of(&self.vms, &vm),
+                    reason: "version".into(),
+                };
+                self.metrics.rejected.get_or_create(&l).inc();
+                let _ = reply.send(Err(Refused {
+                    supported: SUPPORTED,
+                    reason: Text::from(e.to_string()),
+                }));
+                return;
+            }
+        };
+        if !self.vms.contains_key(&vm) {
+            let _ = reply.send(Err(Refused {
+                supported: SUPPORTED,
+                reason: "unknown VM".into(),
+            }));
+            return;
+        }
+        let (tx, rx) = mpsc::channel(crate::daemon::session::OUTBOUND_QUEUE);
+        let id = self.next_session;
+        self.next_session += 1;
+        let v = self.vms.entry(vm.clone()).or_default();
+        // A self-reported hostname is a cross-check: a change raises an
+        // alarm and never re-maps the connection to another VM.
+        match &v.first_hostname {
+            None => v.first_hostname = Some(hello.hostname.to_string()),
+            Some(h) if h != hello.hostname.as_str() => {
+                log::warn!("ALARM vm={vm}: agent reports hostname {:?}, previously {h:?}; identity stays {vm}", hello.hostname);
+                let l = RejectLabels {
+                    domain: vm.clone(),
+                    uuid: v.uuid.clone(),
+                    reason: "hostname-mismatch".into(),
+                };
+                self.metrics.rejected.get_or_create(&l).inc();
+            }
+            Some(_) => {}
+        }
+        if let Some(old) = v.session.take() {
+            log::info!("vm={vm} agent session {} replaced by {id}", old.id);
+        }
+        v.session = Some(Session {
+            id,
+            tx,
+            hostname: hello.hostname.to_string(),
+            agent_version: hello.agent_version.to_string(),
+            boot_id: hello.boot_id.to_string(),
+        });
+        let settings = Settings {
+            heartbeat_interval_ms: self
+                .cfg
+                .engine
+                .heartbeat_interval_ms
+                .min(u64::from(u32::MAX)) as u32,
+            report_interval_ms: 5000,
+            thresholds: Thresholds {
+                disk_full_percent: self.cfg.engine.disk_full_percent,
+                ..Thresholds::default()
+            },
+        };
+        log::info!(
+            "vm={vm} agent connected: session={id} version={} boot={}",
+            hello.agent_version,
+            hello.boot_id
+        );
+        let _ = reply.send(Ok((id, Welcome { version, settings }, rx)));
+        self.step(
+            now,
+            &vm,
+            Input::Hello {
+                boot_id: hello.boot_id.to_string(),
+            },
+        );
+    }
+
+    pub(super) fn on_session(&mut self, now: Millis, vm: &str, session: u64, msg: Message) {
+        let current = self
+            .vms
+            .get(vm)
+            .and_then(|v| v.session.as_ref())
+            .is_some_and(|s| s.id == session);
+        if !current {
+            return; // a replaced session's stragglers
+        }
+        match msg {
+            Message::Heartbeat(h) => self.step(now, vm, Input::Heartbeat { seq: h.seq }),
+            Message::Report(r) => {
+                let snap = Box::new(r.snapshot);
+                if let Some(v) = self.vms.get_mut(vm) {
+                    v.last_report = Some(snap.clone());
+                }
+                self.step(now, vm, Input::Report(snap));
+            }
+            Message::ProbeReply(p) => {
+                if let Some(pending) = self.probes.remove(&p.id) {
+                    let data = serde_json::to_value(&p.snapshot).unwrap_or_default();
+                    let _ = pending.reply.send(Response::ok(data));
+                }
+            }
+            Message::CommandResult(r) => {
+                if let Some((action, vm)) = self.commands.remove(&r.id) {
+                    let (ok, detail) = match r.outcome {
+                        CommandOutcome::Succeeded => (true, "agent: succeeded".to_string()),
+                        CommandOutcome::Failed { exit_code, detail } => (
+                            false,
+                            format!("agent: failed (exit {exit_code:?}): {detail}"),
+                        ),
+                        CommandOutcome::Denied => (
+                            false,
+                            "agent: denied (not in the guest's allow-list)".to_string(),
+                        ),
+                        CommandOutcome::Busy => (false, "agent: busy".to_string()),
+                    };
+                    self.step(
+                        now,
+                        &vm,
+                        Input::ActionDone {
+                            id: action,
+                            ok,
+                            detail,
+                        },
+                    );
+                }
+            }
+            Message::Notice(n) => self.step(now, vm, Input::Notice(n)),
+            Message::Bye(b) => {
+                log::info!("vm={vm} agent said bye: {:?}", b.reason);
+                self.step(now, vm, Input::Bye(b.reason));
+            }
+            _ => {}
+        }
+    }
+}
