@@ -1,0 +1,165 @@
+//! A located fault's life: opened (or resumed from the journal), escalated
+//! host-wide, closed with its detect / locate / repair times.
+
+use super::*;
+
+impl Vm {
+    /// Open a fault (or keep a more severe one).
+    #[allow(clippy::too_many_arguments)]
+    pub fn locate(
+        &mut self,
+        now: Millis,
+        onset: Millis,
+        detected: Millis,
+        kind: FaultKind,
+        subject: Option<String>,
+        mut evidence: Vec<String>,
+        ctx: &mut Ctx<'_>,
+        out: &mut Output,
+    ) {
+        let mut kind = kind;
+        if let Some(f) = &self.fault {
+            // The same failure again after a recovery action: that action
+            // did not work; do not wait for the verification window.
+            // (Only for discrete events; a report condition that persists
+            // during verification is just not cleared yet.)
+            let event_kind = matches!(
+                kind,
+                FaultKind::VmCrashed
+                    | FaultKind::GuestPanic
+                    | FaultKind::GuestHang
+                    | FaultKind::HostStorage
+            );
+            if event_kind
+                && f.kind == kind
+                && f.acted
+                && f.pending.is_none()
+                && f.verify_until.is_some()
+            {
+                let why = format!("{kind} again: {}", evidence.join("; "));
+                self.escalate_now(now, &why, ctx, out);
+                return;
+            }
+            if f.kind.severity() >= kind.severity() {
+                return;
+            }
+        }
+        if ctx.host_wide && kind != FaultKind::HostWide {
+            evidence.push(format!("would be {kind}; host-wide event in progress"));
+            kind = FaultKind::HostWide;
+        }
+        self.close_fault(now, Closure::Superseded, out);
+        self.suspect = None;
+        let id = ctx.fault_id();
+        out.records.push(Record::Fault {
+            vm: self.name.clone(),
+            id,
+            kind,
+            layer: kind.layer(),
+            evidence,
+            subject: subject.clone(),
+            onset,
+            detected,
+            located: now,
+        });
+        ctx.located.push(self.name.clone());
+        self.fault = Some(ActiveFault {
+            id,
+            kind,
+            subject,
+            onset,
+            detected,
+            located: now,
+            rung: 0,
+            attempt: 1,
+            pending: None,
+            verify_until: None,
+            verify_from: now,
+            next_try_at: now,
+            held: false,
+            acted: false,
+            suppressed_noted: false,
+        });
+        if matches!(kind, FaultKind::GuestPanic | FaultKind::GuestHang) {
+            // Keep what there is to see before any recovery changes it.
+            self.side_action(ActionKind::CaptureEvidence, id, ctx, out);
+        }
+        self.settle(&format!("{kind} located"), out);
+    }
+
+    /// Resume a fault from a previous run: the last step is treated as
+    /// having run, and verification gets a full window from now.
+    pub fn restore(
+        &mut self,
+        now: Millis,
+        r: &RestoredFault,
+        cfg: &EngineConfig,
+        out: &mut Output,
+    ) {
+        let (rung, attempt, acted, verify_from, verify_until) = match &r.last_step {
+            Some((rung, attempt, kind, at)) => {
+                let verify = cfg
+                    .ladder(r.kind)
+                    .and_then(|l| l.rungs.get(*rung))
+                    .map_or(30_000, |x| x.verify_ms);
+                let informative = matches!(kind, ActionKind::Alert | ActionKind::CaptureEvidence);
+                (*rung, *attempt, !informative, *at, Some(now + verify))
+            }
+            None => (0, 1, false, r.located, None),
+        };
+        self.fault = Some(ActiveFault {
+            id: r.id,
+            kind: r.kind,
+            subject: r.subject.clone(),
+            onset: r.onset,
+            detected: r.detected,
+            located: r.located,
+            rung,
+            attempt,
+            pending: None,
+            verify_until,
+            verify_from,
+            next_try_at: now,
+            held: false,
+            acted,
+            suppressed_noted: false,
+        });
+        self.settle(&format!("{} resumed from the journal", r.kind), out);
+    }
+
+    /// Convert the active fault into a host-wide one (breaker tripped).
+    pub fn host_wide(&mut self, now: Millis, ctx: &mut Ctx<'_>, out: &mut Output) {
+        let Some(f) = &self.fault else { return };
+        if f.kind == FaultKind::HostWide {
+            return;
+        }
+        let (onset, detected, was) = (f.onset, f.detected, f.kind);
+        let ev = vec![format!("was {was}; many VMs faulted together")];
+        self.locate(
+            now,
+            onset,
+            detected,
+            FaultKind::HostWide,
+            None,
+            ev,
+            ctx,
+            out,
+        );
+    }
+
+    /// Close the active fault.
+    pub fn close_fault(&mut self, now: Millis, how: Closure, out: &mut Output) {
+        if let Some(f) = self.fault.take() {
+            out.records.push(Record::Closed {
+                vm: self.name.clone(),
+                id: f.id,
+                kind: f.kind,
+                how,
+                at: now,
+                detect_ms: f.detected.saturating_sub(f.onset),
+                locate_ms: f.located.saturating_sub(f.detected),
+                repair_ms: now.saturating_sub(f.located),
+            });
+        }
+    }
+}
