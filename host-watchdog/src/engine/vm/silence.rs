@@ -85,39 +85,35 @@ impl Vm {
         let Some(s) = self.suspect.clone() else {
             return;
         };
-        let silent = now.saturating_sub(s.onset);
         let mut ev = vec![s.cause.clone()];
+        if let Some(kind) = self.verdict(now, &s, ctx.cfg, &mut ev) {
+            self.locate(now, s.onset, s.since, kind, None, ev, ctx, out);
+        }
+    }
+
+    /// The fault a suspicion adds up to, with its evidence appended to
+    /// `ev`; None while the evidence is not in yet.
+    fn verdict(
+        &self,
+        now: Millis,
+        s: &Suspicion,
+        cfg: &EngineConfig,
+        ev: &mut Vec<String>,
+    ) -> Option<FaultKind> {
+        let silent = now.saturating_sub(s.onset);
         if self
             .panic_seen
             .is_some_and(|t| t + PANIC_EXPLAINS_MS >= s.onset && t <= now)
         {
             ev.push("agent reported a kernel panic/oops before going silent".into());
-            return self.locate(
-                now,
-                s.onset,
-                s.since,
-                FaultKind::GuestPanic,
-                None,
-                ev,
-                ctx,
-                out,
-            );
+            return Some(FaultKind::GuestPanic);
         }
         if matches!(s.probe, Some(ProbeResult::Refused | ProbeResult::Accepted)) {
             ev.push("guest kernel answered the liveness probe".into());
-            return self.locate(
-                now,
-                s.onset,
-                s.since,
-                FaultKind::AgentDown,
-                None,
-                ev,
-                ctx,
-                out,
-            );
+            return Some(FaultKind::AgentDown);
         }
         let sample = self.stats.filter(|(t, _)| *t > s.since).map(|(_, st)| st);
-        let probe_done = s.probe.is_some() || now >= s.since + ctx.cfg.corroborate_ms;
+        let probe_done = s.probe.is_some() || now >= s.since + cfg.corroborate_ms;
         let (Some(cur), Some(base)) = (sample, s.baseline) else {
             // No counters to compare. A closed connection with a running
             // domain and no probe verdict is the agent's fault; otherwise
@@ -128,16 +124,7 @@ impl Vm {
                 && s.cause.contains("closed")
             {
                 ev.push("domain running".into());
-                return self.locate(
-                    now,
-                    s.onset,
-                    s.since,
-                    FaultKind::AgentDown,
-                    None,
-                    ev,
-                    ctx,
-                    out,
-                );
+                return Some(FaultKind::AgentDown);
             }
             if probe_done && now >= s.since + STATS_WAIT_MS {
                 // The hypervisor itself does not answer: a host problem,
@@ -147,37 +134,19 @@ impl Vm {
                     now - s.since
                 ));
                 ev.push(format!("liveness probe: {}", probe_text(s.probe)));
-                return self.locate(
-                    now,
-                    s.onset,
-                    s.since,
-                    FaultKind::VcpuStalled,
-                    None,
-                    ev,
-                    ctx,
-                    out,
-                );
+                return Some(FaultKind::VcpuStalled);
             }
-            return;
+            return None;
         };
         if cur.cpu_time_ns <= base.cpu_time_ns {
             ev.push(format!(
                 "vCPU time frozen at {} ns while the domain is running",
                 cur.cpu_time_ns
             ));
-            return self.locate(
-                now,
-                s.onset,
-                s.since,
-                FaultKind::VcpuStalled,
-                None,
-                ev,
-                ctx,
-                out,
-            );
+            return Some(FaultKind::VcpuStalled);
         }
         if !probe_done {
-            return;
+            return None;
         }
         let io = cur.block_ops > base.block_ops || cur.net_packets > base.net_packets;
         ev.push(format!(
@@ -186,23 +155,14 @@ impl Vm {
         ));
         ev.push(format!("liveness probe: {}", probe_text(s.probe)));
         if io {
-            if silent < ctx.cfg.io_veto_limit_ms {
-                return; // busy, not hung: I/O is progressing
+            if silent < cfg.io_veto_limit_ms {
+                return None; // busy, not hung: I/O is progressing
             }
             ev.push(format!("I/O progressing but silent for {silent} ms"));
         } else {
             ev.push("no block or network I/O progress".into());
         }
-        self.locate(
-            now,
-            s.onset,
-            s.since,
-            FaultKind::GuestHang,
-            None,
-            ev,
-            ctx,
-            out,
-        )
+        Some(FaultKind::GuestHang)
     }
 }
 
