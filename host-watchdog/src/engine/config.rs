@@ -70,6 +70,14 @@ pub struct EngineConfig {
     pub boot_grace_ms: Millis,
     /// Grace after resume, maintenance end or release before deadlines count.
     pub resume_grace_ms: Millis,
+    /// After the agent says bye because the guest shuts down: how long the
+    /// domain may keep running before the silence is suspect (a stuck
+    /// shutdown).
+    pub shutdown_grace_ms: Millis,
+    /// After the agent says bye because it was stopped (upgrade, operator):
+    /// how long it may stay away before the silence is suspect. (A reboot
+    /// bye gets `boot_grace_ms`.)
+    pub agent_stopped_grace_ms: Millis,
     /// After a liveness probe or stats sample, how long a silent VM with I/O
     /// progress is given before it is called hung anyway.
     pub io_veto_limit_ms: Millis,
@@ -211,6 +219,8 @@ impl Default for EngineConfig {
             adaptive_k: 6.0,
             boot_grace_ms: 60_000,
             resume_grace_ms: 5_000,
+            shutdown_grace_ms: 120_000,
+            agent_stopped_grace_ms: 600_000,
             io_veto_limit_ms: 60_000,
             corroborate_ms: 1_500,
             reset_budget: 3,

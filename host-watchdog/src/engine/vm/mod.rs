@@ -249,11 +249,7 @@ impl Vm {
 
     /// When silence becomes suspect, if heartbeats are expected now.
     fn deadline(&self, cfg: &EngineConfig) -> Option<Millis> {
-        if !self.agent
-            || self.clean_bye.is_some()
-            || self.domain != DomainState::Running
-            || self.frozen()
-        {
+        if !self.agent || self.domain != DomainState::Running || self.frozen() {
             return None;
         }
         // Until the first heartbeat after a (re)boot or a freeze, the grace
@@ -312,12 +308,21 @@ impl Vm {
             }
             Input::Notice(Notice::Ready) => {}
             Input::Bye(reason) => {
-                if matches!(reason, ByeReason::Reboot) {
-                    self.awaiting_first = true;
-                    self.rearm(now, ctx.cfg.boot_grace_ms);
-                }
+                // A clean goodbye is not silence, but it is not forever:
+                // the guest is expected back (or off) within a grace that
+                // depends on why it left.
+                let grace = match reason {
+                    ByeReason::Reboot => {
+                        self.awaiting_first = true;
+                        ctx.cfg.boot_grace_ms
+                    }
+                    ByeReason::Shutdown => ctx.cfg.shutdown_grace_ms,
+                    ByeReason::Stopped | ByeReason::Other(_) => ctx.cfg.agent_stopped_grace_ms,
+                };
+                let had_suspect = self.suspect.is_some();
+                self.rearm(now, grace);
                 self.clean_bye = Some(reason);
-                if self.suspect.take().is_some() {
+                if had_suspect {
                     self.settle("agent said bye", out);
                 }
             }

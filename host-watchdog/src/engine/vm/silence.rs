@@ -71,13 +71,28 @@ impl Vm {
                                 self.arrivals.bound(ctx.cfg)
                             ),
                         ),
-                        None => (now, "no heartbeat within the boot grace".to_string()),
+                        None => (now, self.no_heartbeat_yet()),
                     };
                     self.suspect(now, onset, cause, ctx, out);
                 }
             }
         }
         self.corroborate(now, ctx, out);
+    }
+
+    /// Why a VM with no heartbeat since its last (re)start is suspect.
+    fn no_heartbeat_yet(&self) -> String {
+        match &self.clean_bye {
+            None => "no heartbeat within the boot grace".into(),
+            Some(ByeReason::Reboot) => "agent said bye (reboot) and has not come back".into(),
+            Some(ByeReason::Shutdown) => {
+                "agent said bye (shutdown) but the domain is still running".into()
+            }
+            Some(ByeReason::Stopped) => "agent said bye (stopped) and has not come back".into(),
+            Some(ByeReason::Other(why)) => {
+                format!("agent said bye ({}) and has not come back", why.as_str())
+            }
+        }
     }
 
     /// Name a silent VM's fault once the evidence is in.
