@@ -25,6 +25,12 @@ use crate::config::Config;
 use crate::kmsg::{KmsgReader, RateLimit, ReadOutcome};
 use crate::{commands, pstore};
 
+mod handshake;
+mod threads;
+
+use handshake::{handshake, HandshakeError};
+use threads::{heartbeat_thread, kmsg_thread, reader_thread, systemd_notify};
+
 /// How long to wait for `Welcome` after `Hello`.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A write that takes longer than this means the host is stuck: reconnect.
@@ -86,163 +92,9 @@ pub fn clamp(s: Settings) -> Settings {
     }
 }
 
-fn systemd_notify(state: &[sd_notify::NotifyState<'_>]) {
-    // A no-op unless NOTIFY_SOCKET is set (i.e. under systemd).
-    let _ = sd_notify::notify(state);
-}
-
-/// Heartbeat ticker: never waits for collectors; only for the socket.
-fn heartbeat_thread(
-    slot: Slot,
-    interval_ms: Arc<std::sync::atomic::AtomicU32>,
-    uptime: impl Fn() -> u64 + Send + 'static,
-    tx: Sender<Event>,
-    stop: Arc<AtomicBool>,
-) {
-    let mut next = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        let interval = Duration::from_millis(u64::from(interval_ms.load(Ordering::Relaxed)));
-        next += interval;
-        let now = Instant::now();
-        if next > now {
-            thread::sleep(next - now);
-        } else {
-            next = now; // fell behind (suspended guest): do not burst
-        }
-        let mut guard = lock(&slot);
-        if let Some(link) = guard.as_mut() {
-            link.seq += 1;
-            let hb = Message::Heartbeat(Heartbeat {
-                seq: link.seq,
-                uptime_ms: uptime(),
-            });
-            if let Err(e) = write_message(&mut link.stream, &hb, link.version, DEFAULT_MAX_PAYLOAD)
-            {
-                let conn = link.conn;
-                let _ = link.stream.shutdown();
-                *guard = None;
-                let _ = tx.send(Event::Closed(conn, format!("heartbeat write failed: {e}")));
-            }
-        }
-        drop(guard);
-        systemd_notify(&[sd_notify::NotifyState::Watchdog]);
-    }
-}
-
-/// kmsg follower: scan this boot's records, then follow.
-fn kmsg_thread(config: Config, log: Arc<Mutex<KernelLog>>, tx: Sender<Event>, start: Instant) {
-    let mut reader = match KmsgReader::open(&config.kmsg, false) {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(
-                "kernel log unavailable: path={} error={e}",
-                config.kmsg.display()
-            );
-            return;
-        }
-    };
-    let mut limit = RateLimit::new(config.limits.kernel_events_per_minute);
-    let mut segv_limit = RateLimit::new(1);
-    loop {
-        let outcome = match reader.read_once() {
-            Ok(o) => o,
-            Err(e) => {
-                warn!("kernel log read failed, giving up on it: {e}");
-                return;
-            }
-        };
-        match outcome {
-            ReadOutcome::Idle => thread::sleep(Duration::from_millis(200)), // a plain file at EOF
-            ReadOutcome::Overwritten => {
-                log.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .counters
-                    .overwritten += 1;
-            }
-            ReadOutcome::Records(events) if events.is_empty() => {}
-            ReadOutcome::Records(events) => {
-                let now_ms = start.elapsed().as_millis() as u64;
-                let mut urgent = false;
-                let mut k = log.lock().unwrap_or_else(|p| p.into_inner());
-                for ev in events {
-                    k.counters.events += 1;
-                    let segv = ev.kind == KernelEventKind::Segfault;
-                    if segv {
-                        k.counters.segfaults += 1;
-                    }
-                    let allowed = if segv {
-                        segv_limit.allow(now_ms)
-                    } else {
-                        limit.allow(now_ms)
-                    };
-                    if allowed {
-                        urgent |= !segv;
-                        k.push(ev);
-                    } else {
-                        k.counters.dropped += 1;
-                    }
-                }
-                drop(k);
-                if tx.send(Event::Kernel { urgent }).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn reader_thread(conn: u64, reader: MessageReader<Stream>, tx: Sender<Event>) {
-    let mut reader = reader;
-    loop {
-        match reader.read_message() {
-            Ok(Some(m)) => {
-                if tx.send(Event::Host(conn, Box::new(m))).is_err() {
-                    return;
-                }
-            }
-            Ok(None) => {
-                let _ = tx.send(Event::Closed(conn, "host closed the connection".into()));
-                return;
-            }
-            Err(e) => {
-                let _ = tx.send(Event::Closed(conn, format!("{e}: {}", source_text(&e))));
-                return;
-            }
-        }
-    }
-}
-
+/// The error's underlying cause as text ("" when it has none).
 fn source_text(e: &dyn std::error::Error) -> String {
     e.source().map(|s| s.to_string()).unwrap_or_default()
-}
-
-/// Read this guest's identity for `Hello`.
-fn hello(config: &Config) -> Hello {
-    let read = |p: &str| {
-        std::fs::read_to_string(config.proc_root.join(p))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
-    };
-    let mut caps = vec![Capability::Probe, Capability::Commands, Capability::Pstore];
-    if config.kmsg.exists() {
-        caps.push(Capability::KernelLog);
-    }
-    if !config.watch.units.is_empty() {
-        caps.push(Capability::SystemdUnits);
-    }
-    let bounded = |s: String| Text::from(limits::truncate_utf8(&s, 128));
-    Hello {
-        versions: SUPPORTED,
-        agent_version: env!("CARGO_PKG_VERSION").into(),
-        boot_id: bounded(read("sys/kernel/random/boot_id")),
-        hostname: bounded(
-            sysinfo::System::host_name().unwrap_or_else(|_| read("sys/kernel/hostname")),
-        ),
-        kernel_release: bounded(
-            sysinfo::System::kernel_version().unwrap_or_else(|_| read("sys/kernel/osrelease")),
-        ),
-        capabilities: caps,
-    }
 }
 
 /// Why a session ended.
@@ -251,70 +103,6 @@ enum End {
     Stopped,
     /// The connection broke or the host closed it.
     Lost(String),
-}
-
-/// Handshake errors that deserve a long back-off.
-#[derive(Debug, thiserror::Error)]
-enum HandshakeError {
-    #[error("host refused: {0}")]
-    Refused(String),
-    #[error("handshake failed: {0}")]
-    Failed(String),
-}
-
-fn handshake(
-    stream: &mut Stream,
-    config: &Config,
-) -> Result<(Welcome, MessageReader<Stream>), HandshakeError> {
-    let fail = |e: &dyn std::fmt::Display| HandshakeError::Failed(e.to_string());
-    stream
-        .set_write_timeout(Some(WRITE_TIMEOUT))
-        .map_err(|e| fail(&e))?;
-    write_message(
-        stream,
-        &Message::Hello(hello(config)),
-        PROTOCOL_VERSION,
-        DEFAULT_MAX_PAYLOAD,
-    )
-    .map_err(|e| fail(&e))?;
-    let rs = stream.try_clone().map_err(|e| fail(&e))?;
-    rs.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .map_err(|e| fail(&e))?;
-    let mut reader = MessageReader::new(rs, DEFAULT_MAX_PAYLOAD);
-    match reader.read_message() {
-        Ok(Some(Message::Welcome(w))) => {
-            if negotiate(
-                SUPPORTED,
-                VersionRange {
-                    min: w.version,
-                    max: w.version,
-                },
-            )
-            .is_err()
-            {
-                return Err(HandshakeError::Refused(format!(
-                    "host chose unsupported version {}",
-                    w.version
-                )));
-            }
-            reader.decoder().set_version(w.version);
-            reader
-                .get_ref()
-                .set_read_timeout(None)
-                .map_err(|e| fail(&e))?;
-            Ok((w, reader))
-        }
-        Ok(Some(Message::Refused(r))) => Err(HandshakeError::Refused(format!(
-            "{} (host speaks {}..={}, we speak {}..={})",
-            r.reason, r.supported.min, r.supported.max, SUPPORTED.min, SUPPORTED.max
-        ))),
-        Ok(Some(other)) => Err(fail(&format!(
-            "expected welcome, got {}",
-            other.kind().name()
-        ))),
-        Ok(None) => Err(fail(&"host closed the connection")),
-        Err(e) => Err(fail(&format!("{e}: {}", source_text(&e)))),
-    }
 }
 
 /// The agent's main loop state.
