@@ -96,12 +96,7 @@ fn watched_service_stopped_is_restarted_through_the_agent() {
     let cmd = restart_cmd(&rig);
     rig.start_agent("web", Some(&cmd));
     rig.wait_healthy("web");
-    let pid = rig.service_pid().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::SIGKILL,
-    )
-    .unwrap();
+    let pid = rig.kill_service();
     let fault = rig.wait_record(10, "service-down", "fault", "web", |r| {
         r["kind"] == "service-down"
     });
@@ -202,12 +197,7 @@ fn operator_maintenance_suppresses_actions() {
     rig.wait_healthy("web");
     let on = rig.ctl_json(&["maintenance", "web", "on"]);
     assert_eq!(on["state"], "maintenance");
-    let pid = rig.service_pid().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::SIGKILL,
-    )
-    .unwrap();
+    rig.kill_service();
     std::thread::sleep(Duration::from_secs(7)); // a report and watch ticks pass
     assert!(
         rig.find("fault", "web", |_| true).is_empty(),
@@ -238,12 +228,7 @@ fn vigild_killed_during_a_recovery_resumes_without_repeating_it() {
     let cmd = format!("sleep 3; {}", restart_cmd(&rig));
     rig.start_agent("web", Some(&cmd));
     rig.wait_healthy("web");
-    let pid = rig.service_pid().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::SIGKILL,
-    )
-    .unwrap();
+    rig.kill_service();
     rig.wait_record(10, "restart intent", "intent", "web", |r| {
         r["action"]["kind"]["restart-service"] == rig.svc.as_str()
     });

@@ -155,6 +155,17 @@ impl Rig {
         }
     }
 
+    /// SIGKILL the watched service; its pid.
+    pub fn kill_service(&self) -> u32 {
+        let pid = self.service_pid().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::SIGKILL,
+        )
+        .unwrap();
+        pid
+    }
+
     pub fn service_pid(&self) -> Option<u32> {
         let out = Command::new("pgrep")
             .arg("-f")
