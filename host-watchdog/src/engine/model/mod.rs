@@ -1,0 +1,248 @@
+//! The engine's vocabulary: what goes in (observations), what comes out
+//! (actions and journal records), and the names of states, faults and layers.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use vigil_protocol::snapshot::Snapshot;
+use vigil_protocol::{ByeReason, Notice};
+
+/// Milliseconds on the engine's clock (the caller's; never read inside).
+pub type Millis = u64;
+
+/// A VM's name as the journal and operators know it (the libvirt domain name).
+pub type VmId = String;
+
+/// Per-VM state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Booting or just found: waiting for the first heartbeat (bounded grace).
+    Discovering,
+    /// All evidence is good.
+    Healthy,
+    /// Heartbeats are late; corroborating before naming a fault.
+    Suspect,
+    /// A fault is located; a recovery action is due.
+    Faulted,
+    /// A recovery action ran; verifying that it worked.
+    Recovering,
+    /// Operator or guest maintenance: deadlines frozen, no actions.
+    Maintenance,
+    /// Paused by the hypervisor or an operator (user, migration, save,
+    /// snapshot): deadlines frozen.
+    Paused,
+    /// Shut off on purpose (clean guest shutdown, operator stop).
+    Off,
+    /// The ladder is exhausted or a budget ran out: only an operator's
+    /// release leaves this state.
+    Quarantined,
+}
+
+impl State {
+    /// Lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Discovering => "discovering",
+            State::Healthy => "healthy",
+            State::Suspect => "suspect",
+            State::Faulted => "faulted",
+            State::Recovering => "recovering",
+            State::Maintenance => "maintenance",
+            State::Paused => "paused",
+            State::Off => "off",
+            State::Quarantined => "quarantined",
+        }
+    }
+
+    /// Every state, for metrics.
+    pub const ALL: [State; 9] = [
+        State::Discovering,
+        State::Healthy,
+        State::Suspect,
+        State::Faulted,
+        State::Recovering,
+        State::Maintenance,
+        State::Paused,
+        State::Off,
+        State::Quarantined,
+    ];
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a fault is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layer {
+    /// The host (scheduler, storage, QEMU process).
+    Host,
+    /// The hypervisor (QEMU/libvirt).
+    Hypervisor,
+    /// The guest kernel.
+    GuestKernel,
+    /// A service inside the guest.
+    GuestService,
+    /// The guest's storage.
+    GuestStorage,
+    /// The guest's memory/CPU resources.
+    GuestResources,
+    /// The agent itself.
+    Agent,
+}
+
+impl Layer {
+    /// Kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::Host => "host",
+            Layer::Hypervisor => "hypervisor",
+            Layer::GuestKernel => "guest-kernel",
+            Layer::GuestService => "guest-service",
+            Layer::GuestStorage => "guest-storage",
+            Layer::GuestResources => "guest-resources",
+            Layer::Agent => "agent",
+        }
+    }
+}
+
+/// What failed (DESIGN.md §4's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// Domain shut off/crashed without a clean `Bye`; QEMU gone.
+    VmCrashed,
+    /// Guest kernel panic (pvpanic, crashed event, or a reported panic).
+    GuestPanic,
+    /// Heartbeats stopped, vCPU time advancing, no I/O, kernel not answering.
+    GuestHang,
+    /// Heartbeats stopped and vCPU time frozen while "running".
+    VcpuStalled,
+    /// Domain paused for an I/O error on the host.
+    HostStorage,
+    /// Agent gone while the guest kernel is alive.
+    AgentDown,
+    /// A watched service is not running.
+    ServiceDown,
+    /// A guest filesystem is full.
+    DiskFull,
+    /// A guest filesystem went read-only.
+    FsReadonly,
+    /// Guest block or filesystem I/O errors.
+    IoErrors,
+    /// OOM kills or sustained memory pressure.
+    MemoryExhaustion,
+    /// Hung tasks, soft lockups or RCU stalls while heartbeats continue.
+    KernelDegraded,
+    /// Many VMs faulted at once: a host problem; act on none.
+    HostWide,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 13] = [
+        FaultKind::VmCrashed,
+        FaultKind::GuestPanic,
+        FaultKind::GuestHang,
+        FaultKind::VcpuStalled,
+        FaultKind::HostStorage,
+        FaultKind::AgentDown,
+        FaultKind::ServiceDown,
+        FaultKind::DiskFull,
+        FaultKind::FsReadonly,
+        FaultKind::IoErrors,
+        FaultKind::MemoryExhaustion,
+        FaultKind::KernelDegraded,
+        FaultKind::HostWide,
+    ];
+
+    /// Kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::VmCrashed => "vm-crashed",
+            FaultKind::GuestPanic => "guest-panic",
+            FaultKind::GuestHang => "guest-hang",
+            FaultKind::VcpuStalled => "vcpu-stalled",
+            FaultKind::HostStorage => "host-storage",
+            FaultKind::AgentDown => "agent-down",
+            FaultKind::ServiceDown => "service-down",
+            FaultKind::DiskFull => "disk-full",
+            FaultKind::FsReadonly => "fs-readonly",
+            FaultKind::IoErrors => "io-errors",
+            FaultKind::MemoryExhaustion => "memory-exhaustion",
+            FaultKind::KernelDegraded => "kernel-degraded",
+            FaultKind::HostWide => "host-wide",
+        }
+    }
+
+    /// Parse a kebab-case name.
+    pub fn from_name(s: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// The layer this kind of fault is in.
+    pub fn layer(self) -> Layer {
+        match self {
+            FaultKind::VmCrashed => Layer::Hypervisor,
+            FaultKind::GuestPanic | FaultKind::GuestHang | FaultKind::KernelDegraded => {
+                Layer::GuestKernel
+            }
+            FaultKind::VcpuStalled | FaultKind::HostStorage | FaultKind::HostWide => Layer::Host,
+            FaultKind::AgentDown => Layer::Agent,
+            FaultKind::ServiceDown => Layer::GuestService,
+            FaultKind::DiskFull | FaultKind::FsReadonly | FaultKind::IoErrors => {
+                Layer::GuestStorage
+            }
+            FaultKind::MemoryExhaustion => Layer::GuestResources,
+        }
+    }
+
+    /// Higher preempts lower when a VM has more than one problem.
+    pub fn severity(self) -> u8 {
+        match self {
+            FaultKind::HostWide => 13,
+            FaultKind::VmCrashed => 12,
+            FaultKind::GuestPanic => 11,
+            FaultKind::GuestHang => 10,
+            FaultKind::VcpuStalled => 9,
+            FaultKind::HostStorage => 8,
+            FaultKind::AgentDown => 7,
+            FaultKind::ServiceDown => 6,
+            FaultKind::MemoryExhaustion => 5,
+            FaultKind::FsReadonly => 4,
+            FaultKind::DiskFull => 3,
+            FaultKind::IoErrors => 2,
+            FaultKind::KernelDegraded => 1,
+        }
+    }
+
+    /// Whether the VM's workload is down while this fault lasts (counts
+    /// against availability).
+    pub fn is_outage(self) -> bool {
+        matches!(
+            self,
+            FaultKind::VmCrashed
+                | FaultKind::GuestPanic
+                | FaultKind::GuestHang
+                | FaultKind::VcpuStalled
+                | FaultKind::HostStorage
+                | FaultKind::HostWide
+        )
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+mod inputs;
+mod outputs;
+
+pub use inputs::*;
+pub use outputs::*;

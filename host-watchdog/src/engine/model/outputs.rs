@@ -1,0 +1,243 @@
+//! What the engine says: actions to run, journal records, and what a
+//! restart restores.
+
+use super::*;
+
+/// What to do about a fault.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// Probe the guest kernel's liveness (not a recovery; evidence).
+    LivenessProbe,
+    /// Ask the agent to restart the named service.
+    RestartService(String),
+    /// Ask the agent to run the named repair.
+    Repair(String),
+    /// Ask the agent to reboot the guest cleanly.
+    AgentReboot,
+    /// ACPI reboot through the hypervisor.
+    Reboot,
+    /// Hard reset.
+    Reset,
+    /// Start a shut-off domain.
+    Start,
+    /// Destroy, then start.
+    DestroyStart,
+    /// Take a safety snapshot of the broken state, then revert to the known-good one.
+    SnapshotRevert,
+    /// Grow memory (balloon) towards the domain's maximum.
+    AddMemory,
+    /// Save what there is to see (last report, kernel events, screenshot).
+    CaptureEvidence,
+    /// Tell an operator.
+    Alert,
+    /// Resume a paused domain.
+    Resume,
+    /// ACPI shutdown (operator only).
+    Shutdown,
+    /// Power off (operator only).
+    Destroy,
+}
+
+impl ActionKind {
+    /// Whether it interrupts the guest (counts against the budgets).
+    pub fn is_destructive(&self) -> bool {
+        matches!(
+            self,
+            ActionKind::Reset
+                | ActionKind::DestroyStart
+                | ActionKind::SnapshotRevert
+                | ActionKind::Reboot
+                | ActionKind::AgentReboot
+        )
+    }
+
+    /// Whether it needs the agent's connection.
+    pub fn needs_agent(&self) -> bool {
+        matches!(
+            self,
+            ActionKind::RestartService(_) | ActionKind::Repair(_) | ActionKind::AgentReboot
+        )
+    }
+
+    /// Short name (without arguments).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ActionKind::LivenessProbe => "liveness-probe",
+            ActionKind::RestartService(_) => "restart-service",
+            ActionKind::Repair(_) => "repair",
+            ActionKind::AgentReboot => "agent-reboot",
+            ActionKind::Reboot => "reboot",
+            ActionKind::Reset => "reset",
+            ActionKind::Start => "start",
+            ActionKind::DestroyStart => "destroy-start",
+            ActionKind::SnapshotRevert => "snapshot-revert",
+            ActionKind::AddMemory => "add-memory",
+            ActionKind::CaptureEvidence => "capture-evidence",
+            ActionKind::Alert => "alert",
+            ActionKind::Resume => "resume",
+            ActionKind::Shutdown => "shutdown",
+            ActionKind::Destroy => "destroy",
+        }
+    }
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ActionKind::RestartService(n) | ActionKind::Repair(n) => {
+                write!(f, "{} {n}", self.name())
+            }
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+/// An action for the executor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    /// Unique, increasing.
+    pub id: u64,
+    /// Target VM.
+    pub vm: VmId,
+    /// What.
+    pub kind: ActionKind,
+    /// The fault it answers (0 for evidence gathering outside a fault).
+    pub fault: u64,
+    /// For `AddMemory`: the target size in KiB.
+    pub memory_kib: Option<u64>,
+}
+
+/// How a fault ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Closure {
+    /// Recovery verified.
+    Recovered,
+    /// The condition went away without (further) action.
+    Cleared,
+    /// A more severe fault took its place.
+    Superseded,
+    /// An operator released the VM from quarantine.
+    Released,
+    /// The VM was removed or shut off on purpose.
+    Withdrawn,
+}
+
+/// A journal record: the audit trail, and what metrics are computed from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "kebab-case")]
+pub enum Record {
+    /// A state change.
+    Transition {
+        /// VM.
+        vm: VmId,
+        /// From.
+        from: State,
+        /// To.
+        to: State,
+        /// Why, in a few words.
+        why: String,
+    },
+    /// A fault was located.
+    Fault {
+        /// VM.
+        vm: VmId,
+        /// Fault id.
+        id: u64,
+        /// Kind.
+        kind: FaultKind,
+        /// Layer.
+        layer: Layer,
+        /// The evidence that decided it.
+        evidence: Vec<String>,
+        /// What it is about (service, mount point), if anything.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subject: Option<String>,
+        /// When it began (last sign of health).
+        onset: Millis,
+        /// When it was detected.
+        detected: Millis,
+        /// When it was located.
+        located: Millis,
+    },
+    /// An action is about to run (committed before it runs).
+    Intent {
+        /// VM.
+        vm: VmId,
+        /// The action.
+        action: Action,
+        /// Ladder rung (0-based); `None` for actions outside the ladder
+        /// (evidence capture, quarantine alerts, host-wide alerts).
+        rung: Option<usize>,
+        /// Attempt on that rung (1-based).
+        attempt: u32,
+    },
+    /// An action was not taken, and why (disarmed, host-wide, budget, cap).
+    Suppressed {
+        /// VM.
+        vm: VmId,
+        /// What would have run.
+        kind: ActionKind,
+        /// Why not.
+        why: String,
+    },
+    /// An action finished.
+    Outcome {
+        /// VM.
+        vm: VmId,
+        /// Action id.
+        id: u64,
+        /// Success.
+        ok: bool,
+        /// Detail.
+        detail: String,
+    },
+    /// A fault ended.
+    Closed {
+        /// VM.
+        vm: VmId,
+        /// Fault id.
+        id: u64,
+        /// Kind.
+        kind: FaultKind,
+        /// How.
+        how: Closure,
+        /// When.
+        at: Millis,
+        /// Detection time (detected − onset).
+        detect_ms: Millis,
+        /// Localization time (located − detected).
+        locate_ms: Millis,
+        /// Repair time (closed − located).
+        repair_ms: Millis,
+    },
+}
+
+/// A fault carried over from a previous run of the daemon (from its journal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredFault {
+    /// Fault id.
+    pub id: u64,
+    /// Kind.
+    pub kind: FaultKind,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Onset.
+    pub onset: Millis,
+    /// Detected.
+    pub detected: Millis,
+    /// Located.
+    pub located: Millis,
+    /// The last ladder step started: (rung, attempt, kind, when).
+    pub last_step: Option<(usize, u32, ActionKind, Millis)>,
+}
+
+/// Everything one step produced.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Output {
+    /// Journal records, in order.
+    pub records: Vec<Record>,
+    /// Actions to run, in order.
+    pub actions: Vec<Action>,
+}
