@@ -1,0 +1,117 @@
+//! One case of the matrix: inject, check the located fault and its
+//! recovery, and keep the measured times for the table.
+
+use super::*;
+
+/// One row of the measured-times table.
+pub struct Row {
+    pub case: &'static str,
+    pub kind: String,
+    pub layer: String,
+    pub action: String,
+    pub detect: u64,
+    pub locate: u64,
+    pub repair: Option<u64>,
+    /// From the injection to the located fault, measured by the test.
+    pub injected: u64,
+}
+
+/// An action kind as journaled: a name, or an object keyed by the name.
+pub fn action_name(k: &Value) -> String {
+    match k {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o.keys().next().cloned().unwrap_or_default(),
+        other => other.to_string(),
+    }
+}
+
+/// Inject, then check the fault vigild located and its recovery.
+#[allow(clippy::too_many_arguments)]
+pub fn case(
+    vm: &mut Vm,
+    rows: &mut Vec<Row>,
+    name: &'static str,
+    kind: &str,
+    layer: &str,
+    action: Option<&str>,
+    inject: impl FnOnce(&mut Vm),
+    heal: impl FnOnce(&mut Vm),
+) {
+    let t0 = now_ms();
+    inject(vm);
+    let fault = vm.wait(30, &format!("{name}: fault {kind}"), "fault", |r| {
+        r["kind"] == kind && r["located"].as_u64().unwrap_or(0) >= t0
+    });
+    assert_eq!(fault["layer"], layer, "{name}: {fault}");
+    heal(vm);
+    let id = fault["id"].as_u64().unwrap();
+    let closed = vm.wait(120, &format!("{name}: {kind} closed"), "closed", |r| {
+        r["id"].as_u64() == Some(id)
+    });
+    let intents: Vec<Value> = vm
+        .records_since(t0)
+        .into_iter()
+        .filter(|r| {
+            r["record"] == "intent"
+                && r["action"]["fault"].as_u64() == Some(id)
+                && r["rung"].is_number()
+        })
+        .collect();
+    let first = intents.first().map(|r| r["action"]["kind"].clone());
+    match action {
+        Some(a) => {
+            let k = first.clone().unwrap_or(Value::Null);
+            let matches = k == a || k.as_object().is_some_and(|o| o.contains_key(a));
+            assert!(matches, "{name}: expected {a}, got {k}; {}", vm.log());
+        }
+        None => assert!(
+            intents.iter().all(|r| ![
+                "reset",
+                "destroy-start",
+                "snapshot-revert",
+                "reboot",
+                "start"
+            ]
+            .iter()
+            .any(|d| r["action"]["kind"] == *d)),
+            "{name}: no destructive action expected: {intents:?}"
+        ),
+    }
+    rows.push(Row {
+        case: name,
+        kind: kind.into(),
+        layer: layer.into(),
+        action: if intents.is_empty() {
+            "-".into()
+        } else {
+            intents
+                .iter()
+                .map(|r| action_name(&r["action"]["kind"]))
+                .collect::<Vec<_>>()
+                .join(">")
+        },
+        detect: closed["detect_ms"].as_u64().unwrap(),
+        locate: closed["locate_ms"].as_u64().unwrap(),
+        repair: (closed["how"] == "recovered").then(|| closed["repair_ms"].as_u64().unwrap()),
+        injected: fault["located"].as_u64().unwrap().saturating_sub(t0),
+    });
+    vm.wait_healthy(60);
+}
+
+/// Print the measured times.
+pub fn print_table(rows: &[Row]) {
+    // DETECT/LOCATE/REPAIR are vigild's own figures (from the last sign of
+    // health); INJECT->LOC is the test's clock from the injection to the
+    // located fault.
+    eprintln!(
+        "\n{:<16} {:<18} {:<15} {:<28} {:>9} {:>9} {:>9} {:>11}",
+        "CASE", "FAULT", "LAYER", "ACTIONS", "DETECT", "LOCATE", "REPAIR", "INJECT->LOC"
+    );
+    for r in rows {
+        let repair = r.repair.map_or("-".into(), |x| format!("{x} ms"));
+        eprintln!(
+            "{:<16} {:<18} {:<15} {:<28} {:>6} ms {:>6} ms {:>9} {:>8} ms",
+            r.case, r.kind, r.layer, r.action, r.detect, r.locate, repair, r.injected
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! The rig: one domain under libvirt with vhost-device-vsock and vigild,
+//! torn down on drop; and what the cases read from it.
+
+use super::*;
+
+pub const DOMAIN: &str = "vigil-e2e";
+
+pub fn virsh(args: &[&str]) -> std::process::Output {
+    Command::new("virsh")
+        .arg("-c")
+        .arg("qemu:///system")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The VM, vhost-device-vsock and vigild; torn down on drop.
+pub struct Vm {
+    pub dir: tempfile::TempDir,
+    pub vsock: Child,
+    pub vigild: Child,
+    pub shell: Option<UnixStream>,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // vigild first: it would start the destroyed domain again.
+        let _ = self.vigild.kill();
+        let _ = self.vigild.wait();
+        let _ = virsh(&["destroy", DOMAIN]);
+        let _ = virsh(&["undefine", DOMAIN, "--snapshots-metadata"]);
+        let _ = self.vsock.kill();
+        let _ = self.vsock.wait();
+    }
+}
+
+impl Vm {
+    pub fn sock(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
+    pub fn log(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+        format!(
+            "--- vigild\n{}\n--- console\n{}",
+            read("vigild.log"),
+            read("console.log")
+        )
+    }
+
+    /// Type a command into the guest's root shell (ttyS1). After a reboot
+    /// QEMU's socket is a new one: reconnect once when the old one is gone.
+    pub fn shell(&mut self, cmd: &str) {
+        let line = format!("{cmd}\n");
+        for _ in 0..2 {
+            if self.shell.is_none() {
+                self.shell = Some(UnixStream::connect(self.dir.path().join("shell.sock")).unwrap());
+            }
+            if self
+                .shell
+                .as_mut()
+                .unwrap()
+                .write_all(line.as_bytes())
+                .is_ok()
+            {
+                return;
+            }
+            self.shell = None;
+        }
+        panic!("cannot write to the guest shell");
+    }
+
+    pub fn state(&self) -> String {
+        common::ctl_json(&self.sock(), &["status", DOMAIN])["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    pub fn wait_healthy(&self, secs: u64) {
+        common::wait_until(Duration::from_secs(secs), "VM healthy", || {
+            common::ctl(&self.sock(), &["status", DOMAIN, "--json"])
+                .status
+                .success()
+                && self.state() == "healthy"
+        });
+    }
+
+    pub fn wait(&self, secs: u64, what: &str, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        common::wait_record(&self.sock(), secs, what, kind, DOMAIN, pred, || self.log())
+    }
+
+    pub fn records_since(&self, t: u64) -> Vec<Value> {
+        common::records(&self.sock())
+            .into_iter()
+            .filter(|(rt, _)| *rt >= t)
+            .map(|(_, r)| r)
+            .collect()
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Boot the test domain on a fresh copy of the data disk, with a fresh
+/// vigild. With `known_good`, the shut-off domain's disk is snapshotted
+/// under that name before the first start and vigild is told to revert to
+/// it.
+pub fn boot(known_good: Option<&str>) -> Vm {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let kernel = root.join("target/vm/vmlinuz");
+    let initrd = root.join("target/vm/initrd.img");
+    let disk = root.join("target/vm/disk.qcow2");
+    assert!(
+        kernel.exists() && initrd.exists() && disk.exists(),
+        "build the guest first: bash scripts/vm/build-guest.sh"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().to_path_buf();
+    let w = w.as_path();
+    let _ = virsh(&["destroy", DOMAIN]);
+    let _ = virsh(&["undefine", DOMAIN, "--snapshots-metadata"]);
+    std::fs::copy(&disk, w.join("disk.qcow2")).unwrap();
+    // vhost-device-vsock must be running before the domain starts.
+    let vsock = Command::new("vhost-device-vsock")
+        .arg("--vm")
+        .arg(format!(
+            "guest-cid=3,socket={},uds-path={}",
+            w.join("vhost.sock").display(),
+            w.join("vm.vsock").display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(w.join("vhost-device-vsock.log")).unwrap())
+        .spawn()
+        .expect("vhost-device-vsock on PATH (scripts/vm/setup-host.sh installs it)");
+    common::wait_until(Duration::from_secs(10), "vhost-user socket", || {
+        w.join("vhost.sock").exists()
+    });
+    let mut config = format!(
+        "libvirt_uri = \"qemu:///system\"\njournal = \"{d}/journal.db\"\ncontrol_socket = \"{d}/control.sock\"\n\
+         metrics_listen = \"\"\n[[vm]]\ndomain = \"{DOMAIN}\"\nagent = \"hybrid://{d}/vm.vsock:1217\"\nprobe = \"hybrid://{d}/vm.vsock:9\"\n",
+        d = w.display()
+    );
+    if let Some(s) = known_good {
+        config.push_str(&format!("snapshot = \"{s}\"\n"));
+    }
+    std::fs::write(w.join("vigild.toml"), config).unwrap();
+    let vigild = Command::new(env!("CARGO_BIN_EXE_vigild"))
+        .arg("--config")
+        .arg(w.join("vigild.toml"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(w.join("vigild.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut vm = Vm {
+        dir,
+        vsock,
+        vigild,
+        shell: None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while UnixStream::connect(vm.sock()).is_err() {
+        if let Some(st) = vm.vigild.try_wait().unwrap() {
+            panic!("vigild exited ({st}):\n{}", vm.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vigild did not come up:\n{}",
+            vm.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let xml = std::fs::read_to_string(root.join("tests/fixtures/vm.xml.in"))
+        .unwrap()
+        .replace("@NAME@", DOMAIN)
+        .replace("@UUID@", "5e1f0000-0000-4000-8000-000000000001")
+        .replace("@WORK@", &w.display().to_string())
+        .replace(
+            "@KERNEL@",
+            &kernel.canonicalize().unwrap().display().to_string(),
+        )
+        .replace(
+            "@INITRD@",
+            &initrd.canonicalize().unwrap().display().to_string(),
+        );
+    std::fs::write(w.join("vm.xml"), xml).unwrap();
+    let out = virsh(&["define", &w.join("vm.xml").display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Some(s) = known_good {
+        let out = virsh(&["snapshot-create-as", DOMAIN, s]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = virsh(&["start", DOMAIN]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    vm
+}
+
+/// Whether the disk as kept in snapshot `name` has an ext2 superblock
+/// (magic 0xEF53 at byte 1080). Read with a shared lock: the VM is running.
+pub fn has_ext2(vm: &Vm, name: &str) -> bool {
+    let out = vm.dir.path().join(format!("{name}.raw"));
+    let st = Command::new("qemu-img")
+        .args(["convert", "-U", "-f", "qcow2", "-O", "raw", "-l"])
+        .arg(format!("snapshot.name={name}"))
+        .arg(vm.dir.path().join("disk.qcow2"))
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "qemu-img convert of snapshot {name}");
+    let bytes = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    bytes.get(1080..1082) == Some(&[0x53, 0xEF][..])
+}
