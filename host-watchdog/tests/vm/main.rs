@@ -335,6 +335,44 @@ fn fault_matrix_on_a_real_vm() {
     );
     assert!(has_ext2(&vm, "known-good"));
     eprintln!("snapshot restore: back on known-good, broken disk kept as {safety}");
+    drop(vm);
+
+    // Memory pressure more memory does not cure, on a fresh VM (budget):
+    // OOM kills go on (a loop of `tail /dev/zero`), so the balloon grows
+    // the guest to its maximum (384 -> 480 -> 512 MiB), then the ladder
+    // reboots it through the agent, and the loop is gone.
+    let mut vm = boot(None);
+    vm.wait_healthy(60);
+    let t0 = now_ms();
+    let began = Instant::now();
+    vm.shell("(while :; do tail /dev/zero; done) &");
+    vm.wait(240, "agent-reboot for memory", "intent", |r| {
+        r["action"]["kind"] == "agent-reboot" && r["action"]["id"].is_number()
+    });
+    vm.shell = None;
+    let after: Vec<Value> = vm.records_since(t0);
+    let sizes: Vec<u64> = after
+        .iter()
+        .filter(|r| r["record"] == "intent" && r["action"]["kind"] == "add-memory")
+        .filter_map(|r| r["action"]["memory_kib"].as_u64())
+        .collect();
+    assert_eq!(sizes, [491_520, 524_288], "balloon steps: {after:?}");
+    let faults: Vec<&Value> = after.iter().filter(|r| r["record"] == "fault").collect();
+    assert!(
+        faults.iter().all(|f| f["kind"] == "memory-exhaustion"),
+        "{faults:?}"
+    );
+    vm.wait_healthy(90);
+    let info = String::from_utf8(virsh(&["dominfo", DOMAIN]).stdout).unwrap();
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("Used memory:") && l.contains("524288 KiB")),
+        "at the maximum: {info}"
+    );
+    eprintln!(
+        "memory ladder: add-memory to 480 and 512 MiB, agent-reboot, healthy {:?} after the OOM loop began",
+        began.elapsed()
+    );
 
     print_table(&rows);
 }

@@ -540,8 +540,25 @@ impl Core {
                 let uuid = uuid_of(&self.vms, &name);
                 self.metrics.set_state(&name, &uuid, State::Discovering);
             }
-            if changed {
+            // A VM new to the engine gets its state even when the core had
+            // it already: a lifecycle event that came before the domain was
+            // listed updated the core, but the engine dropped it (it left
+            // the engine believing the state unknown: no hang detection, no
+            // agent actions).
+            if changed || !known {
                 self.step(now, &name, Input::Domain(poll.state));
+            }
+            if !known {
+                // Likewise an agent that said Hello before its domain was
+                // listed: tell the engine the session is live.
+                let boot_id = self
+                    .vms
+                    .get(&name)
+                    .and_then(|v| v.session.as_ref())
+                    .map(|s| s.boot_id.clone());
+                if let Some(boot_id) = boot_id {
+                    self.step(now, &name, Input::Hello { boot_id });
+                }
             }
             self.step(now, &name, Input::Stats(poll.stats));
         }
