@@ -78,6 +78,10 @@ pub struct EngineConfig {
     /// how long it may stay away before the silence is suspect. (A reboot
     /// bye gets `boot_grace_ms`.)
     pub agent_stopped_grace_ms: Millis,
+    /// A fault of the same kind (and subject) this soon after one a
+    /// recovery action closed continues that fault's ladder (the action did
+    /// not hold) instead of starting it over.
+    pub recurrence_window_ms: Millis,
     /// After a liveness probe or stats sample, how long a silent VM with I/O
     /// progress is given before it is called hung anyway.
     pub io_veto_limit_ms: Millis,
@@ -221,6 +225,7 @@ impl Default for EngineConfig {
             resume_grace_ms: 5_000,
             shutdown_grace_ms: 120_000,
             agent_stopped_grace_ms: 600_000,
+            recurrence_window_ms: 600_000,
             io_veto_limit_ms: 60_000,
             corroborate_ms: 1_500,
             reset_budget: 3,

@@ -50,6 +50,20 @@ impl Vm {
         }
         self.close_fault(now, Closure::Superseded, out);
         self.suspect = None;
+        // The same fault soon after a recovery action closed one: that
+        // action did not hold; continue its ladder rather than repeat it.
+        let recurs = self.recovered.take().filter(|r| {
+            r.kind == kind
+                && r.subject == subject
+                && now.saturating_sub(r.at) <= ctx.cfg.recurrence_window_ms
+        });
+        if let Some(r) = &recurs {
+            evidence.push(format!(
+                "recurs {} s after fault #{} was recovered; continuing its ladder",
+                now.saturating_sub(r.at) / 1000,
+                r.id
+            ));
+        }
         let id = ctx.fault_id();
         out.records.push(Record::Fault {
             vm: self.name.clone(),
@@ -85,6 +99,10 @@ impl Vm {
             self.side_action(ActionKind::CaptureEvidence, id, ctx, out);
         }
         self.settle(&format!("{kind} located"), out);
+        if let (Some(r), Some(f)) = (recurs, self.fault.as_mut()) {
+            (f.rung, f.attempt) = (r.rung, r.attempt);
+            self.escalate_now(now, &format!("{kind} recurred"), ctx, out);
+        }
     }
 
     /// Resume a fault from a previous run: the last step is treated as
@@ -150,6 +168,16 @@ impl Vm {
     /// Close the active fault.
     pub fn close_fault(&mut self, now: Millis, how: Closure, out: &mut Output) {
         if let Some(f) = self.fault.take() {
+            if how == Closure::Recovered {
+                self.recovered = Some(Recovered {
+                    id: f.id,
+                    kind: f.kind,
+                    subject: f.subject.clone(),
+                    rung: f.rung,
+                    attempt: f.attempt,
+                    at: now,
+                });
+            }
             out.records.push(Record::Closed {
                 vm: self.name.clone(),
                 id: f.id,

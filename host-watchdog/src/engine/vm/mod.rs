@@ -158,6 +158,19 @@ pub(super) struct Vm {
     pub pressure_streak: u32,
     pub panic_seen: Option<Millis>,
     pub destructive_log: VecDeque<Millis>,
+    /// The last fault a recovery action closed, and where on its ladder.
+    pub recovered: Option<Recovered>,
+}
+
+/// Where the last recovered fault's ladder stood when it closed.
+#[derive(Debug, Clone)]
+pub(super) struct Recovered {
+    pub id: u64,
+    pub kind: FaultKind,
+    pub subject: Option<String>,
+    pub rung: usize,
+    pub attempt: u32,
+    pub at: Millis,
 }
 
 impl Vm {
@@ -185,6 +198,7 @@ impl Vm {
             pressure_streak: 0,
             panic_seen: None,
             destructive_log: VecDeque::new(),
+            recovered: None,
         }
     }
 
@@ -364,6 +378,7 @@ impl Vm {
                 self.end_maintenance(now, ctx, "operator ended maintenance", out)
             }
             Input::Operator(OperatorCommand::Release) => {
+                self.recovered = None; // the operator starts every ladder over
                 if self.quarantined {
                     self.quarantined = false;
                     self.destructive_log.clear();
