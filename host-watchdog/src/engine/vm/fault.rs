@@ -52,11 +52,14 @@ impl Vm {
         self.suspect = None;
         // The same fault soon after a recovery action closed one: that
         // action did not hold; continue its ladder rather than repeat it.
-        let recurs = self.recovered.take().filter(|r| {
-            r.kind == kind
-                && r.subject == subject
-                && now.saturating_sub(r.at) <= ctx.cfg.recurrence_window_ms
-        });
+        let window = ctx.cfg.recurrence_window_ms;
+        self.recovered
+            .retain(|r| now.saturating_sub(r.at) <= window);
+        let recurs = self
+            .recovered
+            .iter()
+            .position(|r| r.kind == kind && r.subject == subject)
+            .and_then(|i| self.recovered.remove(i));
         if let Some(r) = &recurs {
             evidence.push(format!(
                 "recurs {} s after fault #{} was recovered; continuing its ladder",
@@ -169,7 +172,12 @@ impl Vm {
     pub fn close_fault(&mut self, now: Millis, how: Closure, out: &mut Output) {
         if let Some(f) = self.fault.take() {
             if how == Closure::Recovered {
-                self.recovered = Some(Recovered {
+                self.recovered
+                    .retain(|r| !(r.kind == f.kind && r.subject == f.subject));
+                if self.recovered.len() >= MAX_RECOVERED {
+                    self.recovered.pop_front();
+                }
+                self.recovered.push_back(Recovered {
                     id: f.id,
                     kind: f.kind,
                     subject: f.subject.clone(),

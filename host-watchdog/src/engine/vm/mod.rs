@@ -15,6 +15,8 @@ mod silence;
 
 /// How long before silence a reported panic/oops still explains it.
 const PANIC_EXPLAINS_MS: Millis = 30_000;
+/// Recovered faults remembered for recurrence (kinds × a few subjects).
+const MAX_RECOVERED: usize = 32;
 /// Longest wait for a stats sample before calling a hang without one.
 const STATS_WAIT_MS: Millis = 10_000;
 
@@ -158,8 +160,10 @@ pub(super) struct Vm {
     pub pressure_streak: u32,
     pub panic_seen: Option<Millis>,
     pub destructive_log: VecDeque<Millis>,
-    /// The last fault a recovery action closed, and where on its ladder.
-    pub recovered: Option<Recovered>,
+    /// Faults recovery actions closed within the recurrence window, and
+    /// where on their ladders (one per kind and subject, at most
+    /// `MAX_RECOVERED`).
+    pub recovered: VecDeque<Recovered>,
 }
 
 /// Where the last recovered fault's ladder stood when it closed.
@@ -198,7 +202,7 @@ impl Vm {
             pressure_streak: 0,
             panic_seen: None,
             destructive_log: VecDeque::new(),
-            recovered: None,
+            recovered: VecDeque::new(),
         }
     }
 
@@ -378,7 +382,7 @@ impl Vm {
                 self.end_maintenance(now, ctx, "operator ended maintenance", out)
             }
             Input::Operator(OperatorCommand::Release) => {
-                self.recovered = None; // the operator starts every ladder over
+                self.recovered.clear(); // the operator starts every ladder over
                 if self.quarantined {
                     self.quarantined = false;
                     self.destructive_log.clear();
