@@ -86,7 +86,10 @@ pub fn case(
         } else {
             intents
                 .iter()
-                .map(|r| action_name(&r["action"]["kind"]))
+                .map(|r| match r["attempt"].as_u64() {
+                    Some(n) if n > 1 => format!("{}#{n}", action_name(&r["action"]["kind"])),
+                    _ => action_name(&r["action"]["kind"]),
+                })
                 .collect::<Vec<_>>()
                 .join(">")
         },
