@@ -107,13 +107,13 @@ pub fn print_table(rows: &[Row]) {
     // health); INJECT->LOC is the test's clock from the injection to the
     // located fault.
     eprintln!(
-        "\n{:<16} {:<18} {:<15} {:<28} {:>9} {:>9} {:>9} {:>11}",
+        "\n{:<16} {:<18} {:<15} {:<32} {:>9} {:>9} {:>9} {:>11}",
         "CASE", "FAULT", "LAYER", "ACTIONS", "DETECT", "LOCATE", "REPAIR", "INJECT->LOC"
     );
     for r in rows {
         let repair = r.repair.map_or("-".into(), |x| format!("{x} ms"));
         eprintln!(
-            "{:<16} {:<18} {:<15} {:<28} {:>6} ms {:>6} ms {:>9} {:>8} ms",
+            "{:<16} {:<18} {:<15} {:<32} {:>6} ms {:>6} ms {:>9} {:>8} ms",
             r.case, r.kind, r.layer, r.action, r.detect, r.locate, repair, r.injected
         );
     }
