@@ -7,7 +7,7 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension};
 use thiserror::Error;
 
-use crate::engine::{ActionKind, Millis, Record};
+use crate::engine::{ActionKind, Closure, Millis, Record};
 
 /// Current schema version.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -182,6 +182,10 @@ impl Journal {
             Default::default();
         let mut open_faults: std::collections::BTreeMap<u64, (String, RestoredFault)> =
             Default::default();
+        // The last recovered fault per VM, kind and subject (for recurrence).
+        type Key = (String, &'static str, Option<String>);
+        let mut recovered: std::collections::BTreeMap<Key, (String, RestoredFault, Millis)> =
+            Default::default();
         for e in self.rows(
             "SELECT seq, t_ms, body FROM records WHERE seq > ?1 ORDER BY seq",
             0,
@@ -225,8 +229,13 @@ impl Journal {
                     };
                     open_faults.insert(id, (vm, r));
                 }
-                Record::Closed { id, .. } => {
-                    open_faults.remove(&id);
+                Record::Closed { id, how, at, .. } => {
+                    if let Some((vm, f)) = open_faults.remove(&id) {
+                        if how == Closure::Recovered {
+                            let key = (vm.clone(), f.kind.name(), f.subject.clone());
+                            recovered.insert(key, (vm, f, at));
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -236,6 +245,7 @@ impl Journal {
             .map(|(id, (vm, kind))| (id, vm, kind))
             .collect();
         u.faults = open_faults.into_values().collect();
+        u.recovered = recovered.into_values().collect();
         Ok(u)
     }
 }
@@ -249,6 +259,9 @@ pub struct Unsettled {
     pub faults: Vec<(String, crate::engine::RestoredFault)>,
     /// (vm, time) of every destructive action's intent.
     pub destructive: Vec<(String, Millis)>,
+    /// The last fault a recovery action closed per VM, kind and subject,
+    /// with its last ladder step and when it closed (for recurrence).
+    pub recovered: Vec<(String, crate::engine::RestoredFault, Millis)>,
 }
 
 #[cfg(test)]
@@ -337,6 +350,11 @@ mod tests {
         .unwrap();
         let u = j.unsettled().unwrap();
         assert!(u.intents.is_empty() && u.faults.is_empty());
+        // The recovered fault is kept, with its last step, for recurrence.
+        assert_eq!(u.recovered.len(), 1);
+        let (vm, f, at) = &u.recovered[0];
+        assert_eq!((vm.as_str(), f.id, *at), ("web", 7, 1002));
+        assert_eq!(f.last_step, Some((0, 1, ActionKind::Reset, 1001)));
     }
 
     #[test]

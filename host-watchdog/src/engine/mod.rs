@@ -65,6 +65,22 @@ impl Engine {
         self.next_action = self.next_action.max(next_action);
     }
 
+    /// After a restart: a fault the journal shows a recovery action closed
+    /// at `at`, so that its recurrence continues its ladder.
+    pub fn seed_recovered(&mut self, vm: &str, f: &RestoredFault, at: Millis) {
+        let (Some(v), Some((rung, attempt, _, _))) = (self.vms.get_mut(vm), &f.last_step) else {
+            return;
+        };
+        v.remember_recovered(vm::Recovered {
+            id: f.id,
+            kind: f.kind,
+            subject: f.subject.clone(),
+            rung: *rung,
+            attempt: *attempt,
+            at,
+        });
+    }
+
     /// Restore a VM's destructive-action history (after a restart), so the
     /// per-VM budget survives it.
     pub fn seed_destructive(&mut self, vm: &str, times: &[Millis]) {

@@ -263,3 +263,44 @@ fn vigild_killed_during_a_recovery_resumes_without_repeating_it() {
         rig.services.push(p);
     }
 }
+
+#[test]
+fn a_fault_recurring_after_a_vigild_restart_continues_its_ladder() {
+    let mut rig = Rig::new("");
+    rig.start_service();
+    let cmd = restart_cmd(&rig);
+    rig.start_agent("web", Some(&cmd));
+    rig.wait_healthy("web");
+    rig.kill_service();
+    let first = rig.wait_record(10, "first fault", "fault", "web", |r| {
+        r["kind"] == "service-down"
+    });
+    rig.wait_record(15, "recovered", "closed", "web", |r| {
+        r["id"] == first["id"] && r["how"] == "recovered"
+    });
+    if let Some(p) = rig.service_pid() {
+        rig.services.push(p);
+    }
+    // vigild restarts; the service dies again well within the recurrence
+    // window: the restart did not hold, so this is attempt 2, not 1.
+    rig.kill_vigild();
+    rig.start_vigild();
+    rig.wait_healthy("web");
+    rig.kill_service();
+    let again = rig.wait_record(15, "recurring fault", "fault", "web", |r| {
+        r["kind"] == "service-down" && r["id"] != first["id"]
+    });
+    let evidence = again["evidence"].to_string();
+    assert!(evidence.contains("recurs"), "{evidence}");
+    let intent = rig.wait_record(20, "second restart", "intent", "web", |r| {
+        r["action"]["fault"] == again["id"]
+    });
+    assert_eq!(intent["attempt"], 2, "{intent}");
+    assert!(intent["action"]["kind"]["restart-service"].is_string());
+    rig.wait_record(20, "recovered again", "closed", "web", |r| {
+        r["id"] == again["id"]
+    });
+    if let Some(p) = rig.service_pid() {
+        rig.services.push(p);
+    }
+}

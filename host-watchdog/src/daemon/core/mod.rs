@@ -75,6 +75,8 @@ pub struct Core {
     last_metrics: Millis,
     /// Destructive action times from the journal, applied when a VM is added.
     pending_budgets: BTreeMap<String, Vec<Millis>>,
+    /// Recovered faults from the journal, applied when a VM is added.
+    pending_recovered: BTreeMap<String, Vec<(engine::RestoredFault, Millis)>>,
     /// Per VM: when a rejection was last logged, and how many were not.
     reject_logged: HashMap<String, (Millis, u64)>,
     /// Open faults from the journal, resumed when their VM is added.
@@ -123,6 +125,15 @@ impl Core {
         for (vm, t) in u.destructive {
             budgets.entry(vm).or_default().push(t);
         }
+        // Only what can still recur matters; the engine prunes by time too.
+        let mut pending_recovered: BTreeMap<String, Vec<(engine::RestoredFault, Millis)>> =
+            BTreeMap::new();
+        let window = cfg.engine.recurrence_window_ms;
+        for (vm, f, at) in u.recovered {
+            if now.saturating_sub(at) <= window {
+                pending_recovered.entry(vm).or_default().push((f, at));
+            }
+        }
         let mut pending_faults: BTreeMap<String, engine::RestoredFault> = BTreeMap::new();
         for (vm, f) in u.faults {
             log::info!(
@@ -152,6 +163,7 @@ impl Core {
             probes: HashMap::new(),
             last_metrics: 0,
             pending_budgets: budgets,
+            pending_recovered,
             pending_faults,
             reject_logged: HashMap::new(),
         };
@@ -531,6 +543,9 @@ impl Core {
             if !known {
                 if let Some(times) = self.pending_budgets.remove(&name) {
                     self.engine.seed_destructive(&name, &times);
+                }
+                for (f, at) in self.pending_recovered.remove(&name).unwrap_or_default() {
+                    self.engine.seed_recovered(&name, &f, at);
                 }
                 if let Some(f) = self.pending_faults.remove(&name) {
                     let out = self.engine.restore_fault(now, &name, &f);

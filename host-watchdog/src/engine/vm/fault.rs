@@ -168,16 +168,22 @@ impl Vm {
         );
     }
 
+    /// Remember where a recovered fault's ladder stood (one per kind and
+    /// subject, the oldest forgotten first past `MAX_RECOVERED`).
+    pub fn remember_recovered(&mut self, r: Recovered) {
+        self.recovered
+            .retain(|x| !(x.kind == r.kind && x.subject == r.subject));
+        if self.recovered.len() >= MAX_RECOVERED {
+            self.recovered.pop_front();
+        }
+        self.recovered.push_back(r);
+    }
+
     /// Close the active fault.
     pub fn close_fault(&mut self, now: Millis, how: Closure, out: &mut Output) {
         if let Some(f) = self.fault.take() {
             if how == Closure::Recovered {
-                self.recovered
-                    .retain(|r| !(r.kind == f.kind && r.subject == f.subject));
-                if self.recovered.len() >= MAX_RECOVERED {
-                    self.recovered.pop_front();
-                }
-                self.recovered.push_back(Recovered {
+                self.remember_recovered(Recovered {
                     id: f.id,
                     kind: f.kind,
                     subject: f.subject.clone(),
