@@ -81,5 +81,5 @@ ctl list
 
 say "timeline (vigilctl events)"
 ctl events
-say "vigilctl report"
+say "vigilctl report (over the demo's few seconds, one 5 s panic outage weighs heavily)"
 ctl report
