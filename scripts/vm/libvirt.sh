@@ -2,8 +2,13 @@
 # running, and remember the PIDs of the ones started here in `started`, so
 # the caller stops only those (sourced).
 started=()
+# A process that exists and is not a zombie (a killed daemon can linger as
+# one until its reaper gets to it, and must not count as running).
+pid_alive() { local s; s=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) && [ "$s" != Z ]; }
+running() { local p; for p in $(pgrep -x "$1"); do pid_alive "$p" && return 0; done; return 1; }
 start_daemon() { # start_daemon NAME PIDFILE
-    if ! pgrep -x "$1" >/dev/null; then
+    if ! running "$1"; then
+        rm -f "$2"
         "$1" -d -p "$2"
         for _ in $(seq 50); do [ -s "$2" ] && break; sleep 0.1; done
         started+=("$(cat "$2")")
@@ -15,4 +20,9 @@ start_libvirt() {
     for _ in $(seq 50); do virsh -c qemu:///system version >/dev/null 2>&1 && return 0; sleep 0.2; done
     echo "libvirtd did not answer" >&2; return 1
 }
-stop_libvirt() { for p in "${started[@]}"; do kill "$p" 2>/dev/null || true; done; }
+stop_libvirt() { # and wait until they are gone
+    for p in "${started[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${started[@]}"; do
+        for _ in $(seq 100); do pid_alive "$p" || break; sleep 0.1; done
+    done
+}
