@@ -1,6 +1,7 @@
 //! Agent evidence: small pure rules that read a report and name the
 //! conditions it shows, each with its subject and a line of evidence.
 
+use vigil_protocol::limits::{truncate_utf8, MAX_TEXT};
 use vigil_protocol::snapshot::{KernelEventKind, Snapshot, WatchTarget};
 
 use super::config::EngineConfig;
@@ -17,11 +18,16 @@ pub struct Condition {
     pub evidence: String,
 }
 
+/// Longest line of evidence taken from a report (its text is the guest's).
+pub const MAX_EVIDENCE: usize = 2 * MAX_TEXT;
+
+/// A condition; the guest's words in it are cut to size here, whatever the
+/// agent claims to have sent (journal records, logs and labels stay small).
 fn cond(kind: FaultKind, subject: Option<String>, evidence: String) -> Condition {
     Condition {
         kind,
-        subject,
-        evidence,
+        subject: subject.map(|s| truncate_utf8(&s, MAX_TEXT).to_string()),
+        evidence: truncate_utf8(&evidence, MAX_EVIDENCE).to_string(),
     }
 }
 
@@ -171,5 +177,32 @@ mod tests {
             ]
         );
         assert_eq!(conditions(&Snapshot::default(), &cfg), vec![]);
+    }
+
+    #[test]
+    fn the_guests_words_are_cut_to_size() {
+        let huge = "x".repeat(100_000);
+        let s = Snapshot {
+            watched: vec![WatchedService {
+                target: WatchTarget::Process(huge.as_str().into()),
+                running: false,
+                pid: None,
+                restarts: 0,
+            }],
+            kernel_events: vec![KernelEvent {
+                kind: KernelEventKind::OomKill,
+                seq: 1,
+                timestamp_us: 1,
+                subject: Some(huge.as_str().into()),
+                text: huge.as_str().into(),
+            }],
+            ..Snapshot::default()
+        };
+        let conds = conditions(&s, &EngineConfig::default());
+        assert_eq!(conds.len(), 2);
+        for c in conds {
+            assert!(c.evidence.len() <= MAX_EVIDENCE, "{}", c.evidence.len());
+            assert!(c.subject.unwrap().len() <= MAX_TEXT);
+        }
     }
 }

@@ -92,12 +92,15 @@ impl Core {
         let id = self.next_session;
         self.next_session += 1;
         let v = self.vms.entry(vm.clone()).or_default();
+        // The guest's words, cut to size before they are kept or logged.
+        let cut = |t: &str| limits::truncate_utf8(t, limits::MAX_TEXT).to_string();
+        let hostname = cut(&hello.hostname);
         // A self-reported hostname is a cross-check: a change raises an
         // alarm and never re-maps the connection to another VM.
         match &v.first_hostname {
-            None => v.first_hostname = Some(hello.hostname.to_string()),
-            Some(h) if h != hello.hostname.as_str() => {
-                log::warn!("ALARM vm={vm}: agent reports hostname {:?}, previously {h:?}; identity stays {vm}", hello.hostname);
+            None => v.first_hostname = Some(hostname.clone()),
+            Some(h) if *h != hostname => {
+                log::warn!("ALARM vm={vm}: agent reports hostname {hostname:?}, previously {h:?}; identity stays {vm}");
                 let l = RejectLabels {
                     domain: vm.clone(),
                     uuid: v.uuid.clone(),
@@ -113,9 +116,9 @@ impl Core {
         v.session = Some(Session {
             id,
             tx,
-            hostname: hello.hostname.to_string(),
-            agent_version: hello.agent_version.to_string(),
-            boot_id: hello.boot_id.to_string(),
+            hostname,
+            agent_version: cut(&hello.agent_version),
+            boot_id: cut(&hello.boot_id),
         });
         let settings = Settings {
             heartbeat_interval_ms: self
@@ -129,19 +132,12 @@ impl Core {
                 ..Thresholds::default()
             },
         };
+        let (agent_version, boot_id) = (cut(&hello.agent_version), cut(&hello.boot_id));
         log::info!(
-            "vm={vm} agent connected: session={id} version={} boot={}",
-            hello.agent_version,
-            hello.boot_id
+            "vm={vm} agent connected: session={id} version={agent_version:?} boot={boot_id:?}"
         );
         let _ = reply.send(Ok((id, Welcome { version, settings }, rx)));
-        self.step(
-            now,
-            &vm,
-            Input::Hello {
-                boot_id: hello.boot_id.to_string(),
-            },
-        );
+        self.step(now, &vm, Input::Hello { boot_id });
     }
 
     pub(super) fn on_session(&mut self, now: Millis, vm: &str, session: u64, msg: Message) {
@@ -174,7 +170,10 @@ impl Core {
                         CommandOutcome::Succeeded => (true, "agent: succeeded".to_string()),
                         CommandOutcome::Failed { exit_code, detail } => (
                             false,
-                            format!("agent: failed (exit {exit_code:?}): {detail}"),
+                            format!(
+                                "agent: failed (exit {exit_code:?}): {}",
+                                limits::truncate_utf8(&detail, limits::MAX_TEXT)
+                            ),
                         ),
                         CommandOutcome::Denied => (
                             false,

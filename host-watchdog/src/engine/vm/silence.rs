@@ -90,7 +90,10 @@ impl Vm {
             }
             Some(ByeReason::Stopped) => "agent said bye (stopped) and has not come back".into(),
             Some(ByeReason::Other(why)) => {
-                format!("agent said bye ({}) and has not come back", why.as_str())
+                format!(
+                    "agent said bye ({}) and has not come back",
+                    vigil_protocol::limits::truncate_utf8(why, vigil_protocol::limits::MAX_TEXT)
+                )
             }
         }
     }
