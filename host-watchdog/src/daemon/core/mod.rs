@@ -26,6 +26,7 @@ use crate::journal::Journal;
 
 mod control;
 mod guest;
+mod hypervisor;
 
 pub use control::{control_listener, serve_control};
 
@@ -508,113 +509,6 @@ impl Core {
 }
 
 impl Core {
-    fn on_polled(
-        &mut self,
-        now: Millis,
-        polls: Vec<(DomainDef, Result<crate::backend::DomainPoll, String>)>,
-    ) {
-        let seen: std::collections::BTreeSet<String> =
-            polls.iter().map(|(d, _)| d.name.clone()).collect();
-        for (def, poll) in polls {
-            let name = def.name.clone();
-            let poll = match poll {
-                Ok(p) => p,
-                Err(e) => {
-                    log::debug!("vm={name} poll failed: {e}");
-                    continue;
-                }
-            };
-            let known = self.engine.state(&name).is_some();
-            let v = self.vms.entry(name.clone()).or_default();
-            v.uuid = def.uuid.clone();
-            let agent = v.cfg.as_ref().is_some_and(|c| c.agent.is_some())
-                || (def.vsock_cid.is_some() && !self.cfg.listen.is_empty());
-            v.def = Some(def);
-            let changed = v.domain != Some(poll.state);
-            v.domain = Some(poll.state);
-            self.step(
-                now,
-                &name,
-                Input::VmAdded {
-                    agent,
-                    memory_kib: poll.memory_kib,
-                },
-            );
-            if !known {
-                if let Some(times) = self.pending_budgets.remove(&name) {
-                    self.engine.seed_destructive(&name, &times);
-                }
-                for (f, at) in self.pending_recovered.remove(&name).unwrap_or_default() {
-                    self.engine.seed_recovered(&name, &f, at);
-                }
-                if let Some(f) = self.pending_faults.remove(&name) {
-                    let out = self.engine.restore_fault(now, &name, &f);
-                    self.apply(now, out);
-                }
-                log::info!("monitoring vm={name} agent={agent}");
-                let uuid = uuid_of(&self.vms, &name);
-                self.metrics.set_state(&name, &uuid, State::Discovering);
-            }
-            // A VM new to the engine gets its state even when the core had
-            // it already: a lifecycle event that came before the domain was
-            // listed updated the core, but the engine dropped it (it left
-            // the engine believing the state unknown: no hang detection, no
-            // agent actions).
-            if changed || !known {
-                self.step(now, &name, Input::Domain(poll.state));
-            }
-            if !known {
-                // Likewise an agent that said Hello before its domain was
-                // listed: tell the engine the session is live.
-                let boot_id = self
-                    .vms
-                    .get(&name)
-                    .and_then(|v| v.session.as_ref())
-                    .map(|s| s.boot_id.clone());
-                if let Some(boot_id) = boot_id {
-                    self.step(now, &name, Input::Hello { boot_id });
-                }
-            }
-            self.step(now, &name, Input::Stats(poll.stats));
-        }
-        let gone: Vec<String> = self
-            .vms
-            .iter()
-            .filter(|(n, v)| v.def.is_some() && !seen.contains(*n))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in gone {
-            log::info!("vm={name} no longer defined");
-            if let Some(v) = self.vms.get_mut(&name) {
-                v.def = None;
-                v.session = None;
-            }
-            self.step(now, &name, Input::VmRemoved);
-        }
-    }
-
-    fn on_hv(&mut self, now: Millis, ev: HvEvent) {
-        match ev {
-            HvEvent::Definitions => {
-                let _ = self.backend.send(BackendReq::Relist);
-            }
-            HvEvent::State(name, st) => {
-                if let Some(v) = self.vms.get_mut(&name) {
-                    if v.domain == Some(st) {
-                        return;
-                    }
-                    v.domain = Some(st);
-                }
-                log::info!("vm={name} hypervisor event: {st:?}");
-                self.step(now, &name, Input::Domain(st));
-            }
-            HvEvent::Rebooted(name) => {
-                log::info!("vm={name} hypervisor event: reboot");
-                self.step(now, &name, Input::Rebooted);
-            }
-        }
-    }
-
     fn refresh_metrics(&mut self, now: Millis) {
         let names: Vec<String> = self.engine.vms().map(|(n, _)| n.to_string()).collect();
         for n in &names {

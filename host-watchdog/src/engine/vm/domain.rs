@@ -1,0 +1,140 @@
+//! What the domain's run state means for one VM: started, paused on
+//! purpose or not, shut off cleanly or crashed.
+
+use super::*;
+
+impl Vm {
+    pub(super) fn on_domain(
+        &mut self,
+        now: Millis,
+        d: DomainState,
+        ctx: &mut Ctx<'_>,
+        out: &mut Output,
+    ) {
+        let was = self.domain;
+        self.domain = d;
+        let ours = self
+            .fault
+            .as_ref()
+            .and_then(|f| f.pending.as_ref())
+            .is_some_and(|(_, k)| {
+                matches!(
+                    k,
+                    ActionKind::DestroyStart
+                        | ActionKind::SnapshotRevert
+                        | ActionKind::Reset
+                        | ActionKind::Reboot
+                        | ActionKind::Start
+                )
+            });
+        match d {
+            DomainState::Running => {
+                self.running_seen = Some(now);
+                if self.off || matches!(was, DomainState::ShutOff(_) | DomainState::Crashed { .. })
+                {
+                    self.off = false;
+                    self.awaiting_first = true;
+                    self.rearm(now, ctx.cfg.boot_grace_ms);
+                    self.settle("domain started", out);
+                } else if matches!(was, DomainState::Paused(_)) {
+                    self.rearm(now, ctx.cfg.resume_grace_ms);
+                    self.settle("domain resumed", out);
+                } else {
+                    self.settle("domain running", out);
+                }
+                self.check_cleared(now, ctx, out);
+            }
+            DomainState::Paused(reason) => {
+                self.suspect = None;
+                match reason {
+                    PauseReason::IoError => self.locate(
+                        now,
+                        now,
+                        now,
+                        FaultKind::HostStorage,
+                        None,
+                        vec!["domain paused by a disk I/O error".into()],
+                        ctx,
+                        out,
+                    ),
+                    PauseReason::Watchdog => self.locate(
+                        now,
+                        self.arrivals.last().unwrap_or(now),
+                        now,
+                        FaultKind::GuestHang,
+                        None,
+                        vec!["guest watchdog device fired".into()],
+                        ctx,
+                        out,
+                    ),
+                    PauseReason::Panicked => self.locate(
+                        now,
+                        now,
+                        now,
+                        FaultKind::GuestPanic,
+                        None,
+                        vec!["domain paused: guest panicked".into()],
+                        ctx,
+                        out,
+                    ),
+                    _ => self.settle(&format!("domain paused ({reason:?})").to_lowercase(), out),
+                }
+            }
+            DomainState::ShutOff(reason) => {
+                self.suspect = None;
+                if ours {
+                    return;
+                }
+                let crashed = matches!(
+                    reason,
+                    StopReason::Destroyed | StopReason::Crashed | StopReason::Failed
+                );
+                if crashed && self.maintenance.is_none() {
+                    let panicked = self
+                        .panic_seen
+                        .is_some_and(|t| now.saturating_sub(t) <= PANIC_EXPLAINS_MS);
+                    let (kind, line) = if panicked {
+                        (
+                            FaultKind::GuestPanic,
+                            "agent reported a kernel panic before the domain stopped",
+                        )
+                    } else {
+                        (FaultKind::VmCrashed, "domain shut off without a clean bye")
+                    };
+                    let ev = vec![format!("{line}: {reason:?}").to_lowercase()];
+                    let onset = self
+                        .arrivals
+                        .last()
+                        .unwrap_or(now)
+                        .max(now.saturating_sub(ctx.cfg.heartbeat_interval_ms));
+                    self.locate(now, onset, now, kind, None, ev, ctx, out);
+                } else {
+                    self.off = true;
+                    self.close_fault(now, Closure::Withdrawn, out);
+                    self.settle(&format!("domain shut off ({reason:?})").to_lowercase(), out);
+                }
+            }
+            DomainState::Crashed { panicked } => {
+                self.suspect = None;
+                if ours {
+                    return;
+                }
+                let (kind, ev) = if panicked || self.panic_seen.is_some() {
+                    (
+                        FaultKind::GuestPanic,
+                        "domain crashed: guest panicked (pvpanic)",
+                    )
+                } else {
+                    (FaultKind::VmCrashed, "domain crashed")
+                };
+                let onset = self
+                    .arrivals
+                    .last()
+                    .unwrap_or(now)
+                    .max(now.saturating_sub(ctx.cfg.heartbeat_interval_ms));
+                self.locate(now, onset, now, kind, None, vec![ev.into()], ctx, out);
+            }
+            DomainState::ShuttingDown | DomainState::Unknown => {}
+        }
+    }
+}
