@@ -46,7 +46,14 @@ fn main() {
         let slot = &slots[((ms % 500) / 10) as usize];
         let t = Instant::now();
         for n in slot {
-            let out = e.step(ms, n, Input::Heartbeat { seq: ms });
+            let out = e.step(
+                ms,
+                n,
+                Input::Heartbeat {
+                    seq: ms,
+                    uptime_ms: ms,
+                },
+            );
             if ms >= 1000 {
                 outputs += out.records.len() + out.actions.len();
             }

@@ -87,6 +87,10 @@ pub struct Config {
     pub probe_timeout_ms: u64,
     /// Agent command timeout.
     pub command_timeout_ms: u64,
+    /// Keepalive interval to agents that speak protocol 2 (never sent to a
+    /// paused VM); an agent that hears nothing for a few intervals
+    /// reconnects, so a half-open session does not last.
+    pub keepalive_interval_ms: u64,
     /// Per-VM wiring.
     pub vm: Vec<VmConfig>,
     /// Fault engine settings.
@@ -108,6 +112,7 @@ impl Default for Config {
             hello_timeout_ms: 5000,
             probe_timeout_ms: 1000,
             command_timeout_ms: 60_000,
+            keepalive_interval_ms: 2_000,
             vm: Vec::new(),
             engine: EngineConfig::default(),
         }

@@ -202,6 +202,7 @@ impl Journal {
                     }
                     if let (Some(rung), Some((_, f))) = (rung, open_faults.get_mut(&action.fault)) {
                         f.last_step = Some((rung, attempt, action.kind.clone(), e.t));
+                        f.interrupted = Some((action.id, action.kind.clone()));
                     }
                     open_intents.insert(action.id, (vm, action.kind));
                 }
@@ -226,6 +227,7 @@ impl Journal {
                         detected,
                         located,
                         last_step: None,
+                        interrupted: None,
                     };
                     open_faults.insert(id, (vm, r));
                 }
@@ -238,6 +240,18 @@ impl Journal {
                     }
                 }
                 _ => {}
+            }
+        }
+        // An open fault's last step still without an outcome, if a
+        // restart can resume what is left of it, is resumed within the
+        // fault rather than settled as interrupted.
+        for (_, f) in open_faults.values_mut() {
+            f.interrupted = f
+                .interrupted
+                .take()
+                .filter(|(id, kind)| kind.resumable() && open_intents.contains_key(id));
+            if let Some((id, _)) = &f.interrupted {
+                open_intents.remove(id);
             }
         }
         u.intents = open_intents
@@ -282,6 +296,7 @@ mod tests {
             evidence: vec!["silent".into()],
             subject: None,
             onset: 1,
+            onset_window_ms: 0,
             detected: 2,
             located: 3,
         };
@@ -317,12 +332,15 @@ mod tests {
         assert_eq!(all[0].record, t1);
         assert_eq!(j.max_ids().unwrap(), (7, 9));
         let u = j.unsettled().unwrap();
-        assert_eq!(u.intents, vec![(9, "web".to_string(), ActionKind::Reset)]);
+        // The open fault's reset has no outcome: it is resumed within the
+        // fault, not settled as an interrupted intent.
+        assert_eq!(u.intents, vec![]);
         assert_eq!(u.faults.len(), 1);
         assert_eq!(
             u.faults[0].1.last_step,
             Some((0, 1, ActionKind::Reset, 1001))
         );
+        assert_eq!(u.faults[0].1.interrupted, Some((9, ActionKind::Reset)));
         assert_eq!(u.destructive, vec![("web".to_string(), 1001)]);
         assert_eq!(j.after(all[1].seq).unwrap().len(), 1);
         let mut j = j;

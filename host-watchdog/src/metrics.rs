@@ -244,6 +244,7 @@ mod tests {
             evidence: vec![],
             subject: None,
             onset,
+            onset_window_ms: 0,
             detected,
             located,
         };

@@ -143,6 +143,13 @@ pub enum ReportTrigger {
     ReadOnlyRemount,
     /// First report after connecting.
     Connected,
+    /// A cheap check found something new (a watched service, a
+    /// filesystem's use or writability). Version 2 and later.
+    Changed {
+        /// Guest clock (ms since boot) of the last check that found
+        /// nothing new: what this report shows began after it.
+        last_good_uptime_ms: u64,
+    },
 }
 
 /// Guest → host health snapshot.
@@ -266,6 +273,17 @@ pub struct Bye {
     pub reason: ByeReason,
 }
 
+/// Host → guest: the session is alive. Sent at `interval_ms` to a running
+/// guest (never to a paused one); an agent that hears nothing from the host
+/// for a few intervals takes the session for dead and reconnects.
+/// Version 2 and later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Keepalive {
+    /// How often the host sends one.
+    pub interval_ms: u32,
+}
+
 /// Host → guest settings change after the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -302,6 +320,8 @@ pub enum Message {
     Bye(Bye),
     /// Host → guest settings change.
     Config(Config),
+    /// Host → guest liveness of the session (version 2).
+    Keepalive(Keepalive),
 }
 
 /// Message kind numbers on the wire.
@@ -332,11 +352,13 @@ pub enum Kind {
     Bye = 11,
     /// [`Config`].
     Config = 12,
+    /// [`Keepalive`].
+    Keepalive = 13,
 }
 
 impl Kind {
     /// Every kind, in number order.
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Hello,
         Kind::Welcome,
         Kind::Refused,
@@ -349,6 +371,7 @@ impl Kind {
         Kind::Notice,
         Kind::Bye,
         Kind::Config,
+        Kind::Keepalive,
     ];
 
     /// The kind with this wire number, if this version knows it.
@@ -371,6 +394,7 @@ impl Kind {
             Kind::Notice => "notice",
             Kind::Bye => "bye",
             Kind::Config => "config",
+            Kind::Keepalive => "keepalive",
         }
     }
 }
@@ -391,6 +415,7 @@ impl Message {
             Message::Notice(_) => Kind::Notice,
             Message::Bye(_) => Kind::Bye,
             Message::Config(_) => Kind::Config,
+            Message::Keepalive(_) => Kind::Keepalive,
         }
     }
 
@@ -409,6 +434,7 @@ impl Message {
             Message::Notice(m) => postcard::to_extend(m, out),
             Message::Bye(m) => postcard::to_extend(m, out),
             Message::Config(m) => postcard::to_extend(m, out),
+            Message::Keepalive(m) => postcard::to_extend(m, out),
         }
     }
 
@@ -436,6 +462,7 @@ impl Message {
             Kind::Notice => Message::Notice(exact(payload)?),
             Kind::Bye => Message::Bye(exact(payload)?),
             Kind::Config => Message::Config(exact(payload)?),
+            Kind::Keepalive => Message::Keepalive(exact(payload)?),
         })
     }
 }

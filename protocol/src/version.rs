@@ -6,7 +6,12 @@ use thiserror::Error;
 use crate::message::VersionRange;
 
 /// Major protocol version this build speaks natively.
-pub const PROTOCOL_VERSION: u8 = 1;
+///
+/// - 1: the first wire.
+/// - 2: adds host→guest `Keepalive` (so an agent notices a dead session)
+///   and the report trigger `Changed` (when the agent last looked and
+///   found nothing new). Neither is sent in a version-1 session.
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Versions this build can speak.
 pub const SUPPORTED: VersionRange = VersionRange {
     min: 1,

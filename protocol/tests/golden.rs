@@ -75,3 +75,34 @@ fn golden_vectors_match() {
         "wire format changed for {mismatched:?}; review, then VIGIL_BLESS=1"
     );
 }
+
+/// Frames a version-1 agent sends (kept from before version 2) still decode
+/// in a session negotiated at version 1: old agents in old guest images keep
+/// working with a new host.
+#[test]
+fn version_1_frames_still_decode() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1");
+    let samples = common::one_of_each();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let bytes: Vec<u8> = text
+            .split_whitespace()
+            .flat_map(|l| {
+                (0..l.len())
+                    .step_by(2)
+                    .map(move |i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
+            })
+            .collect();
+        assert_eq!(bytes[2], 1, "{}: not a version-1 frame", path.display());
+        let mut dec = MessageDecoder::new(DEFAULT_MAX_PAYLOAD);
+        dec.set_version(1);
+        let mut input: &[u8] = &bytes;
+        let msg = dec.push(&mut input).unwrap().unwrap();
+        let want = samples.iter().find(|m| m.kind() == msg.kind()).unwrap();
+        assert_eq!(&msg, want, "{}", path.display());
+        seen += 1;
+    }
+    assert!(seen >= 5, "only {seen} version-1 samples");
+}

@@ -27,8 +27,10 @@ pub enum BackendReq {
         memory_kib: Option<u64>,
         /// Known-good snapshot for revert.
         snapshot: Option<String>,
-        /// Time, for naming the safety snapshot.
+        /// Time, for naming the safety snapshot (the intent's time).
         now: Millis,
+        /// A restart interrupted this action: do only what is left of it.
+        resume: bool,
     },
     /// Re-read domain definitions now.
     Relist,
@@ -41,12 +43,16 @@ fn act(hv: &mut dyn Hypervisor, req: &BackendReq) -> Result<String, String> {
         memory_kib,
         snapshot,
         now,
+        resume,
         ..
     } = req
     else {
         return Err("not an action".into());
     };
     let e = |e: crate::backend::BackendError| e.to_string();
+    if *resume {
+        return resume_action(hv, vm, kind, snapshot.as_deref(), *now);
+    }
     match kind {
         // A crashed domain kept for evidence (on_crash=preserve) cannot be
         // reset in place: fall back to destroy + start.
@@ -81,6 +87,52 @@ fn act(hv: &mut dyn Hypervisor, req: &BackendReq) -> Result<String, String> {
             snapshot_revert(hv, vm, good, &format!("vigil-safety-{now}"))
         }
         other => Err(format!("{} is not a hypervisor action", other.name())),
+    }
+}
+
+/// What is left of a multi-step action a vigild restart interrupted. A
+/// domain found running had its action completed (or was started by
+/// someone else): nothing is repeated. A domain left shut off by the
+/// interrupted destroy gets the rest: the revert (same safety snapshot
+/// name, taken only if missing) and the start.
+fn resume_action(
+    hv: &mut dyn Hypervisor,
+    vm: &str,
+    kind: &ActionKind,
+    snapshot: Option<&str>,
+    at: Millis,
+) -> Result<String, String> {
+    let e = |e: crate::backend::BackendError| e.to_string();
+    match state(hv, vm) {
+        Some(DomainState::Running) => {
+            Ok("resumed after a vigild restart: domain already running; nothing repeated".into())
+        }
+        Some(
+            DomainState::ShutOff(_)
+            | DomainState::Crashed { .. }
+            | DomainState::Paused(PauseReason::Panicked),
+        ) => {
+            if *kind == ActionKind::SnapshotRevert {
+                let good = snapshot.ok_or("no known-good snapshot configured for this VM")?;
+                let r = snapshot_revert(hv, vm, good, &format!("vigil-safety-{at}"))?;
+                return Ok(format!("resumed after a vigild restart: {r}"));
+            }
+            if matches!(
+                state(hv, vm),
+                Some(DomainState::Crashed { .. } | DomainState::Paused(_))
+            ) {
+                hv.destroy(vm).map_err(e)?;
+            }
+            hv.start(vm).map_err(e)?;
+            Ok(format!(
+                "resumed after a vigild restart: {} completed (started)",
+                kind.name()
+            ))
+        }
+        Some(other) => Err(format!(
+            "resumed after a vigild restart: domain {other}; left as it is"
+        )),
+        None => Err("resumed after a vigild restart: domain state unknown".into()),
     }
 }
 
@@ -144,9 +196,14 @@ fn snapshot_revert(
     if !matches!(state(hv, vm), Some(DomainState::ShutOff(_))) {
         hv.destroy(vm).map_err(e)?;
     }
-    let reverted = hv
-        .snapshot_create(vm, safety)
-        .and_then(|()| hv.snapshot_revert(vm, good));
+    // A resumed revert may find its safety snapshot already taken.
+    let taken = hv.snapshots(vm).map_err(e)?.iter().any(|s| s == safety);
+    let reverted = if taken {
+        hv.snapshot_revert(vm, good)
+    } else {
+        hv.snapshot_create(vm, safety)
+            .and_then(|()| hv.snapshot_revert(vm, good))
+    };
     // A snapshot of a running state comes back running.
     let start = if matches!(state(hv, vm), Some(DomainState::Running)) {
         Ok(())
@@ -377,7 +434,39 @@ mod tests {
             memory_kib: Some(4096),
             snapshot: snapshot.map(Into::into),
             now: 7,
+            resume: false,
         }
+    }
+
+    #[test]
+    fn a_resumed_action_does_only_what_is_left() {
+        // Killed after the destroy: the domain is off; only the start runs.
+        let mut hv = Fake {
+            off: true,
+            ..Fake::default()
+        };
+        let mut r = req(ActionKind::DestroyStart, None);
+        if let BackendReq::Act { resume, .. } = &mut r {
+            *resume = true;
+        }
+        let d = act(&mut hv, &r).unwrap();
+        assert_eq!(hv.calls, ["start"], "{d}");
+        // Killed after the start: nothing is repeated.
+        let mut hv = Fake::default();
+        assert!(act(&mut hv, &r).unwrap().contains("nothing repeated"));
+        assert!(hv.calls.is_empty());
+        // A revert killed after its safety snapshot: revert and start only.
+        let mut hv = Fake {
+            off: true,
+            snapshots: vec!["known-good".into(), "vigil-safety-7".into()],
+            ..Fake::default()
+        };
+        let mut r = req(ActionKind::SnapshotRevert, Some("known-good"));
+        if let BackendReq::Act { resume, .. } = &mut r {
+            *resume = true;
+        }
+        act(&mut hv, &r).unwrap();
+        assert_eq!(hv.calls, ["snapshot-revert", "start"]);
     }
 
     #[test]

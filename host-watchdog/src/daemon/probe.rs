@@ -5,7 +5,11 @@
 //! Over hybrid vsock the probe writes `CONNECT <port>\n` to the VMM's Unix
 //! socket: the guest kernel's reset makes the VMM close the connection
 //! (refused); `OK` means something listens (accepted); no answer within the
-//! timeout means the guest kernel is not servicing vsock.
+//! timeout means the guest kernel is not servicing vsock. A socket that
+//! refuses the connection (or is gone) means the VMM or its vsock backend
+//! is not there: that says nothing of the guest, and a closed connection
+//! from a VMM that just died reads like a refusal, which is why the engine
+//! waits for the hypervisor's word before it believes one.
 
 use std::time::Duration;
 
@@ -20,8 +24,10 @@ pub async fn probe(target: &Address, timeout: Duration) -> ProbeResult {
     let Address::Hybrid { path, port } = target else {
         return ProbeResult::Unsupported;
     };
-    let Ok(Ok(mut s)) = tokio::time::timeout(timeout, UnixStream::connect(path)).await else {
-        return ProbeResult::Unsupported;
+    let mut s = match tokio::time::timeout(timeout, UnixStream::connect(path)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(_)) => return ProbeResult::NoVmm,
+        Err(_) => return ProbeResult::TimedOut,
     };
     if s.write_all(hybrid_request(*port).as_bytes()).await.is_err() {
         return ProbeResult::Refused;
@@ -73,7 +79,7 @@ mod tests {
             path: "/nonexistent/vmm.sock".into(),
             port: 9,
         };
-        assert_eq!(probe(&gone, t).await, ProbeResult::Unsupported);
+        assert_eq!(probe(&gone, t).await, ProbeResult::NoVmm);
         assert_eq!(
             probe(&Address::Unix("/x".into()), t).await,
             ProbeResult::Unsupported

@@ -87,6 +87,15 @@ pub struct EngineConfig {
     pub io_veto_limit_ms: Millis,
     /// How long to wait for a probe or a stats sample before deciding without it.
     pub corroborate_ms: Millis,
+    /// A silent guest is called hung only if its vCPUs burn at least this
+    /// many ms of CPU per second (a hung kernel spins, ~1000 per stuck
+    /// vCPU); below it, with the probe unanswered, the channel is what is
+    /// broken (transport-down), not the guest.
+    pub hang_min_vcpu_ms_per_s: u64,
+    /// An event-based fault (kernel I/O errors, hung tasks, OOM kills)
+    /// closes after this long without a recurrence, and only when what the
+    /// event points to (blocked tasks, memory pressure) is gone too.
+    pub event_quiet_ms: Millis,
     /// Destructive actions allowed per VM per window.
     pub reset_budget: u32,
     /// The window for `reset_budget`.
@@ -163,12 +172,19 @@ pub fn default_ladders() -> BTreeMap<String, Ladder> {
         FaultKind::HostStorage,
         ladder(vec![rung("alert", 1, 300_000)], Hold),
     );
+    // The guest's kernel answers: its workload may be fine, only the
+    // monitoring is not. Alert and hold; a reboot rung is opt-in
+    // (`[engine.ladders.agent-down]`).
     put(
         FaultKind::AgentDown,
-        ladder(
-            vec![rung("alert", 1, 60_000), rung("reboot", 1, 90_000)],
-            Hold,
-        ),
+        ladder(vec![rung("alert", 1, 60_000)], Hold),
+    );
+    // The channel is broken, not the guest: nothing in the guest to
+    // repair. On vhost-device-vsock only destroy + start mends the device;
+    // that rung is opt-in (`[engine.ladders.transport-down]`).
+    put(
+        FaultKind::TransportDown,
+        ladder(vec![rung("alert", 1, 60_000)], Hold),
     );
     put(
         FaultKind::ServiceDown,
@@ -228,6 +244,8 @@ impl Default for EngineConfig {
             recurrence_window_ms: 600_000,
             io_veto_limit_ms: 60_000,
             corroborate_ms: 1_500,
+            hang_min_vcpu_ms_per_s: 500,
+            event_quiet_ms: 60_000,
             reset_budget: 3,
             reset_window_ms: 3_600_000,
             host_wide_min_vms: 4,
@@ -281,6 +299,9 @@ impl EngineConfig {
         }
         if !(self.host_wide_share > 0.0 && self.host_wide_share < 1.0) {
             return Err("host_wide_share must be in (0, 1)".into());
+        }
+        if self.event_quiet_ms == 0 {
+            return Err("event_quiet_ms must be > 0".into());
         }
         if self.reset_budget == 0 || self.reset_window_ms == 0 {
             return Err("reset_budget and reset_window_ms must be > 0".into());

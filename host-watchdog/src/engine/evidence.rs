@@ -16,6 +16,9 @@ pub struct Condition {
     pub subject: Option<String>,
     /// One line of evidence.
     pub evidence: String,
+    /// From a kernel log event, with the guest's time of it (ms since
+    /// boot); `None` for a state the report shows.
+    pub event_at: Option<u64>,
 }
 
 /// Longest line of evidence taken from a report (its text is the guest's).
@@ -28,6 +31,7 @@ fn cond(kind: FaultKind, subject: Option<String>, evidence: String) -> Condition
         kind,
         subject: subject.map(|s| truncate_utf8(&s, MAX_TEXT).to_string()),
         evidence: truncate_utf8(&evidence, MAX_EVIDENCE).to_string(),
+        event_at: None,
     }
 }
 
@@ -100,13 +104,36 @@ pub fn kernel(s: &Snapshot) -> Vec<Condition> {
             continue; // one line per kind is enough evidence
         }
         let subject = e.subject.as_ref().map(|s| s.to_string());
-        out.push(cond(
-            kind,
-            subject,
-            format!("kernel: {:?}: {}", e.kind, e.text),
-        ));
+        let mut c = cond(kind, subject, format!("kernel: {:?}: {}", e.kind, e.text));
+        c.event_at = Some(e.timestamp_us / 1000);
+        out.push(c);
     }
     out
+}
+
+/// Whether a filesystem is the one a subject names: its mount point, its
+/// device, or the device's name without `/dev/` (kernel lines say `vda`).
+pub fn fs_is(subject: &str, f: &vigil_protocol::snapshot::Filesystem) -> bool {
+    subject == f.mount_point.as_str()
+        || subject == f.device.as_str()
+        || f.device.strip_prefix("/dev/") == Some(subject)
+}
+
+/// For an event-based fault: the state its events point to, if the report
+/// still shows it (tasks blocked in D state behind hung-task lines; memory
+/// under pressure behind OOM kills). Such a fault does not close while it
+/// lasts, however quiet the kernel log is.
+pub fn lingering(kind: FaultKind, s: &Snapshot, cfg: &EngineConfig) -> Option<String> {
+    match kind {
+        FaultKind::KernelDegraded => s
+            .processes
+            .filter(|p| p.uninterruptible > 0)
+            .map(|p| format!("{} tasks in uninterruptible sleep (D)", p.uninterruptible)),
+        FaultKind::MemoryExhaustion => {
+            memory_pressure(s, cfg).map(|p| format!("memory pressure {}.{:02}%", p / 100, p % 100))
+        }
+        _ => None,
+    }
 }
 
 /// Whether the report shows a kernel panic or oops (a silence that follows

@@ -20,7 +20,7 @@ impl Vm {
         // Corroboration can complete on any input (probe result, stats).
         self.corroborate(now, ctx, out);
         for _ in 0..8 {
-            if self.frozen() {
+            if self.frozen() || self.quarantined {
                 return;
             }
             let Some(f) = &self.fault else { return };
@@ -29,6 +29,17 @@ impl Vm {
             }
             if let Some(until) = f.verify_until {
                 if now < until {
+                    return;
+                }
+                // An event-based fault whose events did not come back
+                // within the window, with nothing behind them still shown,
+                // was repaired.
+                if f.acted
+                    && f.kind.basis() == Basis::Event
+                    && f.last_seen <= f.verify_from
+                    && self.linger.is_none()
+                {
+                    self.close_verified(now, "no recurrence within the verification window", out);
                     return;
                 }
                 let why = format!("{} not recovered within the verification window", f.kind);

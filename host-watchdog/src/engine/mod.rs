@@ -268,6 +268,7 @@ impl Engine {
                 affected.join(", ")
             )],
             onset: self.recent_faults.front().map_or(now, |(t, _)| *t),
+            onset_window_ms: 0,
             detected: now,
             located: now,
         });
@@ -371,7 +372,14 @@ mod tests {
     fn heartbeats_keep_a_vm_healthy_and_silence_makes_it_suspect() {
         let mut e = engine_with_vm();
         for i in 1..=20 {
-            e.step(i * 500, "vm", Input::Heartbeat { seq: i });
+            e.step(
+                i * 500,
+                "vm",
+                Input::Heartbeat {
+                    seq: i,
+                    uptime_ms: i * 500,
+                },
+            );
             e.global(i * 500, Global::Tick);
         }
         assert_eq!(e.state("vm"), Some(State::Healthy));
@@ -381,6 +389,81 @@ mod tests {
             .actions
             .iter()
             .any(|a| a.kind == ActionKind::LivenessProbe));
+    }
+
+    /// vigild was killed between the destroy and the start of a reset:
+    /// after the restart the step is resumed within the same fault, and the
+    /// domain its destroy left shut off is not a new vm-crashed fault.
+    #[test]
+    fn an_interrupted_reset_resumes_within_its_fault() {
+        let mut e = Engine::new(EngineConfig::default());
+        e.seed_ids(8, 20);
+        e.step(
+            1_000,
+            "vm",
+            Input::VmAdded {
+                agent: true,
+                memory_kib: (1, 1),
+            },
+        );
+        let restored = RestoredFault {
+            id: 7,
+            kind: FaultKind::GuestPanic,
+            subject: None,
+            onset: 100,
+            detected: 150,
+            located: 150,
+            last_step: Some((0, 1, ActionKind::DestroyStart, 200)),
+            interrupted: Some((12, ActionKind::DestroyStart)),
+        };
+        e.restore_fault(1_000, "vm", &restored);
+        assert_eq!(e.state("vm"), Some(State::Recovering));
+        let out = e.step(
+            1_000,
+            "vm",
+            Input::Domain(DomainState::ShutOff(StopReason::Destroyed)),
+        );
+        assert!(
+            !out.records
+                .iter()
+                .any(|r| matches!(r, Record::Fault { .. })),
+            "{out:?}"
+        );
+        assert_eq!(e.active_fault("vm"), Some((7, FaultKind::GuestPanic)));
+        e.step(
+            1_500,
+            "vm",
+            Input::ActionDone {
+                id: 12,
+                ok: true,
+                detail: "resumed: started".into(),
+            },
+        );
+        e.step(1_600, "vm", Input::Domain(DomainState::Running));
+        e.step(
+            2_000,
+            "vm",
+            Input::Hello {
+                boot_id: "b2".into(),
+            },
+        );
+        let out = e.step(
+            2_500,
+            "vm",
+            Input::Heartbeat {
+                seq: 1,
+                uptime_ms: 500,
+            },
+        );
+        assert!(out.records.iter().any(|r| matches!(
+            r,
+            Record::Closed {
+                id: 7,
+                how: Closure::Recovered,
+                ..
+            }
+        )));
+        assert_eq!(e.state("vm"), Some(State::Healthy));
     }
 
     #[test]

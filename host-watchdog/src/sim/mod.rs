@@ -16,8 +16,8 @@
 //!
 //! Events: `domain VM STATE` (running, paused:REASON, shutoff:REASON,
 //! crashed[:panicked]), `hello VM boot=ID`, `heartbeat VM`, `report VM
-//! [service=NAME:up|down] [disk=MOUNT:PCT] [ro=MOUNT] [kernel=KIND]
-//! [psi=PCT]`, `notice VM maintenance=SECS|maintenance-end`, `bye VM
+//! [service=NAME:up|down] [disk=MOUNT:PCT] [ro=MOUNT] [kernel=KIND[@-MS]]
+//! [psi=PCT] [blocked=N]`, `notice VM maintenance=SECS|maintenance-end`, `bye VM
 //! shutdown|reboot|stopped`, `closed VM`, `rebooted VM`, `stats VM
 //! cpu=+MS block=+N net=+N`, `operator VM maintenance-on [for=MS] |
 //! maintenance-off | release`, `stop heartbeat|stats|all VM`, `disarm`,
@@ -160,6 +160,18 @@ pub fn run(sc: &Scenario, cfg: EngineConfig) -> String {
                     {
                         input =
                             Input::Operator(OperatorCommand::MaintenanceOn { until: Some(t + d) });
+                    }
+                    // The guest's clock reads the host's (offset 0); a
+                    // kernel event's time is given relative to its report.
+                    match &mut input {
+                        Input::Heartbeat { uptime_ms, .. } => *uptime_ms = t,
+                        Input::Report { snapshot, .. } => {
+                            snapshot.uptime_ms = t;
+                            for e in &mut snapshot.kernel_events {
+                                e.timestamp_us = t.saturating_sub(e.timestamp_us) * 1000;
+                            }
+                        }
+                        _ => {}
                     }
                     let out = engine.step(t, &vm, input);
                     emit(t, out, &mut log, &mut journal, &mut actions);
@@ -345,10 +357,11 @@ fn emit(
 pub fn render(t: Millis, r: &Record) -> String {
     match r {
         Record::Transition { vm, from, to, why } => format!("{t:>7} {vm:<8} {from} -> {to}: {why}"),
-        Record::Fault { vm, id, kind, layer, evidence, onset, detected, located, .. } => format!(
-            "{t:>7} {vm:<8} FAULT #{id} {kind} layer={} detect={}ms locate={}ms evidence: {}",
+        Record::Fault { vm, id, kind, layer, evidence, onset, onset_window_ms, detected, located, .. } => format!(
+            "{t:>7} {vm:<8} FAULT #{id} {kind} layer={} detect={}ms{} locate={}ms evidence: {}",
             layer.name(),
             detected.saturating_sub(*onset),
+            if *onset_window_ms > 0 { format!(" (onset within {onset_window_ms}ms)") } else { String::new() },
             located.saturating_sub(*detected),
             evidence.join("; ")
         ),

@@ -110,13 +110,25 @@ fn report(args: &[&str]) -> Result<Snapshot, String> {
                 read_only: true,
             }),
             "kernel" => {
+                // kernel=KIND[@-MS]: the line was logged MS before the report.
+                let (v, ago) = match v.split_once("@-") {
+                    Some((k, ms)) => (k, num(ms, "age")?),
+                    None => (v, 0),
+                };
                 let kind = kernel_kind(v)?;
                 s.kernel_events.push(KernelEvent {
                     kind,
                     seq: s.kernel_events.len() as u64 + 1,
-                    timestamp_us: 0,
+                    timestamp_us: ago, // made absolute when the report is fed
                     subject: Some("vda".into()),
                     text: format!("simulated {v}").into(),
+                });
+            }
+            "blocked" => {
+                s.processes = Some(ProcessSummary {
+                    total: 50,
+                    zombies: 0,
+                    uninterruptible: num(v, "blocked tasks")? as u32,
                 });
             }
             "psi" => {
@@ -163,8 +175,14 @@ fn event(words: &[&str]) -> Result<Event, String> {
                 boot_id: boot.into(),
             })
         }
-        "heartbeat" => input(Input::Heartbeat { seq: 0 }),
-        "report" => input(Input::Report(Box::new(report(&words[2..])?))),
+        "heartbeat" => input(Input::Heartbeat {
+            seq: 0,
+            uptime_ms: 0,
+        }),
+        "report" => input(Input::Report {
+            snapshot: Box::new(report(&words[2..])?),
+            last_good_ms: None,
+        }),
         "notice" => {
             let a = arg(2)?;
             if a == "maintenance-end" {

@@ -57,7 +57,7 @@ fn hostile_clients_are_cut_off_and_counted_without_hurting_other_vms() {
                     seq,
                     uptime_ms: seq,
                 }),
-                1,
+                a.version,
             )
             .unwrap(),
         );

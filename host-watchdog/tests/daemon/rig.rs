@@ -299,6 +299,8 @@ pub fn restart_cmd(rig: &Rig) -> String {
 pub struct FakeAgent {
     pub stream: UnixStream,
     pub reader: MessageReader<UnixStream>,
+    /// The version vigild chose.
+    pub version: u8,
 }
 
 impl FakeAgent {
@@ -311,6 +313,7 @@ impl FakeAgent {
         let mut a = FakeAgent {
             stream,
             reader: MessageReader::new(UnixStream::pair().unwrap().0, 1),
+            version: 1,
         };
         let hello = Hello {
             versions: SUPPORTED,
@@ -321,16 +324,16 @@ impl FakeAgent {
             capabilities: vec![],
         };
         a.send(&Message::Hello(hello));
-        assert!(matches!(
-            reader.read_message().unwrap(),
-            Some(Message::Welcome(_))
-        ));
-        reader.decoder().set_version(1);
+        let Some(Message::Welcome(w)) = reader.read_message().unwrap() else {
+            panic!("no welcome");
+        };
+        reader.decoder().set_version(w.version);
+        a.version = w.version;
         a.reader = reader;
         a
     }
 
     pub fn send(&mut self, m: &Message) {
-        write_message(&mut self.stream, m, 1, DEFAULT_MAX_PAYLOAD).unwrap();
+        write_message(&mut self.stream, m, self.version, DEFAULT_MAX_PAYLOAD).unwrap();
     }
 }

@@ -200,5 +200,6 @@ pub fn one_of_each() -> Vec<Message> {
                 ..Settings::default()
             },
         }),
+        Message::Keepalive(Keepalive { interval_ms: 2000 }),
     ]
 }

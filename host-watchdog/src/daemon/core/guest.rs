@@ -116,6 +116,8 @@ impl Core {
         v.session = Some(Session {
             id,
             tx,
+            version,
+            keepalive_at: now,
             hostname,
             agent_version: cut(&hello.agent_version),
             boot_id: cut(&hello.boot_id),
@@ -150,13 +152,33 @@ impl Core {
             return; // a replaced session's stragglers
         }
         match msg {
-            Message::Heartbeat(h) => self.step(now, vm, Input::Heartbeat { seq: h.seq }),
+            Message::Heartbeat(h) => self.step(
+                now,
+                vm,
+                Input::Heartbeat {
+                    seq: h.seq,
+                    uptime_ms: h.uptime_ms,
+                },
+            ),
             Message::Report(r) => {
-                let snap = Box::new(r.snapshot);
+                let snapshot = Box::new(r.snapshot);
                 if let Some(v) = self.vms.get_mut(vm) {
-                    v.last_report = Some(snap.clone());
+                    v.last_report = Some(snapshot.clone());
                 }
-                self.step(now, vm, Input::Report(snap));
+                let last_good_ms = match r.trigger {
+                    ReportTrigger::Changed {
+                        last_good_uptime_ms,
+                    } => Some(last_good_uptime_ms),
+                    _ => None,
+                };
+                self.step(
+                    now,
+                    vm,
+                    Input::Report {
+                        snapshot,
+                        last_good_ms,
+                    },
+                );
             }
             Message::ProbeReply(p) => {
                 if let Some(pending) = self.probes.remove(&p.id) {

@@ -46,6 +46,10 @@ impl Core {
                 if let Some(f) = self.pending_faults.remove(&name) {
                     let out = self.engine.restore_fault(now, &name, &f);
                     self.apply(now, out);
+                    if let (Some((id, kind)), Some((_, _, _, at))) = (&f.interrupted, &f.last_step)
+                    {
+                        self.resume_interrupted(&name, *id, kind.clone(), *at);
+                    }
                 }
                 log::info!("monitoring vm={name} agent={agent}");
                 let uuid = uuid_of(&self.vms, &name);
@@ -86,6 +90,33 @@ impl Core {
                 v.session = None;
             }
             self.step(now, &name, Input::VmRemoved);
+        }
+    }
+
+    /// Finish what a restart interrupted (a start after the destroy of a
+    /// reset), within the fault it belongs to.
+    fn resume_interrupted(&mut self, vm: &str, id: u64, kind: ActionKind, at: Millis) {
+        log::warn!(
+            "vm={vm} action=#{id} {} was interrupted by a restart; resuming what is left of it",
+            kind.name()
+        );
+        self.action_kinds.insert(id, kind.name().to_string());
+        let snapshot = self
+            .vms
+            .get(vm)
+            .and_then(|v| v.cfg.as_ref())
+            .and_then(|c| c.snapshot.clone());
+        let req = BackendReq::Act {
+            id,
+            vm: vm.to_string(),
+            kind,
+            memory_kib: None,
+            snapshot,
+            now: at,
+            resume: true,
+        };
+        if self.backend.send(req).is_err() {
+            self.done(id, vm, false, "backend thread gone");
         }
     }
 

@@ -34,6 +34,10 @@ pub use control::{control_listener, serve_control};
 struct Session {
     id: u64,
     tx: mpsc::Sender<Message>,
+    /// Negotiated protocol version.
+    version: u8,
+    /// When a keepalive was last queued.
+    keepalive_at: Millis,
     hostname: String,
     agent_version: String,
     boot_id: String,
@@ -206,6 +210,7 @@ impl Core {
                     // The systemd watchdog is fed from the main loop, so a
                     // stuck core stops feeding it.
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    self.keepalives(now);
                     if now.saturating_sub(self.last_metrics) >= 1000 {
                         self.last_metrics = now;
                         self.refresh_metrics(now);
@@ -293,6 +298,26 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// Tell every running guest that speaks protocol 2 its session is
+    /// alive (never a paused one: a write to a paused VM's vsock breaks it).
+    fn keepalives(&mut self, now: Millis) {
+        let every = self.cfg.keepalive_interval_ms;
+        let interval_ms = every.min(u64::from(u32::MAX)) as u32;
+        for (name, v) in self.vms.iter_mut() {
+            let Some(s) = v.session.as_mut() else {
+                continue;
+            };
+            if s.version < 2
+                || now.saturating_sub(s.keepalive_at) < every
+                || !self.engine.may_talk_to(name)
+            {
+                continue;
+            }
+            s.keepalive_at = now;
+            let _ = s.tx.try_send(Message::Keepalive(Keepalive { interval_ms }));
+        }
     }
 
     fn step(&mut self, now: Millis, vm: &str, input: Input) {
@@ -499,6 +524,7 @@ impl Core {
                     memory_kib: a.memory_kib,
                     snapshot,
                     now,
+                    resume: false,
                 };
                 if self.backend.send(req).is_err() {
                     self.done(a.id, &a.vm, false, "backend thread gone");

@@ -120,6 +120,9 @@ pub enum ProbeResult {
     TimedOut,
     /// The transport cannot probe this VM; decide without it.
     Unsupported,
+    /// The VMM's socket is gone (connection refused or absent): the VMM or
+    /// its vsock backend is not there to ask. Says nothing of the guest.
+    NoVmm,
 }
 
 /// An operator's command.
@@ -159,9 +162,19 @@ pub enum Input {
     Heartbeat {
         /// Its sequence number.
         seq: u64,
+        /// The guest's clock (ms since boot) when it was sent: maps the
+        /// guest's times (kernel log, snapshots) onto the host's.
+        uptime_ms: u64,
     },
     /// A health report.
-    Report(Box<Snapshot>),
+    Report {
+        /// The snapshot.
+        snapshot: Box<Snapshot>,
+        /// The guest's clock (ms since boot) at the agent's last check that
+        /// found nothing new, when the agent says (a report sent at once on
+        /// a change); the onset of what this report shows lies after it.
+        last_good_ms: Option<u64>,
+    },
     /// A guest announcement.
     Notice(Notice),
     /// A clean goodbye.

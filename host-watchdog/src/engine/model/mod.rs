@@ -93,6 +93,8 @@ pub enum Layer {
     GuestResources,
     /// The agent itself.
     Agent,
+    /// The host↔guest channel (the VMM's vsock device), not the guest.
+    Transport,
 }
 
 impl Layer {
@@ -106,6 +108,7 @@ impl Layer {
             Layer::GuestStorage => "guest-storage",
             Layer::GuestResources => "guest-resources",
             Layer::Agent => "agent",
+            Layer::Transport => "transport",
         }
     }
 }
@@ -126,6 +129,9 @@ pub enum FaultKind {
     HostStorage,
     /// Agent gone while the guest kernel is alive.
     AgentDown,
+    /// The agent's channel is silent and the guest's vCPUs idle: the
+    /// transport (vsock device) is broken, not the guest.
+    TransportDown,
     /// A watched service is not running.
     ServiceDown,
     /// A guest filesystem is full.
@@ -144,13 +150,14 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::VmCrashed,
         FaultKind::GuestPanic,
         FaultKind::GuestHang,
         FaultKind::VcpuStalled,
         FaultKind::HostStorage,
         FaultKind::AgentDown,
+        FaultKind::TransportDown,
         FaultKind::ServiceDown,
         FaultKind::DiskFull,
         FaultKind::FsReadonly,
@@ -169,6 +176,7 @@ impl FaultKind {
             FaultKind::VcpuStalled => "vcpu-stalled",
             FaultKind::HostStorage => "host-storage",
             FaultKind::AgentDown => "agent-down",
+            FaultKind::TransportDown => "transport-down",
             FaultKind::ServiceDown => "service-down",
             FaultKind::DiskFull => "disk-full",
             FaultKind::FsReadonly => "fs-readonly",
@@ -193,6 +201,7 @@ impl FaultKind {
             }
             FaultKind::VcpuStalled | FaultKind::HostStorage | FaultKind::HostWide => Layer::Host,
             FaultKind::AgentDown => Layer::Agent,
+            FaultKind::TransportDown => Layer::Transport,
             FaultKind::ServiceDown => Layer::GuestService,
             FaultKind::DiskFull | FaultKind::FsReadonly | FaultKind::IoErrors => {
                 Layer::GuestStorage
@@ -210,7 +219,7 @@ impl FaultKind {
             FaultKind::GuestHang => 10,
             FaultKind::VcpuStalled => 9,
             FaultKind::HostStorage => 8,
-            FaultKind::AgentDown => 7,
+            FaultKind::AgentDown | FaultKind::TransportDown => 7,
             FaultKind::ServiceDown => 6,
             FaultKind::MemoryExhaustion => 5,
             FaultKind::FsReadonly => 4,
@@ -232,6 +241,43 @@ impl FaultKind {
                 | FaultKind::HostStorage
                 | FaultKind::HostWide
         )
+    }
+}
+
+/// What a fault kind rests on, and so what ends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basis {
+    /// Signs of life (heartbeats, domain state): ends when the VM shows
+    /// life again after detection.
+    Liveness,
+    /// A state every report shows (a service running, a filesystem's use
+    /// and writability): ends when a report shows it good again.
+    State,
+    /// One-off events (kernel log lines): ends after a quiet period with no
+    /// recurrence, and only when the state the event points to (blocked
+    /// tasks, memory pressure) is gone too. Never because the next report
+    /// does not repeat the event.
+    Event,
+}
+
+impl FaultKind {
+    /// The evidence this kind rests on (one place; the compiler checks it
+    /// covers every kind).
+    pub fn basis(self) -> Basis {
+        match self {
+            FaultKind::VmCrashed
+            | FaultKind::GuestPanic
+            | FaultKind::GuestHang
+            | FaultKind::VcpuStalled
+            | FaultKind::HostStorage
+            | FaultKind::AgentDown
+            | FaultKind::TransportDown
+            | FaultKind::HostWide => Basis::Liveness,
+            FaultKind::ServiceDown | FaultKind::DiskFull | FaultKind::FsReadonly => Basis::State,
+            FaultKind::IoErrors | FaultKind::MemoryExhaustion | FaultKind::KernelDegraded => {
+                Basis::Event
+            }
+        }
     }
 }
 

@@ -52,6 +52,18 @@ impl ActionKind {
         )
     }
 
+    /// Whether a restart that interrupted it resumes what is left of it
+    /// (a start after the destroy) instead of leaving the domain half done.
+    pub fn resumable(&self) -> bool {
+        matches!(
+            self,
+            ActionKind::Reset
+                | ActionKind::DestroyStart
+                | ActionKind::Start
+                | ActionKind::SnapshotRevert
+        )
+    }
+
     /// Whether it needs the agent's connection.
     pub fn needs_agent(&self) -> bool {
         matches!(
@@ -154,8 +166,14 @@ pub enum Record {
         /// What it is about (service, mount point), if anything.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         subject: Option<String>,
-        /// When it began (last sign of health).
+        /// When it began at the earliest (from evidence: the last sign of
+        /// health, the kernel log's own time, the agent's last good check).
         onset: Millis,
+        /// How uncertain the onset is: it lies in `onset ..= onset +
+        /// onset_window_ms` (0: measured). Detection time is reported from
+        /// the earliest onset, so it is an upper bound, never flattered.
+        #[serde(default)]
+        onset_window_ms: Millis,
         /// When it was detected.
         detected: Millis,
         /// When it was located.
@@ -231,6 +249,10 @@ pub struct RestoredFault {
     pub located: Millis,
     /// The last ladder step started: (rung, attempt, kind, when).
     pub last_step: Option<(usize, u32, ActionKind, Millis)>,
+    /// That step's action, when a restart interrupted it before its
+    /// outcome was known: (action id, kind). Its remaining steps are
+    /// resumed within this fault.
+    pub interrupted: Option<(u64, ActionKind)>,
 }
 
 /// Everything one step produced.

@@ -4,6 +4,17 @@
 use super::*;
 
 impl Vm {
+    /// When a domain that stopped unasked stopped: the moment its agent's
+    /// connection dropped (the VMM's socket goes with the VMM), if it did
+    /// so since the last heartbeat; else after the last heartbeat.
+    fn stop_onset(&self, now: Millis) -> Onset {
+        let last = self.arrivals.last();
+        match self.closed_at {
+            Some(c) if last.is_none_or(|l| c >= l) => Onset::exact(c),
+            _ => Onset::between(last.unwrap_or(now), now),
+        }
+    }
+
     pub(super) fn on_domain(
         &mut self,
         now: Millis,
@@ -38,6 +49,7 @@ impl Vm {
                     self.settle("domain started", out);
                 } else if matches!(was, DomainState::Paused(_)) {
                     self.rearm(now, ctx.cfg.resume_grace_ms);
+                    self.resumed_at = Some(now);
                     self.settle("domain resumed", out);
                 } else {
                     self.settle("domain running", out);
@@ -49,7 +61,7 @@ impl Vm {
                 match reason {
                     PauseReason::IoError => self.locate(
                         now,
-                        now,
+                        Onset::exact(now),
                         now,
                         FaultKind::HostStorage,
                         None,
@@ -59,7 +71,7 @@ impl Vm {
                     ),
                     PauseReason::Watchdog => self.locate(
                         now,
-                        self.arrivals.last().unwrap_or(now),
+                        Onset::between(self.arrivals.last().unwrap_or(now), now),
                         now,
                         FaultKind::GuestHang,
                         None,
@@ -69,7 +81,7 @@ impl Vm {
                     ),
                     PauseReason::Panicked => self.locate(
                         now,
-                        now,
+                        Onset::exact(now),
                         now,
                         FaultKind::GuestPanic,
                         None,
@@ -102,11 +114,7 @@ impl Vm {
                         (FaultKind::VmCrashed, "domain shut off without a clean bye")
                     };
                     let ev = vec![format!("{line}: {reason:?}").to_lowercase()];
-                    let onset = self
-                        .arrivals
-                        .last()
-                        .unwrap_or(now)
-                        .max(now.saturating_sub(ctx.cfg.heartbeat_interval_ms));
+                    let onset = self.stop_onset(now);
                     self.locate(now, onset, now, kind, None, ev, ctx, out);
                 } else {
                     self.off = true;
@@ -127,11 +135,7 @@ impl Vm {
                 } else {
                     (FaultKind::VmCrashed, "domain crashed")
                 };
-                let onset = self
-                    .arrivals
-                    .last()
-                    .unwrap_or(now)
-                    .max(now.saturating_sub(ctx.cfg.heartbeat_interval_ms));
+                let onset = self.stop_onset(now);
                 self.locate(now, onset, now, kind, None, vec![ev.into()], ctx, out);
             }
             DomainState::ShuttingDown | DomainState::Unknown => {}

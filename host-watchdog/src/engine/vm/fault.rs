@@ -9,7 +9,7 @@ impl Vm {
     pub fn locate(
         &mut self,
         now: Millis,
-        onset: Millis,
+        onset: Onset,
         detected: Millis,
         kind: FaultKind,
         subject: Option<String>,
@@ -41,6 +41,11 @@ impl Vm {
                 return;
             }
             if f.kind.severity() >= kind.severity() {
+                if f.kind == kind && f.subject == subject {
+                    if let Some(f) = self.fault.as_mut() {
+                        f.last_seen = now; // the same fault, seen again
+                    }
+                }
                 return;
             }
         }
@@ -75,16 +80,19 @@ impl Vm {
             layer: kind.layer(),
             evidence,
             subject: subject.clone(),
-            onset,
+            onset: onset.at.min(detected),
+            onset_window_ms: onset.window,
             detected,
             located: now,
         });
         ctx.located.push(self.name.clone());
+        self.linger = None;
         self.fault = Some(ActiveFault {
             id,
             kind,
             subject,
-            onset,
+            onset: onset.at.min(detected),
+            last_seen: now,
             detected,
             located: now,
             rung: 0,
@@ -100,6 +108,16 @@ impl Vm {
         if matches!(kind, FaultKind::GuestPanic | FaultKind::GuestHang) {
             // Keep what there is to see before any recovery changes it.
             self.side_action(ActionKind::CaptureEvidence, id, ctx, out);
+        }
+        if self.quarantined {
+            // Quarantine stops repairs, not seeing: journal it, tell the
+            // operator, take no action until released.
+            if let Some(f) = self.fault.as_mut() {
+                f.held = true;
+            }
+            self.side_action(ActionKind::Alert, id, ctx, out);
+            self.settle(&format!("{kind} located while quarantined"), out);
+            return;
         }
         self.settle(&format!("{kind} located"), out);
         if let (Some(r), Some(f)) = (recurs, self.fault.as_mut()) {
@@ -128,16 +146,24 @@ impl Vm {
             }
             None => (0, 1, false, r.located, None),
         };
+        // A step a restart interrupted is resumed (its remaining steps run
+        // within this fault): it is in flight again, not verified yet, and
+        // the domain state it leaves behind is ours, not a new fault.
+        let (pending, verify_until) = match &r.interrupted {
+            Some((id, kind)) => (Some((*id, kind.clone())), None),
+            None => (None, verify_until),
+        };
         self.fault = Some(ActiveFault {
             id: r.id,
             kind: r.kind,
             subject: r.subject.clone(),
             onset: r.onset,
+            last_seen: now,
             detected: r.detected,
             located: r.located,
             rung,
             attempt,
-            pending: None,
+            pending,
             verify_until,
             verify_from,
             next_try_at: now,
@@ -158,7 +184,7 @@ impl Vm {
         let ev = vec![format!("was {was}; many VMs faulted together")];
         self.locate(
             now,
-            onset,
+            Onset::exact(onset),
             detected,
             FaultKind::HostWide,
             None,

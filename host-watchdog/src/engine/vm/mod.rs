@@ -12,6 +12,7 @@ use super::model::*;
 
 mod domain;
 mod fault;
+mod report;
 mod silence;
 
 /// How long before silence a reported panic/oops still explains it.
@@ -96,14 +97,39 @@ impl<'a> Ctx<'a> {
 pub(super) struct Suspicion {
     /// When suspicion began.
     pub since: Millis,
-    /// Last sign of health.
-    pub onset: Millis,
+    /// Last sign of health (and how late the silence may have begun).
+    pub onset: Onset,
     /// Why.
     pub cause: String,
-    /// Counters when suspicion began.
-    pub baseline: Option<DomainStats>,
+    /// Counters when suspicion began, and when they were taken.
+    pub baseline: Option<(Millis, DomainStats)>,
     /// Liveness probe result, once it is in.
     pub probe: Option<ProbeResult>,
+    /// The agent's connection closed (rather than going quiet).
+    pub closed: bool,
+}
+
+/// When a fault began: at the earliest `at`, at the latest `at + window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Onset {
+    pub at: Millis,
+    pub window: Millis,
+}
+
+impl Onset {
+    /// Known to the millisecond (a kernel log time, a lifecycle event).
+    pub fn exact(at: Millis) -> Onset {
+        Onset { at, window: 0 }
+    }
+
+    /// Somewhere between `from` and `to`.
+    pub fn between(from: Millis, to: Millis) -> Onset {
+        let at = from.min(to);
+        Onset {
+            at,
+            window: to - at,
+        }
+    }
 }
 
 /// The fault being handled.
@@ -113,6 +139,9 @@ pub(super) struct ActiveFault {
     pub kind: FaultKind,
     pub subject: Option<String>,
     pub onset: Millis,
+    /// Evidence of it last seen (a repeated kernel line, a report showing
+    /// the state): event-based faults close only after a quiet period.
+    pub last_seen: Millis,
     pub detected: Millis,
     pub located: Millis,
     pub rung: usize,
@@ -156,8 +185,24 @@ pub(super) struct Vm {
     pub suspect: Option<Suspicion>,
     pub fault: Option<ActiveFault>,
     pub maintenance: Option<Option<Millis>>,
+    /// No actions until an operator's release; detection goes on, and new
+    /// faults are journaled and alerted.
     pub quarantined: bool,
     pub off: bool,
+    /// Host clock minus guest clock (ms), the least seen since the last
+    /// (re)connect or resume: maps guest times onto the host's.
+    pub clock_offset: Option<i64>,
+    /// Host time of the last report's snapshot (when the agent looked).
+    pub last_observed: Option<Millis>,
+    /// For the active event-based fault: the state its events point to,
+    /// while the last report still showed it.
+    pub linger: Option<String>,
+    /// When the agent's connection last closed without a bye.
+    pub closed_at: Option<Millis>,
+    /// When the domain last resumed from a pause.
+    pub resumed_at: Option<Millis>,
+    /// When monitoring began (this vigild's start, or the VM's definition).
+    pub added_at: Millis,
     pub pressure_streak: u32,
     pub panic_seen: Option<Millis>,
     pub destructive_log: VecDeque<Millis>,
@@ -200,6 +245,12 @@ impl Vm {
             maintenance: None,
             quarantined: false,
             off: false,
+            clock_offset: None,
+            last_observed: None,
+            linger: None,
+            closed_at: None,
+            resumed_at: None,
+            added_at: now,
             pressure_streak: 0,
             panic_seen: None,
             destructive_log: VecDeque::new(),
@@ -261,9 +312,18 @@ impl Vm {
         )
     }
 
-    /// Frozen: no deadlines, no actions.
+    /// Frozen: no deadlines, no faults from reports, no actions.
+    /// (Quarantine is not frozen: it stops actions, never seeing.)
     pub fn frozen(&self) -> bool {
-        self.maintenance.is_some() || self.quarantined || self.off || self.paused_on_purpose()
+        self.maintenance.is_some() || self.off || self.paused_on_purpose()
+    }
+
+    /// A guest time (ms since its boot) on the host's clock, once the
+    /// offset is known; never later than `now`.
+    pub fn host_time(&self, guest_ms: u64, now: Millis) -> Option<Millis> {
+        let off = self.clock_offset?;
+        let t = i64::try_from(guest_ms).ok()?.saturating_add(off);
+        Some(u64::try_from(t.max(0)).unwrap_or(0).min(now))
     }
 
     /// When silence becomes suspect, if heartbeats are expected now.
@@ -283,6 +343,8 @@ impl Vm {
         self.grace_until = now + grace;
         self.arrivals.forget_last();
         self.suspect = None;
+        // The guest's clock may have stood still (pause) or restarted.
+        self.clock_offset = None;
     }
 
     pub fn on_input(&mut self, now: Millis, input: Input, ctx: &mut Ctx<'_>, out: &mut Output) {
@@ -296,6 +358,8 @@ impl Vm {
                 self.boot_id = Some(boot_id);
                 self.session_open = true;
                 self.clean_bye = None;
+                self.closed_at = None;
+                self.clock_offset = None;
                 // Alive now; the first heartbeat is due within the timeout.
                 self.arrivals.forget_last();
                 self.grace_until = self.grace_until.max(now + ctx.cfg.heartbeat_timeout_ms);
@@ -304,18 +368,30 @@ impl Vm {
                 }
                 self.check_cleared(now, ctx, out);
             }
-            Input::Heartbeat { .. } => {
+            Input::Heartbeat { uptime_ms, .. } => {
                 self.arrivals.observe(now, ctx.cfg.heartbeat_interval_ms);
+                // Transit only adds: the least host−guest difference is
+                // the closest to the true offset.
+                if let Ok(g) = i64::try_from(uptime_ms) {
+                    let off = i64::try_from(now).unwrap_or(i64::MAX) - g;
+                    self.clock_offset = Some(self.clock_offset.map_or(off, |o| o.min(off)));
+                }
                 let first = std::mem::take(&mut self.awaiting_first);
                 if let Some(s) = self.suspect.take() {
-                    let why = format!("heartbeat resumed after {} ms", now.saturating_sub(s.onset));
+                    let why = format!(
+                        "heartbeat resumed after {} ms",
+                        now.saturating_sub(s.onset.at)
+                    );
                     self.settle(&why, out);
                 } else if first {
                     self.settle("first heartbeat", out);
                 }
                 self.check_cleared(now, ctx, out);
             }
-            Input::Report(snapshot) => self.on_report(now, &snapshot, ctx, out),
+            Input::Report {
+                snapshot,
+                last_good_ms,
+            } => self.on_report(now, &snapshot, last_good_ms, ctx, out),
             Input::Notice(Notice::MaintenanceStart { duration_s, .. }) => {
                 let ms = (u64::from(duration_s) * 1000).min(ctx.cfg.max_guest_maintenance_ms);
                 self.maintenance = Some(Some(now + ms));
@@ -347,6 +423,9 @@ impl Vm {
             }
             Input::SessionClosed => {
                 self.session_open = false;
+                if self.clean_bye.is_none() {
+                    self.closed_at = Some(now);
+                }
                 if self.clean_bye.is_none()
                     && self.agent
                     && self.domain == DomainState::Running
@@ -355,11 +434,14 @@ impl Vm {
                     let onset = self.arrivals.last().unwrap_or(now);
                     self.suspect(
                         now,
-                        onset,
+                        Onset::between(onset, now),
                         "agent connection closed without bye".into(),
                         ctx,
                         out,
                     );
+                    if let Some(s) = self.suspect.as_mut() {
+                        s.closed = true;
+                    }
                 }
             }
             Input::Domain(d) => self.on_domain(now, d, ctx, out),
@@ -410,108 +492,6 @@ impl Vm {
         if self.maintenance.take().is_some() {
             self.rearm(now, ctx.cfg.resume_grace_ms);
             self.settle(why, out);
-        }
-    }
-
-    fn on_report(&mut self, now: Millis, s: &Snapshot, ctx: &mut Ctx<'_>, out: &mut Output) {
-        self.last_report = Some(now);
-        if evidence::panicking(s) {
-            self.panic_seen = Some(now);
-        }
-        let mut conds = evidence::conditions(s, ctx.cfg);
-        match evidence::memory_pressure(s, ctx.cfg) {
-            Some(p) => {
-                self.pressure_streak += 1;
-                if self.pressure_streak >= ctx.cfg.memory_pressure_reports {
-                    conds.push(evidence::Condition {
-                        kind: FaultKind::MemoryExhaustion,
-                        subject: None,
-                        evidence: format!(
-                            "memory pressure {}.{:02}% for {} reports",
-                            p / 100,
-                            p % 100,
-                            self.pressure_streak
-                        ),
-                    });
-                }
-            }
-            None => self.pressure_streak = 0,
-        }
-        // Is the active agent-evidence fault still shown?
-        if let Some(f) = &self.fault {
-            let agent_kind = matches!(
-                f.kind,
-                FaultKind::ServiceDown
-                    | FaultKind::DiskFull
-                    | FaultKind::FsReadonly
-                    | FaultKind::IoErrors
-                    | FaultKind::MemoryExhaustion
-                    | FaultKind::KernelDegraded
-            );
-            let still = conds.iter().any(|c| {
-                c.kind == f.kind
-                    && (f.subject.is_none() || c.subject.is_none() || c.subject == f.subject)
-            });
-            if agent_kind && !still && now > f.verify_from {
-                let how = if f.acted {
-                    Closure::Recovered
-                } else {
-                    Closure::Cleared
-                };
-                let why = format!("{} cleared", f.kind);
-                self.close_fault(now, how, out);
-                self.settle(&why, out);
-            }
-        }
-        if self.frozen() {
-            return;
-        }
-        conds.sort_by_key(|c| std::cmp::Reverse(c.kind.severity()));
-        if let Some(c) = conds.into_iter().next() {
-            let onset = now.saturating_sub(ctx.cfg.heartbeat_interval_ms);
-            self.locate(
-                now,
-                onset,
-                now,
-                c.kind,
-                c.subject,
-                vec![c.evidence],
-                ctx,
-                out,
-            );
-        }
-    }
-
-    /// Liveness faults clear when the VM shows life after detection.
-    pub fn check_cleared(&mut self, now: Millis, _ctx: &mut Ctx<'_>, out: &mut Output) {
-        let Some(f) = &self.fault else { return };
-        if !self.liveness_fault() {
-            return;
-        }
-        let alive = if self.agent {
-            self.arrivals
-                .last()
-                .is_some_and(|t| t > f.verify_from && t > f.detected)
-                && self.domain == DomainState::Running
-                && self.session_open
-        } else {
-            self.running_seen
-                .is_some_and(|t| t > f.verify_from && t > f.detected)
-                && self.domain == DomainState::Running
-        };
-        if alive {
-            let how = if f.acted {
-                Closure::Recovered
-            } else {
-                Closure::Cleared
-            };
-            let why = format!(
-                "{} {}",
-                f.kind,
-                if f.acted { "recovered" } else { "cleared" }
-            );
-            self.close_fault(now, how, out);
-            self.settle(&why, out);
         }
     }
 }

@@ -6,25 +6,16 @@ use super::*;
 
 impl Vm {
     pub fn liveness_fault(&self) -> bool {
-        self.fault.as_ref().is_some_and(|f| {
-            matches!(
-                f.kind,
-                FaultKind::VmCrashed
-                    | FaultKind::GuestPanic
-                    | FaultKind::GuestHang
-                    | FaultKind::VcpuStalled
-                    | FaultKind::AgentDown
-                    | FaultKind::HostStorage
-                    | FaultKind::HostWide
-            )
-        })
+        self.fault
+            .as_ref()
+            .is_some_and(|f| f.kind.basis() == Basis::Liveness)
     }
 
     /// Begin corroborating silence; asks for a liveness probe.
     pub(super) fn suspect(
         &mut self,
         now: Millis,
-        onset: Millis,
+        onset: Onset,
         cause: String,
         ctx: &mut Ctx<'_>,
         out: &mut Output,
@@ -36,8 +27,9 @@ impl Vm {
             since: now,
             onset,
             cause: cause.clone(),
-            baseline: self.stats.map(|(_, s)| s),
+            baseline: self.stats,
             probe: None,
+            closed: false,
         });
         if self.domain == DomainState::Running {
             let id = ctx.action_id();
@@ -62,16 +54,18 @@ impl Vm {
         if self.suspect.is_none() && !self.liveness_fault() {
             if let Some(deadline) = self.deadline(ctx.cfg) {
                 if now >= deadline {
+                    // The guest went quiet after its last heartbeat and
+                    // before the next one was due.
                     let (onset, cause) = match self.arrivals.last() {
                         Some(last) => (
-                            last,
+                            Onset::between(last, (last + ctx.cfg.heartbeat_interval_ms).min(now)),
                             format!(
                                 "no heartbeat for {} ms (bound {} ms)",
                                 now - last,
                                 self.arrivals.bound(ctx.cfg)
                             ),
                         ),
-                        None => (now, self.no_heartbeat_yet()),
+                        None => (Onset::exact(now), self.no_heartbeat_yet()),
                     };
                     self.suspect(now, onset, cause, ctx, out);
                 }
@@ -118,32 +112,20 @@ impl Vm {
         cfg: &EngineConfig,
         ev: &mut Vec<String>,
     ) -> Option<FaultKind> {
-        let silent = now.saturating_sub(s.onset);
+        let silent = now.saturating_sub(s.onset.at);
         if self
             .panic_seen
-            .is_some_and(|t| t + PANIC_EXPLAINS_MS >= s.onset && t <= now)
+            .is_some_and(|t| t + PANIC_EXPLAINS_MS >= s.onset.at && t <= now)
         {
             ev.push("agent reported a kernel panic/oops before going silent".into());
             return Some(FaultKind::GuestPanic);
         }
-        if matches!(s.probe, Some(ProbeResult::Refused | ProbeResult::Accepted)) {
-            ev.push("guest kernel answered the liveness probe".into());
-            return Some(FaultKind::AgentDown);
-        }
-        let sample = self.stats.filter(|(t, _)| *t > s.since).map(|(_, st)| st);
         let probe_done = s.probe.is_some() || now >= s.since + cfg.corroborate_ms;
-        let (Some(cur), Some(base)) = (sample, s.baseline) else {
-            // No counters to compare. A closed connection with a running
-            // domain and no probe verdict is the agent's fault; otherwise
-            // wait for a sample, then decide on what there is.
-            if probe_done
-                && s.probe != Some(ProbeResult::TimedOut)
-                && !self.session_open
-                && s.cause.contains("closed")
-            {
-                ev.push("domain running".into());
-                return Some(FaultKind::AgentDown);
-            }
+        // The hypervisor's word since the suspicion began: a connection
+        // that closes because the VMM died looks like an agent that quit
+        // until the hypervisor says the domain is still running.
+        let sample = self.stats.filter(|(t, _)| *t > s.since);
+        let Some((cur_t, cur)) = sample else {
             if probe_done && now >= s.since + STATS_WAIT_MS {
                 // The hypervisor itself does not answer: a host problem,
                 // never a reason for a blind reset.
@@ -153,6 +135,28 @@ impl Vm {
                 ));
                 ev.push(format!("liveness probe: {}", probe_text(s.probe)));
                 return Some(FaultKind::VcpuStalled);
+            }
+            return None;
+        };
+        if self.domain != DomainState::Running {
+            return None; // the domain's own state decides (crashed, paused)
+        }
+        if matches!(s.probe, Some(ProbeResult::Refused | ProbeResult::Accepted)) {
+            ev.push("guest kernel answered the liveness probe".into());
+            ev.push("domain running".into());
+            return Some(FaultKind::AgentDown);
+        }
+        // A connection closed from inside a guest the hypervisor says is
+        // running: the guest's kernel closed it, so it is alive; the agent
+        // is what went away.
+        if probe_done && s.closed && s.probe != Some(ProbeResult::TimedOut) {
+            ev.push("the guest closed the connection while its domain runs".into());
+            return Some(FaultKind::AgentDown);
+        }
+        let Some((base_t, base)) = s.baseline else {
+            if probe_done && now >= s.since + STATS_WAIT_MS {
+                ev.push("no counters from before the silence to compare".into());
+                return Some(FaultKind::TransportDown);
             }
             return None;
         };
@@ -167,20 +171,44 @@ impl Vm {
             return None;
         }
         let io = cur.block_ops > base.block_ops || cur.net_packets > base.net_packets;
-        ev.push(format!(
-            "vCPU time advancing (+{} ms)",
-            (cur.cpu_time_ns - base.cpu_time_ns) / 1_000_000
-        ));
+        let cpu_ms = (cur.cpu_time_ns - base.cpu_time_ns) / 1_000_000;
+        let rate = cpu_ms * 1000 / cur_t.saturating_sub(base_t).max(1);
+        ev.push(format!("vCPU time advancing (+{cpu_ms} ms, {rate} ms/s)"));
         ev.push(format!("liveness probe: {}", probe_text(s.probe)));
         if io {
             if silent < cfg.io_veto_limit_ms {
                 return None; // busy, not hung: I/O is progressing
             }
             ev.push(format!("I/O progressing but silent for {silent} ms"));
-        } else {
-            ev.push("no block or network I/O progress".into());
+            return Some(FaultKind::GuestHang);
+        }
+        ev.push("no block or network I/O progress".into());
+        if rate < cfg.hang_min_vcpu_ms_per_s {
+            // An idle guest that does not answer is not spinning in a hung
+            // kernel: the channel to it is what is broken.
+            ev.push(format!(
+                "vCPUs idle (below {} ms/s): a hung kernel spins",
+                cfg.hang_min_vcpu_ms_per_s
+            ));
+            ev.extend(self.recent_disruption(now));
+            return Some(FaultKind::TransportDown);
         }
         Some(FaultKind::GuestHang)
+    }
+
+    /// What happened just before that could have broken the channel.
+    fn recent_disruption(&self, now: Millis) -> Option<String> {
+        const RECENT: Millis = 120_000;
+        if let Some(t) = self.resumed_at.filter(|t| now.saturating_sub(*t) <= RECENT) {
+            return Some(format!("domain resumed {} ms before", now - t));
+        }
+        if now.saturating_sub(self.added_at) <= RECENT {
+            return Some(format!(
+                "monitoring (re)started {} ms before",
+                now - self.added_at
+            ));
+        }
+        None
     }
 }
 
@@ -190,6 +218,7 @@ fn probe_text(p: Option<ProbeResult>) -> &'static str {
         Some(ProbeResult::Accepted) => "accepted",
         Some(ProbeResult::TimedOut) => "timed out",
         Some(ProbeResult::Unsupported) => "unsupported",
+        Some(ProbeResult::NoVmm) => "the VMM's socket is gone",
         None => "no answer",
     }
 }

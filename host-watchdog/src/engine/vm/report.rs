@@ -1,0 +1,177 @@
+//! What the agent's reports show: conditions located as faults, with their
+//! onsets taken from the evidence, and faults closed only by evidence that
+//! their condition is gone (never because an event was not repeated).
+
+use super::*;
+
+impl Vm {
+    pub(super) fn on_report(
+        &mut self,
+        now: Millis,
+        s: &Snapshot,
+        last_good_ms: Option<u64>,
+        ctx: &mut Ctx<'_>,
+        out: &mut Output,
+    ) {
+        self.last_report = Some(now);
+        // When the agent looked, and when it last looked and found nothing
+        // new: what this report shows first began in between.
+        let observed = self.host_time(s.uptime_ms, now).unwrap_or(now);
+        let last_good = last_good_ms
+            .and_then(|g| self.host_time(g, now))
+            .or(self.last_observed)
+            .unwrap_or(observed);
+        self.last_observed = Some(observed);
+        if evidence::panicking(s) {
+            self.panic_seen = Some(now);
+        }
+        let mut conds = evidence::conditions(s, ctx.cfg);
+        match evidence::memory_pressure(s, ctx.cfg) {
+            Some(p) => {
+                self.pressure_streak += 1;
+                if self.pressure_streak >= ctx.cfg.memory_pressure_reports {
+                    conds.push(evidence::Condition {
+                        kind: FaultKind::MemoryExhaustion,
+                        subject: None,
+                        evidence: format!(
+                            "memory pressure {}.{:02}% for {} reports",
+                            p / 100,
+                            p % 100,
+                            self.pressure_streak
+                        ),
+                        event_at: None,
+                    });
+                }
+            }
+            None => self.pressure_streak = 0,
+        }
+        self.review_active(now, s, &conds, ctx, out);
+        if self.frozen() {
+            return;
+        }
+        conds.sort_by_key(|c| std::cmp::Reverse(c.kind.severity()));
+        if let Some(c) = conds.into_iter().next() {
+            let onset = match c.event_at.and_then(|g| self.host_time(g, now)) {
+                Some(t) => Onset::exact(t), // the kernel log's own time
+                None => Onset::between(last_good, observed),
+            };
+            self.locate(
+                now,
+                onset,
+                now,
+                c.kind,
+                c.subject,
+                vec![c.evidence],
+                ctx,
+                out,
+            );
+        }
+    }
+
+    /// Does this report show the active fault still there, gone, or back
+    /// after a recovery action?
+    fn review_active(
+        &mut self,
+        now: Millis,
+        s: &Snapshot,
+        conds: &[evidence::Condition],
+        ctx: &mut Ctx<'_>,
+        out: &mut Output,
+    ) {
+        let Some(f) = self.fault.clone() else { return };
+        let shows = |c: &&evidence::Condition| {
+            c.kind == f.kind
+                && match (&f.subject, &c.subject) {
+                    (Some(a), Some(b)) => {
+                        a == b
+                            || s.filesystems
+                                .iter()
+                                .any(|fs| evidence::fs_is(a, fs) && evidence::fs_is(b, fs))
+                    }
+                    _ => true,
+                }
+        };
+        match f.kind.basis() {
+            Basis::Liveness => {}
+            Basis::State => {
+                // Gone when a report shows the state good again.
+                let still = conds.iter().any(|c| shows(&c));
+                if !still && now > f.verify_from {
+                    self.close_verified(now, "cleared", out);
+                }
+            }
+            Basis::Event => {
+                self.linger = evidence::lingering(f.kind, s, ctx.cfg);
+                let again = conds.iter().any(|c| shows(&c) && c.event_at.is_some());
+                let verifying = f.acted && f.pending.is_none() && f.verify_until.is_some();
+                if again {
+                    if let Some(f) = self.fault.as_mut() {
+                        f.last_seen = now;
+                    }
+                    if verifying {
+                        // Back after the action: it did not work.
+                        let why = format!("{} again after the action", f.kind);
+                        self.escalate_now(now, &why, ctx, out);
+                    }
+                    return;
+                }
+                if conds.iter().any(|c| shows(&c)) {
+                    if let Some(f) = self.fault.as_mut() {
+                        f.last_seen = now; // a state behind it (pressure)
+                    }
+                    return;
+                }
+                if !f.acted && self.event_gone(now, ctx.cfg.event_quiet_ms) {
+                    let why = format!(
+                        "no recurrence for {} s",
+                        now.saturating_sub(f.last_seen) / 1000
+                    );
+                    self.close_verified(now, &why, out);
+                }
+            }
+        }
+    }
+
+    /// For the active event-based fault: no recurrence for `quiet` ms, and
+    /// nothing the events point to still shown.
+    pub fn event_gone(&self, now: Millis, quiet: Millis) -> bool {
+        self.fault
+            .as_ref()
+            .is_some_and(|f| now >= f.last_seen + quiet && self.linger.is_none())
+    }
+
+    /// Close the active fault: recovered if an action ran, else cleared.
+    pub fn close_verified(&mut self, now: Millis, why: &str, out: &mut Output) {
+        let Some(f) = &self.fault else { return };
+        let (how, word) = if f.acted {
+            (Closure::Recovered, "recovered")
+        } else {
+            (Closure::Cleared, "cleared")
+        };
+        let why = format!("{} {word}: {why}", f.kind);
+        self.close_fault(now, how, out);
+        self.settle(&why, out);
+    }
+
+    /// Liveness faults clear when the VM shows life after detection.
+    pub fn check_cleared(&mut self, now: Millis, _ctx: &mut Ctx<'_>, out: &mut Output) {
+        let Some(f) = &self.fault else { return };
+        if !self.liveness_fault() {
+            return;
+        }
+        let alive = if self.agent {
+            self.arrivals
+                .last()
+                .is_some_and(|t| t > f.verify_from && t > f.detected)
+                && self.domain == DomainState::Running
+                && self.session_open
+        } else {
+            self.running_seen
+                .is_some_and(|t| t > f.verify_from && t > f.detected)
+                && self.domain == DomainState::Running
+        };
+        if alive {
+            self.close_verified(now, "alive again", out);
+        }
+    }
+}
