@@ -40,11 +40,17 @@ fn spawn_agent(config: &Path) -> Agent {
 struct Host {
     stream: UnixStream,
     reader: MessageReader<UnixStream>,
+    version: u8,
 }
 
 impl Host {
-    /// Accept the agent, check its hello, welcome it.
+    /// Accept the agent, check its hello, welcome it (protocol 1).
     fn accept(listener: &UnixListener, heartbeat_ms: u32) -> (Host, Hello) {
+        Host::accept_version(listener, heartbeat_ms, 1)
+    }
+
+    /// Accept the agent and welcome it in `version`.
+    fn accept_version(listener: &UnixListener, heartbeat_ms: u32, version: u8) -> (Host, Hello) {
         listener.set_nonblocking(false).unwrap();
         let (stream, _) = listener.accept().unwrap();
         stream
@@ -55,22 +61,23 @@ impl Host {
             Some(Message::Hello(h)) => h,
             other => panic!("expected hello, got {other:?}"),
         };
-        let mut host = Host { stream, reader };
+        let mut host = Host {
+            stream,
+            reader,
+            version,
+        };
         let settings = Settings {
             heartbeat_interval_ms: heartbeat_ms,
             report_interval_ms: 60_000,
             ..Settings::default()
         };
-        host.send(&Message::Welcome(Welcome {
-            version: 1,
-            settings,
-        }));
-        host.reader.decoder().set_version(1);
+        host.send(&Message::Welcome(Welcome { version, settings }));
+        host.reader.decoder().set_version(version);
         (host, hello)
     }
 
     fn send(&mut self, m: &Message) {
-        write_message(&mut self.stream, m, 1, DEFAULT_MAX_PAYLOAD).unwrap();
+        write_message(&mut self.stream, m, self.version, DEFAULT_MAX_PAYLOAD).unwrap();
     }
 
     fn next(&mut self) -> Message {
@@ -319,6 +326,50 @@ fn sigterm_sends_bye_and_exits_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+}
+
+/// Protocol 2: a host that falls silent (a close the VMM lost, a host that
+/// died without a word) is taken for dead after three keepalive intervals
+/// (at least 6 s) and the agent reconnects; a host that keeps talking keeps
+/// its session.
+#[test]
+fn a_silent_host_is_taken_for_dead_and_a_talking_one_is_kept() {
+    let fx = fixture("");
+    let listener = UnixListener::bind(&fx.sock).unwrap();
+    let _agent = spawn_agent(&fx.config);
+    let (silent, hello) = Host::accept_version(&listener, 200, 2);
+    assert_eq!(hello.versions.max, 2);
+    let t0 = std::time::Instant::now();
+    listener.set_nonblocking(true).unwrap();
+    let again = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(_) if t0.elapsed() < Duration::from_secs(15) => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("agent did not reconnect: {e}"),
+        }
+    };
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(10),
+        "reconnected after {waited:?}"
+    );
+    drop((silent, again));
+    // The agent backs off a little, then comes again: this host talks.
+    let (mut host, _) = Host::accept_version(&listener, 200, 2);
+    let t1 = std::time::Instant::now();
+    let mut beats = 0;
+    while t1.elapsed() < Duration::from_secs(9) {
+        host.send(&Message::Keepalive(Keepalive { interval_ms: 1000 }));
+        let until = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < until {
+            if let Message::Heartbeat(_) = host.next() {
+                beats += 1;
+            }
+        }
+    }
+    assert!(beats >= 20, "only {beats} heartbeats on a kept session");
 }
 
 #[test]

@@ -35,8 +35,16 @@ use threads::{heartbeat_thread, kmsg_thread, reader_thread, systemd_notify};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A write that takes longer than this means the host is stuck: reconnect.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often watched pids are checked between reports.
+/// How often the cheap checks run between reports: watched pids, and each
+/// filesystem's writability and fill (a full or read-only filesystem is
+/// reported within about a second, not at the next periodic report).
 const WATCH_TICK: Duration = Duration::from_secs(1);
+/// With protocol 2 the host sends keepalives; silence for this many of its
+/// intervals (and at least `MIN_HOST_SILENCE`) means the session is dead
+/// (a close the VMM lost, a host that died without a word): reconnect.
+const KEEPALIVES_MISSED: u32 = 3;
+/// The least host silence taken for a dead session.
+const MIN_HOST_SILENCE: Duration = Duration::from_secs(6);
 
 /// Something for the main thread.
 enum Event {
@@ -119,6 +127,12 @@ pub struct Agent {
     command_running: bool,
     deny_log: RateLimit,
     started: Instant,
+    /// The current session's protocol version.
+    version: u8,
+    /// When the host last said anything on the current session, and how
+    /// often it says it will (protocol 2 keepalives).
+    host_heard: Instant,
+    keepalive_ms: u32,
 }
 
 impl Agent {
@@ -137,6 +151,9 @@ impl Agent {
             command_running: false,
             deny_log: RateLimit::new(10),
             started: Instant::now(),
+            version: 1,
+            host_heard: Instant::now(),
+            keepalive_ms: 2000,
             config,
             stop,
         }
@@ -299,6 +316,9 @@ impl Agent {
         let mut settings = clamp(welcome.settings);
         self.heartbeat_ms
             .store(settings.heartbeat_interval_ms, Ordering::Relaxed);
+        self.collector
+            .set_full_percent(settings.thresholds.disk_full_percent);
+        self.version = welcome.version;
         let closer = match stream.try_clone() {
             Ok(c) => c,
             Err(e) => return End::Lost(format!("cannot clone stream: {e}")),
@@ -329,11 +349,11 @@ impl Agent {
         }
         let mut next_report =
             Instant::now() + Duration::from_millis(settings.report_interval_ms.into());
-        let watching =
-            !(self.config.watch.processes.is_empty() && self.config.watch.units.is_empty());
-        // Nothing watched: no watch ticks at all (saves wake-ups).
-        let idle = Duration::from_secs(86_400);
-        let mut next_watch = Instant::now() + if watching { WATCH_TICK } else { idle };
+        let mut next_watch = Instant::now() + WATCH_TICK;
+        let uptime = |c: &Config| crate::collect::uptime_ms(&c.proc_root).unwrap_or(0);
+        // The guest clock of the last cheap check that found nothing new.
+        let mut last_good = uptime(&self.config);
+        self.host_heard = Instant::now();
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 let reason = if shutting_down() {
@@ -348,23 +368,45 @@ impl Agent {
                 return End::Stopped;
             }
             let now = Instant::now();
+            if let Some(deadline) = self.host_deadline() {
+                if now >= deadline {
+                    return End::Lost(format!(
+                        "host silent for {} ms (keepalive every {} ms): session taken for dead",
+                        now.duration_since(self.host_heard).as_millis(),
+                        self.keepalive_ms
+                    ));
+                }
+            }
             if now >= next_report {
                 if let Err(e) = self.report(seq, ReportTrigger::Periodic) {
                     return End::Lost(e.to_string());
                 }
                 next_report = now + Duration::from_millis(settings.report_interval_ms.into());
+                last_good = uptime(&self.config);
                 continue;
             }
             if now >= next_watch {
-                next_watch = now + if watching { WATCH_TICK } else { idle };
-                if self.collector.watch_changed() {
-                    if let Err(e) = self.report(seq, ReportTrigger::ServiceChange) {
+                next_watch = now + WATCH_TICK;
+                if self.collector.watch_changed() || self.collector.fs_changed() {
+                    let trigger = if self.version >= 2 {
+                        ReportTrigger::Changed {
+                            last_good_uptime_ms: last_good,
+                        }
+                    } else {
+                        ReportTrigger::Periodic // named by what changed
+                    };
+                    if let Err(e) = self.report(seq, trigger) {
                         return End::Lost(e.to_string());
                     }
                 }
+                last_good = uptime(&self.config);
                 continue;
             }
-            let wait = next_report.min(next_watch).saturating_duration_since(now);
+            let mut until = next_report.min(next_watch);
+            if let Some(d) = self.host_deadline() {
+                until = until.min(d);
+            }
+            let wait = until.saturating_duration_since(now);
             let ev = match self.rx.recv_timeout(wait) {
                 Ok(ev) => ev,
                 Err(RecvTimeoutError::Timeout) => continue,
@@ -377,7 +419,10 @@ impl Agent {
                 Event::Kernel { .. } => Ok(()),
                 Event::Closed(c, why) if c == conn => return End::Lost(why),
                 Event::Closed(..) => Ok(()), // an older connection's reader
-                Event::Host(c, msg) if c == conn => self.on_host(*msg, settings),
+                Event::Host(c, msg) if c == conn => {
+                    self.host_heard = Instant::now();
+                    self.on_host(*msg, settings)
+                }
                 Event::Host(..) => Ok(()),
                 Event::CommandDone(result) => {
                     self.command_running = false;
@@ -398,6 +443,10 @@ impl Agent {
                 self.send(&Message::ProbeReply(ProbeReply { id, snapshot }))
             }
             Message::Command(Command { id, action }) => self.on_command(id, action),
+            Message::Keepalive(k) => {
+                self.keepalive_ms = k.interval_ms.clamp(100, 600_000);
+                Ok(())
+            }
             Message::Config(vigil_protocol::Config { settings: s }) => {
                 *settings = clamp(s);
                 self.heartbeat_ms
@@ -413,6 +462,16 @@ impl Agent {
                 Ok(())
             }
         }
+    }
+
+    /// When the host's silence means a dead session (protocol 2 only: a
+    /// version-1 host never sends keepalives).
+    fn host_deadline(&self) -> Option<Instant> {
+        (self.version >= 2).then(|| {
+            let missed =
+                Duration::from_millis(u64::from(self.keepalive_ms) * u64::from(KEEPALIVES_MISSED));
+            self.host_heard + missed.max(MIN_HOST_SILENCE)
+        })
     }
 
     fn on_command(&mut self, id: u32, action: CommandAction) -> io::Result<()> {

@@ -50,7 +50,9 @@ pub struct Mount {
     pub device: String,
     /// Type.
     pub fs_type: String,
-    /// Mounted `ro`.
+    /// Read-only: the mount's own options or its superblock's say `ro`
+    /// (ext4's errors=remount-ro sets the superblock read-only while the
+    /// mount's options still read `rw`).
     pub read_only: bool,
 }
 
@@ -92,7 +94,8 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
         if PSEUDO.contains(&fs_type) {
             continue;
         }
-        let read_only = l[5].split(',').any(|o| o == "ro");
+        let super_ro = r.get(2).is_some_and(|o| o.split(',').any(|o| o == "ro"));
+        let read_only = super_ro || l[5].split(',').any(|o| o == "ro");
         let m = Mount {
             mount_point: unescape(l[4]),
             device: unescape(r[1]),
@@ -122,6 +125,48 @@ pub fn stat(fs_root: &Path, m: &Mount) -> Result<Filesystem, String> {
         inodes_free: st.files_available() as u64,
         read_only: m.read_only || flags_ro,
     })
+}
+
+/// Filesystem types the ext4 driver serves (and so report errors in
+/// `/sys/fs/ext4/<dev>/errors_count`).
+fn ext4_family(fs_type: &str) -> bool {
+    matches!(fs_type, "ext2" | "ext3" | "ext4")
+}
+
+/// Errors the ext4 driver has recorded in this filesystem's superblock
+/// (0 when it has none or is not served by ext4).
+pub fn recorded_errors(sys_root: &Path, fs_root: &Path, m: &Mount) -> u64 {
+    if !ext4_family(&m.fs_type) {
+        return 0;
+    }
+    // /dev/mapper/x is a link to ../dm-N; sysfs knows the kernel's name.
+    let dev = fs_root.join(m.device.trim_start_matches('/'));
+    let dev = std::fs::canonicalize(&dev).unwrap_or(dev);
+    let Some(name) = dev.file_name() else {
+        return 0;
+    };
+    std::fs::read_to_string(sys_root.join("fs/ext4").join(name).join("errors_count"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether the filesystem refuses a write: an unnamed temporary file
+/// (O_TMPFILE, never visible, gone on close) fails with EROFS. The truth
+/// when the flags lie (ext4 after an error on newer kernels keeps `rw` in
+/// every table); only asked of a filesystem with recorded errors, since
+/// even an unnamed file costs a journal write.
+pub fn refuses_writes(fs_root: &Path, m: &Mount) -> bool {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    let path = fs_root.join(m.mount_point.trim_start_matches('/'));
+    match open(&path, OFlag::O_TMPFILE | OFlag::O_WRONLY, Mode::S_IRUSR) {
+        Ok(fd) => {
+            drop(fd);
+            false
+        }
+        Err(e) => e == nix::errno::Errno::EROFS,
+    }
 }
 
 /// Percent of space used (0..=100), as `df` shows it.
@@ -154,6 +199,7 @@ mod tests {
 26 22 253:16 / /srv/my\\040data ro,relatime shared:30 - xfs /dev/vdb ro,attr2
 27 22 0:40 / /run rw,nosuid,nodev shared:13 - tmpfs tmpfs rw,size=200k
 28 22 253:1 / / rw,relatime shared:1 - ext4 /dev/vda2 rw
+29 22 253:32 / /data rw,relatime shared:31 - ext4 /dev/vdc ro,errors=remount-ro
 broken line
 ";
 
@@ -175,8 +221,38 @@ broken line
                     fs_type: "ext4".into(),
                     read_only: false
                 },
+                // Mounted rw, superblock read-only (after an ext4 error).
+                Mount {
+                    mount_point: "/data".into(),
+                    device: "/dev/vdc".into(),
+                    fs_type: "ext4".into(),
+                    read_only: true
+                },
             ]
         );
+    }
+
+    #[test]
+    fn recorded_errors_come_from_the_ext4_driver() {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys");
+        std::fs::create_dir_all(sys.join("fs/ext4/vdc")).unwrap();
+        std::fs::write(sys.join("fs/ext4/vdc/errors_count"), "3\n").unwrap();
+        let m = Mount {
+            mount_point: "/data".into(),
+            device: "/dev/vdc".into(),
+            fs_type: "ext4".into(),
+            read_only: false,
+        };
+        assert_eq!(recorded_errors(&sys, dir.path(), &m), 3);
+        let xfs = Mount {
+            fs_type: "xfs".into(),
+            ..m.clone()
+        };
+        assert_eq!(recorded_errors(&sys, dir.path(), &xfs), 0);
+        // A writable directory accepts an unnamed temporary file.
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        assert!(!refuses_writes(dir.path(), &m));
     }
 
     #[test]

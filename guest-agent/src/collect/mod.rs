@@ -54,7 +54,11 @@ pub struct Collector {
     watch_units: Vec<String>,
     watch: procs::WatchState,
     prev_ticks: Option<mem::Ticks>,
-    read_only: std::collections::HashSet<String>,
+    /// (mount point, read-only, full) as the last snapshot saw them.
+    fs_seen: std::collections::BTreeSet<(String, bool, bool)>,
+    /// Use (percent) at which a filesystem counts as full (the host's
+    /// threshold, from the handshake).
+    full_percent: u8,
 }
 
 impl Collector {
@@ -66,8 +70,62 @@ impl Collector {
             watch_units: config.watch.units.clone(),
             watch: procs::WatchState::default(),
             prev_ticks: None,
-            read_only: Default::default(),
+            fs_seen: Default::default(),
+            full_percent: 95,
         }
+    }
+
+    /// The host's threshold for a full filesystem.
+    pub fn set_full_percent(&mut self, p: u8) {
+        self.full_percent = p.clamp(1, 100);
+    }
+
+    /// Real filesystems with usage, and what failed. A filesystem the ext4
+    /// driver recorded errors for is asked whether it still takes a write
+    /// (its flags can say `rw` while every write fails with EROFS).
+    fn filesystems(&self) -> (Vec<vigil_protocol::snapshot::Filesystem>, Vec<String>) {
+        let r = &self.roots;
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        match std::fs::read_to_string(r.proc_root.join("self/mountinfo")) {
+            Ok(text) => {
+                for m in fs::parse_mountinfo(&text) {
+                    match fs::stat(&r.fs_root, &m) {
+                        Ok(mut f) => {
+                            if !f.read_only
+                                && fs::recorded_errors(&r.sys_root, &r.fs_root, &m) > 0
+                                && fs::refuses_writes(&r.fs_root, &m)
+                            {
+                                f.read_only = true;
+                            }
+                            out.push(f);
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            Err(e) => errors.push(format!("mountinfo: {e}")),
+        }
+        (out, errors)
+    }
+
+    fn fs_state(
+        &self,
+        fss: &[vigil_protocol::snapshot::Filesystem],
+    ) -> std::collections::BTreeSet<(String, bool, bool)> {
+        fss.iter()
+            .map(|f| {
+                let full = fs::used_percent(f) >= self.full_percent;
+                (f.mount_point.to_string(), f.read_only, full)
+            })
+            .collect()
+    }
+
+    /// Whether a filesystem went read-only, filled up, or came back, since
+    /// the last snapshot (cheap: mountinfo and statvfs, for the 1 s tick).
+    pub fn fs_changed(&self) -> bool {
+        let (fss, _) = self.filesystems();
+        self.fs_state(&fss) != self.fs_seen
     }
 
     /// Whether a watched service changed since the last snapshot (cheap).
@@ -113,25 +171,16 @@ impl Collector {
         s.watched = watched;
         changes.service = changed;
 
-        match std::fs::read_to_string(r.proc_root.join("self/mountinfo")) {
-            Ok(text) => {
-                let mut now_ro = std::collections::HashSet::new();
-                for m in fs::parse_mountinfo(&text) {
-                    match fs::stat(&r.fs_root, &m) {
-                        Ok(f) => {
-                            if f.read_only {
-                                now_ro.insert(f.mount_point.to_string());
-                            }
-                            s.filesystems.push(f);
-                        }
-                        Err(e) => fail("filesystems", e),
-                    }
-                }
-                changes.read_only = now_ro.difference(&self.read_only).next().is_some();
-                self.read_only = now_ro;
-            }
-            Err(e) => fail("filesystems", format!("mountinfo: {e}")),
+        let (filesystems, errors) = self.filesystems();
+        for e in errors {
+            fail("filesystems", e);
         }
+        let seen = self.fs_state(&filesystems);
+        changes.read_only = seen
+            .iter()
+            .any(|(m, ro, _)| *ro && !self.fs_seen.iter().any(|(n, r, _)| n == m && *r));
+        self.fs_seen = seen;
+        s.filesystems = filesystems;
         match mem::memory(&r.proc_root) {
             Ok(m) => s.memory = Some(m),
             Err(e) => fail("memory", e),
