@@ -84,11 +84,13 @@ mount -t tmpfs tmpfs /tmp
 for m in $(cat /etc/modules-order); do insmod /lib/modules/$m; done
 hostname vigil-guest
 echo 1 > /proc/sys/kernel/sysrq
+# Hung tasks reported after 10 s (the blocked-task case), not 120 s.
+echo 10 > /proc/sys/kernel/hung_task_timeout_secs 2>/dev/null
 # The data filesystem on the virtio disk (disk-full, read-only and
 # snapshot-restore cases). A disk that cannot be mounted is a broken guest:
 # panic, as a kernel that cannot mount its root filesystem does.
 mkdir -p /data
-if ! mount -t ext2 /dev/vda /data; then
+if ! mount -t ext2 -o errors=remount-ro /dev/vda /data; then
     echo "vigil-guest: cannot mount /data: disk corrupted"
     echo c > /proc/sysrq-trigger
 fi

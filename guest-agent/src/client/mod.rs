@@ -370,6 +370,11 @@ impl Agent {
             let now = Instant::now();
             if let Some(deadline) = self.host_deadline() {
                 if now >= deadline {
+                    // If the host is alive after all, it hears a clean
+                    // goodbye before the new connection's hello.
+                    let _ = self.send(&Message::Bye(Bye {
+                        reason: ByeReason::Other("host silent; reconnecting".into()),
+                    }));
                     return End::Lost(format!(
                         "host silent for {} ms (keepalive every {} ms): session taken for dead",
                         now.duration_since(self.host_heard).as_millis(),

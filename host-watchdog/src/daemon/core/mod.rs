@@ -202,6 +202,7 @@ impl Core {
                 CoreMsg::Shutdown => {
                     log::info!("stopping");
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+                    self.close_sessions_for_exit().await;
                     return Ok(());
                 }
                 CoreMsg::Tick => {
@@ -298,6 +299,36 @@ impl Core {
             }
         }
         Ok(())
+    }
+
+    /// Close agent sessions before exiting: those of running guests first;
+    /// those of guests that are not running last, and said. Closing is a
+    /// write to the guest's vsock, and a write that reaches a paused VM
+    /// breaks vhost-device-vsock until the domain is destroyed and started
+    /// again (the restarted vigild then sees transport-down, never a guest
+    /// fault, and resets nothing).
+    async fn close_sessions_for_exit(&mut self) {
+        let mut held = Vec::new();
+        for (name, v) in self.vms.iter_mut() {
+            if v.session.is_none() {
+                continue;
+            }
+            if self.engine.may_talk_to(name) {
+                v.session = None; // the writer ends; the reader closes the stream
+            } else {
+                held.push(name.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for name in held {
+            log::warn!(
+                "vm={name} is not running (paused?): its agent connection closes last, as vigild exits; \
+                 its vsock may not survive that until the domain is restarted"
+            );
+            if let Some(v) = self.vms.get_mut(&name) {
+                v.session = None;
+            }
+        }
     }
 
     /// Tell every running guest that speaks protocol 2 its session is
