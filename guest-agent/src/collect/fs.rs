@@ -165,7 +165,8 @@ pub fn refuses_writes(fs_root: &Path, m: &Mount) -> bool {
             drop(fd);
             false
         }
-        Err(e) => e == nix::errno::Errno::EROFS,
+        // EROFS, or EIO from a filesystem its driver shut down.
+        Err(e) => matches!(e, nix::errno::Errno::EROFS | nix::errno::Errno::EIO),
     }
 }
 

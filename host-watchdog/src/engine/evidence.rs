@@ -119,6 +119,21 @@ pub fn fs_is(subject: &str, f: &vigil_protocol::snapshot::Filesystem) -> bool {
         || f.device.strip_prefix("/dev/") == Some(subject)
 }
 
+/// For a state-based fault: whether the report shows its subject, in a
+/// state to judge (listed at all). A fault is never closed by its subject
+/// missing from a report.
+pub fn shown_good(kind: FaultKind, subject: Option<&str>, s: &Snapshot) -> bool {
+    match (kind, subject) {
+        (FaultKind::DiskFull | FaultKind::FsReadonly, Some(sub)) => {
+            s.filesystems.iter().any(|f| fs_is(sub, f))
+        }
+        (FaultKind::ServiceDown, Some(sub)) => s.watched.iter().any(|w| match &w.target {
+            WatchTarget::Process(n) | WatchTarget::Unit(n) => n.as_str() == sub,
+        }),
+        _ => true,
+    }
+}
+
 /// For an event-based fault: the state its events point to, if the report
 /// still shows it (tasks blocked in D state behind hung-task lines; memory
 /// under pressure behind OOM kills). Such a fault does not close while it

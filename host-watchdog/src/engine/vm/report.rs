@@ -94,9 +94,14 @@ impl Vm {
         match f.kind.basis() {
             Basis::Liveness => {}
             Basis::State => {
-                // Gone when a report shows the state good again.
+                // Gone when a report shows the state good again: the thing
+                // itself listed and good, not merely absent (a filesystem
+                // whose statvfs failed is not a writable one).
                 let still = conds.iter().any(|c| shows(&c));
-                if !still && now > f.verify_from {
+                if !still
+                    && now > f.verify_from
+                    && evidence::shown_good(f.kind, f.subject.as_deref(), s)
+                {
                     self.close_verified(now, "cleared", out);
                 }
             }
