@@ -48,20 +48,6 @@ impl Vm {
         )
     }
 
-    /// Stop vigild with SIGTERM (waiting for it to exit) and start it again
-    /// with the same config and journal, its log appended.
-    pub fn restart_vigild(&mut self) {
-        let pid = self.vigild.id().to_string();
-        assert!(Command::new("kill").arg(&pid).status().unwrap().success());
-        common::wait_until(Duration::from_secs(10), "vigild to exit", || {
-            matches!(self.vigild.try_wait(), Ok(Some(_)))
-        });
-        self.vigild = spawn_vigild(self.dir.path());
-        common::wait_until(Duration::from_secs(30), "vigild back", || {
-            UnixStream::connect(self.sock()).is_ok()
-        });
-    }
-
     /// Type a command into the guest's root shell (ttyS1). After a reboot
     /// QEMU's socket is a new one: reconnect once when the old one is gone.
     pub fn shell(&mut self, cmd: &str) {
@@ -111,23 +97,6 @@ impl Vm {
             .map(|(_, r)| r)
             .collect()
     }
-}
-
-/// vigild on the rig's config, logging (appended) to `vigild.log`.
-fn spawn_vigild(w: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(w.join("vigild.log"))
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_vigild"))
-        .arg("--config")
-        .arg(w.join("vigild.toml"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
 }
 
 pub fn now_ms() -> u64 {
@@ -180,7 +149,14 @@ pub fn boot(known_good: Option<&str>) -> Vm {
         config.push_str(&format!("snapshot = \"{s}\"\n"));
     }
     std::fs::write(w.join("vigild.toml"), config).unwrap();
-    let vigild = spawn_vigild(w);
+    let vigild = Command::new(env!("CARGO_BIN_EXE_vigild"))
+        .arg("--config")
+        .arg(w.join("vigild.toml"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(w.join("vigild.log")).unwrap())
+        .spawn()
+        .unwrap();
     let mut vm = Vm {
         dir,
         vsock,
