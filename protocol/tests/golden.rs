@@ -16,6 +16,16 @@ fn golden_path(kind: Kind) -> PathBuf {
         .join(format!("{}.hex", kind.name()))
 }
 
+fn from_hex(text: &str) -> Vec<u8> {
+    text.split_whitespace()
+        .flat_map(|l| {
+            (0..l.len())
+                .step_by(2)
+                .map(move |i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
+        })
+        .collect()
+}
+
 fn to_hex(bytes: &[u8]) -> String {
     let mut s = String::new();
     for line in bytes.chunks(32) {
@@ -87,14 +97,7 @@ fn version_1_frames_still_decode() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        let bytes: Vec<u8> = text
-            .split_whitespace()
-            .flat_map(|l| {
-                (0..l.len())
-                    .step_by(2)
-                    .map(move |i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
-            })
-            .collect();
+        let bytes = from_hex(&text);
         assert_eq!(bytes[2], 1, "{}: not a version-1 frame", path.display());
         let mut dec = MessageDecoder::new(DEFAULT_MAX_PAYLOAD);
         dec.set_version(1);
