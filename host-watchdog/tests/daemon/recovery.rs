@@ -304,3 +304,38 @@ fn a_fault_recurring_after_a_vigild_restart_continues_its_ladder() {
         rig.services.push(p);
     }
 }
+
+/// Keepalives reach a running guest's session, and stop the moment its
+/// boot ends: a write to a connection a reset or stopped guest no longer
+/// has wedges vhost-device-vsock, and the next boot's agent never gets
+/// through (found on a real VM: a reset guest stayed unmonitored).
+#[test]
+fn a_guest_whose_boot_ended_is_not_written_to() {
+    let rig = Rig::with_top("keepalive_interval_ms = 200\n", "");
+    let mut a = FakeAgent::connect(&rig, "db");
+    assert_eq!(a.version, 2);
+    a.stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let keepalives = |a: &mut FakeAgent, secs: u64| {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut n = 0;
+        while Instant::now() < end {
+            if let Ok(Some(Message::Keepalive(k))) = a.reader.read_message() {
+                assert_eq!(k.interval_ms, 200);
+                n += 1;
+            }
+        }
+        n
+    };
+    let before = keepalives(&mut a, 2);
+    assert!(before >= 4, "{before} keepalives in 2 s at 200 ms");
+    assert!(rig.ctl(&["action", "db", "destroy"]).status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = keepalives(&mut a, 0); // what was queued before the destroy
+    let after = keepalives(&mut a, 2);
+    assert_eq!(
+        after, 0,
+        "keepalives written to a destroyed guest's session"
+    );
+}

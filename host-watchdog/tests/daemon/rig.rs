@@ -36,6 +36,8 @@ pub struct Rig {
     pub services: Vec<u32>,
     pub metrics_port: u16,
     pub extra: String,
+    /// Top-level settings, before the `[[vm]]` tables.
+    pub top: String,
 }
 
 impl Drop for Rig {
@@ -76,6 +78,11 @@ pub fn free_port() -> u16 {
 
 impl Rig {
     pub fn new(extra: &str) -> Rig {
+        Rig::with_top("", extra)
+    }
+
+    /// A rig with top-level settings (`top`) and tables (`extra`).
+    pub fn with_top(top: &str, extra: &str) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let svc = service_name();
         std::fs::copy("/bin/sleep", dir.path().join(&svc)).unwrap();
@@ -87,6 +94,7 @@ impl Rig {
             services: Vec::new(),
             metrics_port: free_port(),
             extra: extra.into(),
+            top: top.into(),
         };
         rig.start_vigild();
         rig
@@ -100,11 +108,12 @@ impl Rig {
         let d = self.dir.path().display().to_string();
         let config = format!(
             "libvirt_uri = \"test://{}\"\njournal = \"{d}/journal.db\"\ncontrol_socket = \"{d}/control.sock\"\n\
-             metrics_listen = \"127.0.0.1:{}\"\n\
+             metrics_listen = \"127.0.0.1:{}\"\n{}\
              [[vm]]\ndomain = \"web\"\nagent = \"unix://{d}/web.sock\"\n\
              [[vm]]\ndomain = \"db\"\nagent = \"unix://{d}/db.sock\"\n{}",
             workspace().join("tests/fixtures/node.xml").canonicalize().unwrap().display(),
             self.metrics_port,
+            self.top,
             self.extra
         );
         std::fs::write(self.path("vigild.toml"), config).unwrap();

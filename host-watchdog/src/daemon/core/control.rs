@@ -74,7 +74,7 @@ impl Core {
                     let tx = self
                         .vms
                         .get(&domain)
-                        .and_then(|v| v.session.as_ref())
+                        .and_then(VmRt::live_session)
                         .map(|s| s.tx.clone());
                     match tx {
                         None => {

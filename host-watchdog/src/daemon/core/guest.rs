@@ -121,6 +121,7 @@ impl Core {
             hostname,
             agent_version: cut(&hello.agent_version),
             boot_id: cut(&hello.boot_id),
+            past_boot: false,
         });
         let settings = Settings {
             heartbeat_interval_ms: self

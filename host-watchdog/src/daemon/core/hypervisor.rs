@@ -28,6 +28,9 @@ impl Core {
             v.def = Some(def);
             let changed = v.domain != Some(poll.state);
             v.domain = Some(poll.state);
+            if changed && poll.state.guest_gone() {
+                v.boot_ended();
+            }
             self.step(
                 now,
                 &name,
@@ -131,12 +134,18 @@ impl Core {
                         return;
                     }
                     v.domain = Some(st);
+                    if st.guest_gone() {
+                        v.boot_ended();
+                    }
                 }
                 log::info!("vm={name} hypervisor event: {st:?}");
                 self.step(now, &name, Input::Domain(st));
             }
             HvEvent::Rebooted(name) => {
                 log::info!("vm={name} hypervisor event: reboot");
+                if let Some(v) = self.vms.get_mut(&name) {
+                    v.boot_ended();
+                }
                 self.step(now, &name, Input::Rebooted);
             }
         }

@@ -41,6 +41,12 @@ struct Session {
     hostname: String,
     agent_version: String,
     boot_id: String,
+    /// The guest this session spoke for is gone (reset, rebooted, stopped):
+    /// nothing more is written to it. On hybrid vsock (vhost-device-vsock)
+    /// a write to a connection the rebooted guest no longer has wedges the
+    /// device, and the new boot's agent never gets through. It is kept open,
+    /// silent, until the new boot's agent replaces it.
+    past_boot: bool,
 }
 
 /// Runtime facts about one VM.
@@ -53,6 +59,21 @@ struct VmRt {
     session: Option<Session>,
     first_hostname: Option<String>,
     last_report: Option<Box<Snapshot>>,
+}
+
+impl VmRt {
+    /// The session that may be written to: one of the guest's current boot.
+    fn live_session(&self) -> Option<&Session> {
+        self.session.as_ref().filter(|s| !s.past_boot)
+    }
+
+    /// The guest's boot ended (reset, reboot, stop, crash): its session is
+    /// left alone from now on.
+    fn boot_ended(&mut self) {
+        if let Some(s) = self.session.as_mut() {
+            s.past_boot = true;
+        }
+    }
 }
 
 /// A control probe waiting for the agent's reply.
@@ -337,7 +358,7 @@ impl Core {
         let every = self.cfg.keepalive_interval_ms;
         let interval_ms = every.min(u64::from(u32::MAX)) as u32;
         for (name, v) in self.vms.iter_mut() {
-            let Some(s) = v.session.as_mut() else {
+            let Some(s) = v.session.as_mut().filter(|s| !s.past_boot) else {
                 continue;
             };
             if s.version < 2
@@ -498,7 +519,7 @@ impl Core {
                 let session = self
                     .vms
                     .get(&a.vm)
-                    .and_then(|v| v.session.as_ref())
+                    .and_then(VmRt::live_session)
                     .map(|s| s.tx.clone());
                 match (session, self.engine.may_talk_to(&a.vm)) {
                     (Some(tx), true) => {

@@ -40,6 +40,13 @@ impl fmt::Display for DomainState {
     }
 }
 
+impl DomainState {
+    /// The guest that ran is gone: its kernel, and every connection it had.
+    pub fn guest_gone(self) -> bool {
+        matches!(self, DomainState::ShutOff(_) | DomainState::Crashed { .. })
+    }
+}
+
 /// A unit variant's name in kebab case (`FromSnapshot` -> `from-snapshot`).
 fn kebab(v: &impl fmt::Debug) -> String {
     let mut out = String::new();
