@@ -3,7 +3,7 @@
 # unpacked), and a busybox initramfs with the virtio/vsock/pvpanic/balloon
 # modules, the static vigil-agent with its config, a watched test service,
 # and a root shell on the second serial port for fault injection.
-# The guest's data disk template is an ext2 qcow2 with a marker file; the
+# The guest's data disk template is an ext4 qcow2 (with a journal: an error aborts it and the filesystem refuses writes, as on a real guest) with a marker file; the
 # guest panics at boot when it cannot mount it (as a guest whose root disk
 # is corrupted would), which is what the snapshot-restore case relies on.
 # Output: target/vm/{vmlinuz,initrd.img,disk.qcow2}.
@@ -90,7 +90,7 @@ echo 10 > /proc/sys/kernel/hung_task_timeout_secs 2>/dev/null
 # snapshot-restore cases). A disk that cannot be mounted is a broken guest:
 # panic, as a kernel that cannot mount its root filesystem does.
 mkdir -p /data
-if ! mount -t ext2 -o errors=remount-ro /dev/vda /data; then
+if ! mount -t ext4 -o errors=remount-ro /dev/vda /data; then
     echo "vigil-guest: cannot mount /data: disk corrupted"
     echo c > /proc/sysrq-trigger
 fi
@@ -109,7 +109,7 @@ tmp=$(mktemp -d)
 echo "vigil known-good data" > "$tmp/known-good"
 rm -f "$OUT/data.raw"
 truncate -s 64M "$OUT/data.raw"
-mke2fs -q -F -t ext2 -d "$tmp" "$OUT/data.raw"
+mke2fs -q -F -t ext4 -d "$tmp" "$OUT/data.raw"
 qemu-img convert -f raw -O qcow2 "$OUT/data.raw" "$OUT/disk.qcow2"
 rm -rf "$tmp" "$OUT/data.raw"
 ls -l "$OUT/vmlinuz" "$OUT/initrd.img" "$OUT/disk.qcow2"

@@ -54,6 +54,9 @@ pub struct Mount {
     /// (ext4's errors=remount-ro sets the superblock read-only while the
     /// mount's options still read `rw`).
     pub read_only: bool,
+    /// The mount as the kernel describes it (id, options, superblock
+    /// options): it changes when the filesystem is remounted or replaced.
+    pub key: String,
 }
 
 fn unescape(s: &str) -> String {
@@ -101,6 +104,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             device: unescape(r[1]),
             fs_type: fs_type.to_string(),
             read_only,
+            key: format!("{} {} {}", l[0], l[5], r.get(2).unwrap_or(&"")),
         };
         out.retain(|o| o.mount_point != m.mount_point);
         out.push(m);
@@ -214,20 +218,23 @@ broken line
                     mount_point: "/srv/my data".into(),
                     device: "/dev/vdb".into(),
                     fs_type: "xfs".into(),
-                    read_only: true
+                    read_only: true,
+                    key: "26 ro,relatime ro,attr2".into(),
                 },
                 Mount {
                     mount_point: "/".into(),
                     device: "/dev/vda2".into(),
                     fs_type: "ext4".into(),
-                    read_only: false
+                    read_only: false,
+                    key: "28 rw,relatime rw".into(),
                 },
                 // Mounted rw, superblock read-only (after an ext4 error).
                 Mount {
                     mount_point: "/data".into(),
                     device: "/dev/vdc".into(),
                     fs_type: "ext4".into(),
-                    read_only: true
+                    read_only: true,
+                    key: "29 rw,relatime ro,errors=remount-ro".into(),
                 },
             ]
         );
@@ -244,6 +251,7 @@ broken line
             device: "/dev/vdc".into(),
             fs_type: "ext4".into(),
             read_only: false,
+            key: String::new(),
         };
         assert_eq!(recorded_errors(&sys, dir.path(), &m), 3);
         let xfs = Mount {
@@ -265,6 +273,7 @@ broken line
             device: "/dev/x".into(),
             fs_type: "ext4".into(),
             read_only: false,
+            key: String::new(),
         };
         let f = stat(dir.path(), &m).unwrap();
         assert!(f.size_bytes > 0 && f.avail_bytes <= f.size_bytes);

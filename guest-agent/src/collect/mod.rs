@@ -46,6 +46,24 @@ pub struct Changes {
     pub read_only: bool,
 }
 
+/// The answer a filesystem with recorded errors gave to a write.
+#[derive(Debug)]
+struct WriteProbe {
+    /// The mount it was asked on.
+    key: String,
+    /// Errors recorded when it was asked.
+    errors: u64,
+    refuses: bool,
+}
+
+impl WriteProbe {
+    /// Whether the answer no longer holds: the mount changed, or a
+    /// filesystem that took the write has recorded errors since.
+    fn stale(&self, key: &str, errors: u64) -> bool {
+        self.key != key || (!self.refuses && errors != self.errors)
+    }
+}
+
 /// Stateful snapshot taker (CPU deltas, watch pids, read-only flags).
 #[derive(Debug)]
 pub struct Collector {
@@ -56,6 +74,11 @@ pub struct Collector {
     prev_ticks: Option<mem::Ticks>,
     /// (mount point, read-only, full) as the last snapshot saw them.
     fs_seen: std::collections::BTreeSet<(String, bool, bool)>,
+    /// Write probes of filesystems with recorded errors, by mount point:
+    /// a probe of an aborted ext4 is itself a kernel error line, so a
+    /// refusal stands until the mount changes, and a filesystem that took
+    /// the write is asked again only when it records a new error.
+    write_probes: std::collections::BTreeMap<String, WriteProbe>,
     /// Use (percent) at which a filesystem counts as full (the host's
     /// threshold, from the handshake).
     full_percent: u8,
@@ -71,6 +94,7 @@ impl Collector {
             watch: procs::WatchState::default(),
             prev_ticks: None,
             fs_seen: Default::default(),
+            write_probes: Default::default(),
             full_percent: 95,
         }
     }
@@ -83,19 +107,18 @@ impl Collector {
     /// Real filesystems with usage, and what failed. A filesystem the ext4
     /// driver recorded errors for is asked whether it still takes a write
     /// (its flags can say `rw` while every write fails with EROFS).
-    fn filesystems(&self) -> (Vec<vigil_protocol::snapshot::Filesystem>, Vec<String>) {
-        let r = &self.roots;
+    fn filesystems(&mut self) -> (Vec<vigil_protocol::snapshot::Filesystem>, Vec<String>) {
         let mut out = Vec::new();
         let mut errors = Vec::new();
-        match std::fs::read_to_string(r.proc_root.join("self/mountinfo")) {
+        match std::fs::read_to_string(self.roots.proc_root.join("self/mountinfo")) {
             Ok(text) => {
-                for m in fs::parse_mountinfo(&text) {
-                    match fs::stat(&r.fs_root, &m) {
+                let mounts = fs::parse_mountinfo(&text);
+                self.write_probes
+                    .retain(|p, _| mounts.iter().any(|m| &m.mount_point == p));
+                for m in mounts {
+                    match fs::stat(&self.roots.fs_root, &m) {
                         Ok(mut f) => {
-                            if !f.read_only
-                                && fs::recorded_errors(&r.sys_root, &r.fs_root, &m) > 0
-                                && fs::refuses_writes(&r.fs_root, &m)
-                            {
+                            if !f.read_only && self.refuses_writes(&m) {
                                 f.read_only = true;
                             }
                             out.push(f);
@@ -107,6 +130,33 @@ impl Collector {
             Err(e) => errors.push(format!("mountinfo: {e}")),
         }
         (out, errors)
+    }
+
+    /// Whether a filesystem whose flags say writable refuses writes: asked
+    /// only of one with recorded errors, and only again when the mount
+    /// changed or (if it took the write) it recorded new errors.
+    fn refuses_writes(&mut self, m: &fs::Mount) -> bool {
+        let r = &self.roots;
+        let errors = fs::recorded_errors(&r.sys_root, &r.fs_root, m);
+        if errors == 0 {
+            self.write_probes.remove(&m.mount_point);
+            return false;
+        }
+        if let Some(p) = self.write_probes.get(&m.mount_point) {
+            if !p.stale(&m.key, errors) {
+                return p.refuses;
+            }
+        }
+        let refuses = fs::refuses_writes(&r.fs_root, m);
+        self.write_probes.insert(
+            m.mount_point.clone(),
+            WriteProbe {
+                key: m.key.clone(),
+                errors,
+                refuses,
+            },
+        );
+        refuses
     }
 
     fn fs_state(
@@ -123,7 +173,7 @@ impl Collector {
 
     /// Whether a filesystem went read-only, filled up, or came back, since
     /// the last snapshot (cheap: mountinfo and statvfs, for the 1 s tick).
-    pub fn fs_changed(&self) -> bool {
+    pub fn fs_changed(&mut self) -> bool {
         let (fss, _) = self.filesystems();
         self.fs_state(&fss) != self.fs_seen
     }
@@ -181,6 +231,7 @@ impl Collector {
             .any(|(m, ro, _)| *ro && !self.fs_seen.iter().any(|(n, r, _)| n == m && *r));
         self.fs_seen = seen;
         s.filesystems = filesystems;
+        let r = &self.roots;
         match mem::memory(&r.proc_root) {
             Ok(m) => s.memory = Some(m),
             Err(e) => fail("memory", e),
@@ -248,6 +299,29 @@ impl KernelLog {
 mod tests {
     use super::*;
     use vigil_protocol::snapshot::KernelEventKind;
+
+    /// A refusal stands while the mount is the same (asking again is an
+    /// error line of its own on an aborted ext4); a filesystem that took
+    /// the write is asked again after a new error; a changed mount is
+    /// always asked again.
+    #[test]
+    fn a_write_probe_is_repeated_only_when_its_answer_may_have_changed() {
+        let refused = WriteProbe {
+            key: "26 rw rw,errors=remount-ro".into(),
+            errors: 1,
+            refuses: true,
+        };
+        assert!(!refused.stale("26 rw rw,errors=remount-ro", 1));
+        assert!(!refused.stale("26 rw rw,errors=remount-ro", 41));
+        assert!(refused.stale("31 rw rw,errors=remount-ro", 41));
+        let took = WriteProbe {
+            refuses: false,
+            ..refused
+        };
+        assert!(!took.stale("26 rw rw,errors=remount-ro", 1));
+        assert!(took.stale("26 rw rw,errors=remount-ro", 2));
+        assert!(took.stale("26 ro ro,errors=remount-ro", 1));
+    }
 
     #[test]
     fn a_snapshot_of_an_empty_tree_is_partial_not_an_error() {

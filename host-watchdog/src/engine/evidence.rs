@@ -119,6 +119,16 @@ pub fn fs_is(subject: &str, f: &vigil_protocol::snapshot::Filesystem) -> bool {
         || f.device.strip_prefix("/dev/") == Some(subject)
 }
 
+/// Whether two subjects name the same thing, as far as the report tells
+/// (equal, or a filesystem's mount point and its device); no subject
+/// matches any.
+pub fn same_subject(a: Option<&str>, b: Option<&str>, s: &Snapshot) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b || s.filesystems.iter().any(|f| fs_is(a, f) && fs_is(b, f)),
+        _ => true,
+    }
+}
+
 /// For a state-based fault: whether the report shows its subject, in a
 /// state to judge (listed at all). A fault is never closed by its subject
 /// missing from a report.

@@ -50,22 +50,29 @@ impl Vm {
             return;
         }
         conds.sort_by_key(|c| std::cmp::Reverse(c.kind.severity()));
-        if let Some(c) = conds.into_iter().next() {
-            let onset = match c.event_at.and_then(|g| self.host_time(g, now)) {
-                Some(t) => Onset::exact(t), // the kernel log's own time
-                None => Onset::between(last_good, observed),
-            };
-            self.locate(
-                now,
-                onset,
-                now,
-                c.kind,
-                c.subject,
-                vec![c.evidence],
-                ctx,
-                out,
-            );
-        }
+        let Some((kind, first)) = conds.first().map(|c| (c.kind, c.subject.clone())) else {
+            return;
+        };
+        // The condition and the kernel's word on it (a read-only mount and
+        // the ext4 line that made it so): the kernel log's own time, when
+        // there is one, is the onset.
+        let same: Vec<evidence::Condition> = conds
+            .into_iter()
+            .filter(|c| {
+                c.kind == kind && evidence::same_subject(first.as_deref(), c.subject.as_deref(), s)
+            })
+            .collect();
+        let onset = match same
+            .iter()
+            .filter_map(|c| c.event_at.and_then(|g| self.host_time(g, now)))
+            .min()
+        {
+            Some(t) => Onset::exact(t),
+            None => Onset::between(last_good, observed),
+        };
+        let subject = same.iter().find_map(|c| c.subject.clone());
+        let evidence = same.into_iter().take(3).map(|c| c.evidence).collect();
+        self.locate(now, onset, now, kind, subject, evidence, ctx, out);
     }
 
     /// Does this report show the active fault still there, gone, or back
@@ -81,15 +88,7 @@ impl Vm {
         let Some(f) = self.fault.clone() else { return };
         let shows = |c: &&evidence::Condition| {
             c.kind == f.kind
-                && match (&f.subject, &c.subject) {
-                    (Some(a), Some(b)) => {
-                        a == b
-                            || s.filesystems
-                                .iter()
-                                .any(|fs| evidence::fs_is(a, fs) && evidence::fs_is(b, fs))
-                    }
-                    _ => true,
-                }
+                && evidence::same_subject(f.subject.as_deref(), c.subject.as_deref(), s)
         };
         match f.kind.basis() {
             Basis::Liveness => {}
