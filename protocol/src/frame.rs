@@ -265,6 +265,28 @@ impl Decoder {
         }
     }
 
+    /// The bytes of the incomplete frame held now, as they arrived (empty
+    /// between frames): what a reader hands over with its stream, so the
+    /// next reader starts where this one stopped.
+    pub fn held(&self) -> Vec<u8> {
+        match &self.state {
+            State::Header { buf, have } => buf[..*have].to_vec(),
+            State::Payload {
+                version,
+                kind,
+                buf,
+                need,
+            } => {
+                let mut out = Vec::with_capacity(HEADER_LEN + buf.len());
+                out.extend_from_slice(&MAGIC);
+                out.extend_from_slice(&[*version, *kind]);
+                out.extend_from_slice(&(*need as u32).to_le_bytes());
+                out.extend_from_slice(buf);
+                out
+            }
+        }
+    }
+
     /// The error to report when the stream ends now: `None` at a frame
     /// boundary, `Truncated` inside a frame.
     pub fn finish(&self) -> Result<(), FrameError> {

@@ -148,21 +148,48 @@ mod async_io {
         inner: R,
         decoder: MessageDecoder,
         chunk: Chunk,
+        /// Bytes another reader took off this stream and did not use.
+        carry: Vec<u8>,
     }
 
     impl<R: AsyncRead + Unpin> AsyncMessageReader<R> {
         /// A reader with the given payload limit.
         pub fn new(inner: R, max_payload: u32) -> Self {
+            Self::resume(inner, max_payload, Vec::new())
+        }
+
+        /// A reader that goes on where another stopped: `unread` is what
+        /// that one's [`unread`](Self::unread) gave, read before the stream.
+        pub fn resume(inner: R, max_payload: u32, unread: Vec<u8>) -> Self {
             Self {
                 inner,
                 decoder: MessageDecoder::new(max_payload),
                 chunk: Chunk::new(),
+                carry: unread,
             }
+        }
+
+        /// What this reader took off the stream and has not yet made into
+        /// messages (a partial frame, frames not yet asked for), in order.
+        pub fn unread(&self) -> Vec<u8> {
+            let mut out = self.decoder.frames().held();
+            out.extend_from_slice(&self.carry);
+            out.extend_from_slice(&self.chunk.buf[self.chunk.start..self.chunk.end]);
+            out
         }
 
         /// The next message; `Ok(None)` at a clean end of stream.
         /// Cancel-safe: buffered input survives a dropped future.
         pub async fn read_message(&mut self) -> Result<Option<Message>, ReadError> {
+            if !self.carry.is_empty() {
+                let mut input = &self.carry[..];
+                let r = self.decoder.push(&mut input);
+                let used = self.carry.len() - input.len();
+                self.carry.drain(..used);
+                if let Some(m) = r? {
+                    return Ok(Some(m));
+                }
+            }
             loop {
                 if let Some(m) = self.chunk.drain(&mut self.decoder)? {
                     return Ok(Some(m));
@@ -177,6 +204,11 @@ mod async_io {
         /// The decoder (version, counters).
         pub fn decoder(&mut self) -> &mut MessageDecoder {
             &mut self.decoder
+        }
+
+        /// The stream (what was read off it and not used: [`unread`](Self::unread)).
+        pub fn into_inner(self) -> R {
+            self.inner
         }
     }
 

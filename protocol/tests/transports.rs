@@ -143,3 +143,42 @@ async fn tokio_adapter_reads_what_the_blocking_writer_wrote() {
         .await
         .ok();
 }
+
+/// A reader stopped at any point hands over what it took off the stream,
+/// and a new reader on the same stream goes on from there: every message
+/// arrives once, in order (vigild's sessions across a restart).
+#[tokio::test]
+async fn a_reader_hands_over_mid_frame_and_the_next_goes_on() {
+    use tokio::io::AsyncWriteExt;
+    let mut bytes = Vec::new();
+    for seq in 1..=5 {
+        bytes.extend(encode(&hb(seq), PROTOCOL_VERSION).unwrap());
+    }
+    let frame = bytes.len() / 5;
+    // Cut inside the third frame's payload, inside the fourth's header,
+    // and exactly between frames.
+    for cut in [2 * frame + frame / 2 + 2, 3 * frame + 3, 2 * frame] {
+        let (mut w, r) = tokio::io::duplex(1 << 16);
+        w.write_all(&bytes[..cut]).await.unwrap();
+        let mut first = AsyncMessageReader::new(r, 1024);
+        let mut got = Vec::new();
+        // Read until the reader waits for more (its future dropped then).
+        loop {
+            tokio::select! {
+                biased;
+                m = first.read_message() => got.push(m.unwrap().unwrap()),
+                _ = tokio::task::yield_now() => break,
+            }
+        }
+        let unread = first.unread();
+        let r = first.into_inner();
+        w.write_all(&bytes[cut..]).await.unwrap();
+        drop(w);
+        let mut next = AsyncMessageReader::resume(r, 1024, unread);
+        while let Some(m) = next.read_message().await.unwrap() {
+            got.push(m);
+        }
+        let want: Vec<Message> = (1..=5).map(hb).collect();
+        assert_eq!(got, want, "cut at {cut}");
+    }
+}

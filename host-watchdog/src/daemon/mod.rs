@@ -9,6 +9,7 @@
 pub mod backend_thread;
 pub mod clock;
 pub mod control;
+pub mod handover;
 pub mod metrics;
 pub mod probe;
 pub mod session;
@@ -37,6 +38,8 @@ pub enum CoreMsg {
         vm: String,
         /// The hello.
         hello: Hello,
+        /// What it takes to hand the session over to the next vigild.
+        handle: Option<session::Handle>,
         /// The core's answer.
         reply: oneshot::Sender<session::HelloReply>,
     },
@@ -106,14 +109,19 @@ pub enum CoreMsg {
 
 /// Run vigild until SIGTERM/SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    // Before any thread: the descriptors a previous vigild stored.
+    let adopted = handover::take();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start runtime")?;
-    rt.block_on(run_async(config))
+    rt.block_on(run_async(config, adopted))
 }
 
-async fn run_async(config: Config) -> anyhow::Result<()> {
+async fn run_async(
+    config: Config,
+    adopted: Vec<(String, session::Adopted, std::os::fd::OwnedFd)>,
+) -> anyhow::Result<()> {
     let clock = clock::Clock::new();
     // libvirt's event loop must be registered before the connection opens.
     crate::backend::events::start_event_loop()
@@ -148,12 +156,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics::Metrics::new());
     let journal = crate::journal::Journal::open(&config.journal)
         .with_context(|| format!("cannot open journal {}", config.journal.display()))?;
-    let limits = session::Limits {
-        max_frame: config.max_frame_bytes,
-        per_second: config.max_messages_per_second,
-        slow_sender: Duration::from_millis(config.slow_sender_timeout_ms),
-        hello: Duration::from_millis(config.hello_timeout_ms),
-    };
+    let limits = session::Limits::from_config(&config);
     // Agent sockets, one per configured VM.
     for vm in &config.vm {
         let Some(agent) = &vm.agent else { continue };
@@ -177,7 +180,8 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
             loop {
                 match listener.accept().await {
                     Ok((s, _)) => {
-                        tokio::spawn(session::connection(s, name.clone(), tx.clone(), limits));
+                        let fd = session::dup(std::os::fd::AsFd::as_fd(&s));
+                        tokio::spawn(session::connection(s, name.clone(), tx.clone(), limits, fd));
                     }
                     Err(e) => {
                         log::warn!("accept failed on {}'s socket: {e}", name);
@@ -243,5 +247,6 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         });
     }
     let mut core = core::Core::new(config, clock, journal, metrics, be_tx, core_tx)?;
+    core.adopt(adopted);
     core.run(core_rx).await
 }

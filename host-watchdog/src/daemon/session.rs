@@ -3,6 +3,7 @@
 //! the outbound queue, a `Hello` deadline and a slow-sender timeout.
 //! Violations close the session and are counted per reason.
 
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -25,6 +26,37 @@ pub struct Limits {
     pub hello: Duration,
 }
 
+impl Limits {
+    /// The bounds `config` sets.
+    pub fn from_config(config: &crate::config::Config) -> Limits {
+        Limits {
+            max_frame: config.max_frame_bytes,
+            per_second: config.max_messages_per_second,
+            slow_sender: Duration::from_millis(config.slow_sender_timeout_ms),
+            hello: Duration::from_millis(config.hello_timeout_ms),
+        }
+    }
+}
+
+/// A handed-over connection, by its kind.
+pub enum Stream {
+    /// Unix (plain or hybrid vsock).
+    Unix(tokio::net::UnixStream),
+    /// Kernel vsock.
+    Vsock(super::vsock::AsyncVsock),
+}
+
+/// What kind of connection a handed-over descriptor is.
+pub fn stream_of(fd: OwnedFd) -> std::io::Result<Stream> {
+    let unix = std::os::unix::net::UnixStream::from(fd);
+    if unix.local_addr().is_ok() {
+        unix.set_nonblocking(true)?;
+        return Ok(Stream::Unix(tokio::net::UnixStream::from_std(unix)?));
+    }
+    let fd = OwnedFd::from(unix);
+    super::vsock::AsyncVsock::new(::vsock::VsockStream::from(fd)).map(Stream::Vsock)
+}
+
 /// Outbound messages queued per session (host → guest).
 pub const OUTBOUND_QUEUE: usize = 16;
 
@@ -43,9 +75,49 @@ pub fn reason_of(e: &ReadError) -> &'static str {
 /// The core's answer to a `Hello`.
 pub type HelloReply = Result<(u64, Welcome, mpsc::Receiver<Message>), Refused>;
 
+/// A request to stop serving and give back what was read and not used.
+pub type HandOver = oneshot::Sender<Vec<u8>>;
+
+/// What the core keeps of a session to take it over to the next vigild: a
+/// second descriptor of the connection, and a way to stop the session at
+/// a frame boundary.
+#[derive(Debug)]
+pub struct Handle {
+    /// The connection (a duplicate: the session has its own).
+    pub fd: OwnedFd,
+    /// Ask the session to stop and hand over its unread bytes.
+    pub ask: oneshot::Sender<HandOver>,
+}
+
+/// A session another vigild served: what the handshake said, and the
+/// bytes it had read and not used.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Adopted {
+    /// Negotiated protocol version.
+    pub version: u8,
+    /// From the agent's hello.
+    pub hostname: String,
+    /// From the agent's hello.
+    pub agent_version: String,
+    /// From the agent's hello.
+    pub boot_id: String,
+    /// Read off the connection and not yet made into messages.
+    pub unread: Vec<u8>,
+}
+
+/// A duplicate of a connection's descriptor, for the hand-over.
+pub fn dup(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
+    fd.try_clone_to_owned().ok()
+}
+
 /// Serve one agent connection for `vm` (Unix, hybrid or kernel vsock).
-pub async fn connection<S>(stream: S, vm: String, core: mpsc::Sender<CoreMsg>, limits: Limits)
-where
+pub async fn connection<S>(
+    stream: S,
+    vm: String,
+    core: mpsc::Sender<CoreMsg>,
+    limits: Limits,
+    fd: Option<OwnedFd>,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (rd, mut wr) = tokio::io::split(stream);
@@ -61,26 +133,18 @@ where
         Ok(Err(e)) => return drop(core.send(reject(reason_of(&e))).await),
         Err(_) => return drop(core.send(reject("hello-timeout")).await),
     };
-    let (tx, rx) = oneshot::channel();
-    if core
-        .send(CoreMsg::Hello {
-            vm: vm.clone(),
-            hello,
-            reply: tx,
-        })
-        .await
-        .is_err()
-    {
+    let (ask, asked) = oneshot::channel();
+    let handle = fd.map(|fd| Handle { fd, ask });
+    let Some((session, welcome, outbound)) = register(&core, &vm, hello, handle).await else {
         return;
-    }
-    let (session, welcome, mut outbound) = match rx.await {
-        Ok(Ok(w)) => w,
-        Ok(Err(refused)) => {
+    };
+    let (session, welcome, outbound) = match (session, welcome, outbound) {
+        (s, Ok(w), o) => (s, w, o),
+        (_, Err(refused), _) => {
             let _ =
                 write_message_async(&mut wr, &Message::Refused(refused), 1, limits.max_frame).await;
             return;
         }
-        Err(_) => return,
     };
     let version = welcome.version;
     if write_message_async(
@@ -102,12 +166,127 @@ where
         return;
     }
     reader.decoder().set_version(version);
+    serve(
+        reader, wr, vm, session, version, outbound, core, limits, asked,
+    )
+    .await;
+}
+
+/// Go on serving a connection another vigild handed over: no handshake
+/// (the agent had it), the bytes it had read first.
+pub async fn adopt<S>(
+    stream: S,
+    vm: String,
+    core: mpsc::Sender<CoreMsg>,
+    limits: Limits,
+    fd: Option<OwnedFd>,
+    was: Adopted,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let mut reader = AsyncMessageReader::resume(rd, limits.max_frame, was.unread);
+    let hello = Hello {
+        versions: vigil_protocol::VersionRange {
+            min: was.version,
+            max: was.version,
+        },
+        agent_version: was.agent_version.as_str().into(),
+        boot_id: was.boot_id.as_str().into(),
+        hostname: was.hostname.as_str().into(),
+        kernel_release: "".into(),
+        capabilities: Vec::new(),
+    };
+    let (ask, asked) = oneshot::channel();
+    let handle = fd.map(|fd| Handle { fd, ask });
+    let Some((session, Ok(welcome), outbound)) = register(&core, &vm, hello, handle).await else {
+        log::warn!("vm={vm}: a handed-over session was refused; closing it");
+        return;
+    };
+    reader.decoder().set_version(welcome.version);
+    serve(
+        reader,
+        wr,
+        vm,
+        session,
+        welcome.version,
+        outbound,
+        core,
+        limits,
+        asked,
+    )
+    .await;
+}
+
+/// Tell the core about a session; `None` when the core is gone.
+#[allow(clippy::type_complexity)]
+async fn register(
+    core: &mpsc::Sender<CoreMsg>,
+    vm: &str,
+    hello: Hello,
+    handle: Option<Handle>,
+) -> Option<(u64, Result<Welcome, Refused>, mpsc::Receiver<Message>)> {
+    let (tx, rx) = oneshot::channel();
+    core.send(CoreMsg::Hello {
+        vm: vm.to_string(),
+        hello,
+        handle,
+        reply: tx,
+    })
+    .await
+    .ok()?;
+    match rx.await.ok()? {
+        Ok((id, w, out)) => Some((id, Ok(w), out)),
+        Err(refused) => Some((0, Err(refused), mpsc::channel(1).1)),
+    }
+}
+
+/// A hand-over request; never, if the core cannot ask any more.
+async fn asked_for(asked: &mut Option<oneshot::Receiver<HandOver>>) -> HandOver {
+    let r = match asked.as_mut() {
+        Some(rx) => rx.await,
+        None => return std::future::pending().await,
+    };
+    match r {
+        Ok(give) => give,
+        Err(_) => {
+            *asked = None;
+            std::future::pending().await
+        }
+    }
+}
+
+/// The session after its handshake: guest messages to the core, the
+/// core's messages to the guest; stopped at a frame boundary when the
+/// core hands it over.
+#[allow(clippy::too_many_arguments)]
+async fn serve<R, W>(
+    mut reader: AsyncMessageReader<R>,
+    mut wr: W,
+    vm: String,
+    session: u64,
+    version: u8,
+    mut outbound: mpsc::Receiver<Message>,
+    core: mpsc::Sender<CoreMsg>,
+    limits: Limits,
+    asked: oneshot::Receiver<HandOver>,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     // Writer: host → guest, bounded queue, bounded write time. When the
     // core drops the queue (a newer session replaced this one), the writer
-    // ends and tells the reader to stop.
+    // ends and tells the reader to stop. Asked to stop, it finishes the
+    // frame it is writing first.
     let (gone_tx, mut gone) = oneshot::channel::<()>();
+    let (stop_tx, mut stop) = oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
-        while let Some(m) = outbound.recv().await {
+        loop {
+            let m = tokio::select! {
+                m = outbound.recv() => m,
+                _ = &mut stop => None,
+            };
+            let Some(m) = m else { break };
             let w = write_message_async(&mut wr, &m, version, limits.max_frame);
             match tokio::time::timeout(Duration::from_secs(2), w).await {
                 Ok(Ok(())) => {}
@@ -116,6 +295,11 @@ where
         }
         let _ = gone_tx.send(());
     });
+    let mut asked = Some(asked);
+    let reject = |reason: &'static str| CoreMsg::Rejected {
+        vm: vm.clone(),
+        reason,
+    };
     // Reader: guest → host, rate-limited.
     let mut tokens = f64::from(limits.per_second);
     let mut last = tokio::time::Instant::now();
@@ -124,6 +308,14 @@ where
         let r = tokio::select! {
             r = read => r,
             _ = &mut gone => break "replaced by a newer session or write failed".to_string(),
+            give = asked_for(&mut asked) => {
+                // Handed over: the writer's frame finished, what was read
+                // and not used goes along; no close, no goodbye.
+                let _ = stop_tx.send(());
+                let _ = writer.await;
+                let _ = give.send(reader.unread());
+                return;
+            }
         };
         let msg = match r {
             Err(_) => {

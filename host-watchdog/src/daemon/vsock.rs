@@ -125,9 +125,10 @@ pub async fn serve(
                 .await;
             continue; // dropping the stream closes it
         };
+        let fd = session::dup(std::os::fd::AsFd::as_fd(&stream));
         match AsyncVsock::new(stream) {
             Ok(s) => {
-                tokio::spawn(session::connection(s, vm, core.clone(), limits));
+                tokio::spawn(session::connection(s, vm, core.clone(), limits, fd));
             }
             Err(e) => log::warn!("vsock stream setup failed: {e}"),
         }

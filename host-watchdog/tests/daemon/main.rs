@@ -12,6 +12,7 @@
 mod common;
 
 mod control;
+mod handover;
 mod hostile;
 mod recovery;
 mod rig;

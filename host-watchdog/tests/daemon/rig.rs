@@ -105,6 +105,13 @@ impl Rig {
     }
 
     pub fn start_vigild(&mut self) {
+        self.start_vigild_with(&[], None);
+    }
+
+    /// vigild with more environment, and when `wrapper` is given, started
+    /// by `bash -c wrapper vigild <binary> <args>` (a stand-in service
+    /// manager's last steps: descriptors in place, `exec "$@"`).
+    pub fn start_vigild_with(&mut self, env: &[(&str, String)], wrapper: Option<&str>) {
         let d = self.dir.path().display().to_string();
         let config = format!(
             "libvirt_uri = \"test://{}\"\njournal = \"{d}/journal.db\"\ncontrol_socket = \"{d}/control.sock\"\n\
@@ -123,9 +130,19 @@ impl Rig {
             .append(true)
             .open(self.path("vigild.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vigild"))
+        let vigild = env!("CARGO_BIN_EXE_vigild");
+        let mut cmd = match wrapper {
+            Some(script) => {
+                let mut c = Command::new("bash");
+                c.args(["-c", script, "vigild", vigild]);
+                c
+            }
+            None => Command::new(vigild),
+        };
+        let child = cmd
             .arg("--config")
             .arg(self.path("vigild.toml"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -20,6 +20,8 @@ pub struct Vm {
     pub vsock: Child,
     pub vigild: Child,
     pub shell: Option<UnixStream>,
+    /// The stand-in service manager vigild runs under.
+    pub manager: Arc<Mutex<common::Store>>,
 }
 
 impl Drop for Vm {
@@ -46,6 +48,49 @@ impl Vm {
             read("vigild.log"),
             read("console.log")
         )
+    }
+
+    /// Stop vigild with SIGTERM (waiting for it to exit) and start it again
+    /// with the same config and journal, its log appended, under the
+    /// stand-in service manager: what the stopped vigild stored, the new
+    /// one is given; with `store`, the new one has a descriptor store of
+    /// its own (systemd 254+), else not (an older systemd). How many
+    /// descriptors the new vigild took out of the store.
+    pub fn restart_vigild(&mut self, store: bool) -> usize {
+        let pid = self.vigild.id().to_string();
+        assert!(Command::new("kill").arg(&pid).status().unwrap().success());
+        common::wait_until(Duration::from_secs(10), "vigild to exit", || {
+            matches!(self.vigild.try_wait(), Ok(Some(_)))
+        });
+        let manager = self.manager.clone();
+        let stored = std::mem::take(&mut manager.lock().unwrap().fds);
+        let before = manager.lock().unwrap().removed.len();
+        let mut env = manager_env(self.dir.path(), store);
+        let mut script = None;
+        if !stored.is_empty() {
+            use std::os::fd::AsRawFd;
+            let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
+            env.push(("LISTEN_FDS", stored.len().to_string()));
+            env.push(("LISTEN_FDNAMES", names.join(":")));
+            let moves: Vec<String> = stored
+                .iter()
+                .enumerate()
+                .map(|(i, (_, fd))| format!("{}<&{} {}<&-", 3 + i, fd.as_raw_fd(), fd.as_raw_fd()))
+                .collect();
+            script = Some(format!(
+                "export LISTEN_PID=$$; exec \"$@\" {}",
+                moves.join(" ")
+            ));
+        }
+        self.vigild = spawn_vigild(self.dir.path(), &env, script.as_deref());
+        drop(stored);
+        common::wait_until(Duration::from_secs(30), "vigild back", || {
+            UnixStream::connect(self.sock()).is_ok()
+        });
+        // Taken out of the store once the new vigild has read them.
+        std::thread::sleep(Duration::from_millis(500));
+        let removed = manager.lock().unwrap().removed.len();
+        removed - before
     }
 
     /// Type a command into the guest's root shell (ttyS1). After a reboot
@@ -99,6 +144,43 @@ impl Vm {
     }
 }
 
+/// A vigild's environment under the stand-in service manager.
+fn manager_env(w: &std::path::Path, store: bool) -> Vec<(&'static str, String)> {
+    let mut env = vec![("NOTIFY_SOCKET", w.join("notify.sock").display().to_string())];
+    if store {
+        env.push(("FDSTORE", "64".to_string()));
+    }
+    env
+}
+
+/// vigild on the rig's config, logging (appended) to `vigild.log`; with
+/// more environment, and through `bash -c script vigild <binary> <args>`
+/// when a script is given (descriptors moved into place).
+fn spawn_vigild(w: &std::path::Path, env: &[(&str, String)], script: Option<&str>) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(w.join("vigild.log"))
+        .unwrap();
+    let vigild = env!("CARGO_BIN_EXE_vigild");
+    let mut cmd = match script {
+        Some(script) => {
+            let mut c = Command::new("bash");
+            c.args(["-c", script, "vigild", vigild]);
+            c
+        }
+        None => Command::new(vigild),
+    };
+    cmd.arg("--config")
+        .arg(w.join("vigild.toml"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -149,19 +231,15 @@ pub fn boot(known_good: Option<&str>) -> Vm {
         config.push_str(&format!("snapshot = \"{s}\"\n"));
     }
     std::fs::write(w.join("vigild.toml"), config).unwrap();
-    let vigild = Command::new(env!("CARGO_BIN_EXE_vigild"))
-        .arg("--config")
-        .arg(w.join("vigild.toml"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(w.join("vigild.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let manager =
+        common::manager(std::os::unix::net::UnixDatagram::bind(w.join("notify.sock")).unwrap());
+    let vigild = spawn_vigild(w, &manager_env(w, true), None);
     let mut vm = Vm {
         dir,
         vsock,
         vigild,
         shell: None,
+        manager,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while UnixStream::connect(vm.sock()).is_err() {

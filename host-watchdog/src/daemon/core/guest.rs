@@ -62,6 +62,7 @@ impl Core {
         now: Millis,
         vm: String,
         hello: Hello,
+        handle: Option<crate::daemon::session::Handle>,
         reply: oneshot::Sender<crate::daemon::session::HelloReply>,
     ) {
         let version = match negotiate(SUPPORTED, hello.versions) {
@@ -122,6 +123,7 @@ impl Core {
             agent_version: cut(&hello.agent_version),
             boot_id: cut(&hello.boot_id),
             past_boot: false,
+            handle,
         });
         let settings = Settings {
             heartbeat_interval_ms: self

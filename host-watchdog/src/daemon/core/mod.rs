@@ -47,6 +47,8 @@ struct Session {
     /// device, and the new boot's agent never gets through. It is kept open,
     /// silent, until the new boot's agent replaces it.
     past_boot: bool,
+    /// What it takes to hand the session over to the next vigild.
+    handle: Option<crate::daemon::session::Handle>,
 }
 
 /// Runtime facts about one VM.
@@ -105,6 +107,13 @@ pub struct Core {
     pending_recovered: BTreeMap<String, Vec<(engine::RestoredFault, Millis)>>,
     /// Per VM: when a rejection was last logged, and how many were not.
     reject_logged: HashMap<String, (Millis, u64)>,
+    /// Sessions the previous vigild handed over, served once the first
+    /// poll has named every VM.
+    to_adopt: Vec<(
+        String,
+        crate::daemon::session::Adopted,
+        std::os::fd::OwnedFd,
+    )>,
     /// Open faults from the journal, resumed when their VM is added.
     pending_faults: BTreeMap<String, engine::RestoredFault>,
 }
@@ -192,6 +201,7 @@ impl Core {
             pending_recovered,
             pending_faults,
             reject_logged: HashMap::new(),
+            to_adopt: Vec::new(),
         };
         Ok(core)
     }
@@ -223,7 +233,9 @@ impl Core {
                 CoreMsg::Shutdown => {
                     log::info!("stopping");
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-                    self.close_sessions_for_exit().await;
+                    if !self.hand_over().await {
+                        self.close_sessions_for_exit().await;
+                    }
                     return Ok(());
                 }
                 CoreMsg::Tick => {
@@ -238,7 +250,12 @@ impl Core {
                         self.refresh_metrics(now);
                     }
                 }
-                CoreMsg::Hello { vm, hello, reply } => self.on_hello(now, vm, hello, reply),
+                CoreMsg::Hello {
+                    vm,
+                    hello,
+                    handle,
+                    reply,
+                } => self.on_hello(now, vm, hello, handle, reply),
                 CoreMsg::Session { vm, session, msg } => self.on_session(now, &vm, session, *msg),
                 CoreMsg::Closed { vm, session, why } => {
                     let current = self
@@ -271,7 +288,10 @@ impl Core {
                     };
                     self.metrics.rejected.get_or_create(&l).inc();
                 }
-                CoreMsg::Polled(polls) => self.on_polled(now, polls),
+                CoreMsg::Polled(polls) => {
+                    self.on_polled(now, polls);
+                    self.adopt_handed_over();
+                }
                 CoreMsg::Hv(ev) => self.on_hv(now, ev),
                 CoreMsg::ActionDone { id, vm, ok, detail } => {
                     if let Some(kind) = self.action_kinds.remove(&id) {
@@ -328,6 +348,87 @@ impl Core {
     /// breaks vhost-device-vsock until the domain is destroyed and started
     /// again (the restarted vigild then sees transport-down, never a guest
     /// fault, and resets nothing).
+    /// Keep sessions a previous vigild handed over, to serve them once
+    /// the VMs are known.
+    pub fn adopt(
+        &mut self,
+        sessions: Vec<(
+            String,
+            crate::daemon::session::Adopted,
+            std::os::fd::OwnedFd,
+        )>,
+    ) {
+        self.to_adopt = sessions;
+    }
+
+    /// Serve the handed-over sessions where the previous vigild stopped.
+    fn adopt_handed_over(&mut self) {
+        use crate::daemon::session;
+        let limits = session::Limits::from_config(&self.cfg);
+        for (vm, was, fd) in std::mem::take(&mut self.to_adopt) {
+            let copy = session::dup(std::os::fd::AsFd::as_fd(&fd));
+            let tx = self.tx.clone();
+            log::info!("vm={vm}: agent session taken over from the previous vigild");
+            match session::stream_of(fd) {
+                Ok(session::Stream::Unix(s)) => {
+                    tokio::spawn(session::adopt(s, vm, tx, limits, copy, was));
+                }
+                Ok(session::Stream::Vsock(s)) => {
+                    tokio::spawn(session::adopt(s, vm, tx, limits, copy, was));
+                }
+                Err(e) => log::warn!("vm={vm}: a handed-over session is unusable: {e}"),
+            }
+        }
+    }
+
+    /// Hand every live session to the service manager's store, to be
+    /// served on by the next vigild; false when there is no store (or it
+    /// refused), and sessions are to be closed instead.
+    async fn hand_over(&mut self) -> bool {
+        use crate::daemon::session::Adopted;
+        if crate::daemon::handover::capacity() == 0 {
+            return false;
+        }
+        let mut asked = Vec::new();
+        for (name, v) in self.vms.iter_mut() {
+            let Some(s) = v.session.as_mut().filter(|s| !s.past_boot) else {
+                continue;
+            };
+            let Some(h) = s.handle.take() else { continue };
+            let (tx, rx) = oneshot::channel();
+            if h.ask.send(tx).is_ok() {
+                let was = Adopted {
+                    version: s.version,
+                    hostname: s.hostname.clone(),
+                    agent_version: s.agent_version.clone(),
+                    boot_id: s.boot_id.clone(),
+                    unread: Vec::new(),
+                };
+                asked.push((name.clone(), was, h.fd, rx));
+            }
+        }
+        let mut sessions = Vec::new();
+        for (vm, was, fd, rx) in asked {
+            // A session stops at its next frame boundary; a writer blocked
+            // on a guest gives up within its 2 s bound.
+            match tokio::time::timeout(Duration::from_secs(3), rx).await {
+                Ok(Ok(unread)) => sessions.push((vm, Adopted { unread, ..was }, fd)),
+                _ => log::warn!("vm={vm}: its session did not stop in time; not handed over"),
+            }
+        }
+        let n = sessions.len();
+        match crate::daemon::handover::store(sessions) {
+            Ok(n) => {
+                log::info!("{n} agent sessions handed to the service manager for the next vigild");
+                true
+            }
+            Err(e) => {
+                log::warn!("cannot hand {n} agent sessions over ({e}); closing them");
+                false
+            }
+        }
+    }
+
     async fn close_sessions_for_exit(&mut self) {
         let mut held = Vec::new();
         for (name, v) in self.vms.iter_mut() {
