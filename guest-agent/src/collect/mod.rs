@@ -79,6 +79,9 @@ pub struct Collector {
     /// refusal stands until the mount changes, and a filesystem that took
     /// the write is asked again only when it records a new error.
     write_probes: std::collections::BTreeMap<String, WriteProbe>,
+    /// The mount table, open: it reports a mount or unmount since the last
+    /// look (a filesystem mounted again may get the very same line).
+    mount_table: Option<std::fs::File>,
     /// Use (percent) at which a filesystem counts as full (the host's
     /// threshold, from the handshake).
     full_percent: u8,
@@ -95,6 +98,7 @@ impl Collector {
             prev_ticks: None,
             fs_seen: Default::default(),
             write_probes: Default::default(),
+            mount_table: std::fs::File::open(config.proc_root.join("self/mountinfo")).ok(),
             full_percent: 95,
         }
     }
@@ -110,6 +114,9 @@ impl Collector {
     fn filesystems(&mut self) -> (Vec<vigil_protocol::snapshot::Filesystem>, Vec<String>) {
         let mut out = Vec::new();
         let mut errors = Vec::new();
+        if self.mounts_changed() {
+            self.write_probes.clear(); // what a write said may not hold
+        }
         match std::fs::read_to_string(self.roots.proc_root.join("self/mountinfo")) {
             Ok(text) => {
                 let mounts = fs::parse_mountinfo(&text);
@@ -130,6 +137,24 @@ impl Collector {
             Err(e) => errors.push(format!("mountinfo: {e}")),
         }
         (out, errors)
+    }
+
+    /// Whether anything was mounted or unmounted since the last look (the
+    /// kernel flags the open mount table with a priority event).
+    fn mounts_changed(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let Some(f) = &self.mount_table else {
+            return true; // cannot tell: ask again
+        };
+        let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLPRI)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(n) if n > 0 => fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR)),
+            Ok(_) => false,
+            Err(_) => true,
+        }
     }
 
     /// Whether a filesystem whose flags say writable refuses writes: asked

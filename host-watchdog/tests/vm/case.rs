@@ -10,6 +10,8 @@ pub struct Row {
     pub layer: String,
     pub action: String,
     pub detect: u64,
+    /// How uncertain the onset is (0: measured to the millisecond).
+    pub window: u64,
     pub locate: u64,
     pub repair: Option<u64>,
     /// From the injection to the located fault, measured by the test.
@@ -94,6 +96,7 @@ pub fn case(
                 .join(">")
         },
         detect: closed["detect_ms"].as_u64().unwrap(),
+        window: fault["onset_window_ms"].as_u64().unwrap_or(0),
         locate: closed["locate_ms"].as_u64().unwrap(),
         repair: (closed["how"] == "recovered").then(|| closed["repair_ms"].as_u64().unwrap()),
         injected: fault["located"].as_u64().unwrap().saturating_sub(t0),
@@ -103,18 +106,19 @@ pub fn case(
 
 /// Print the measured times.
 pub fn print_table(rows: &[Row]) {
-    // DETECT/LOCATE/REPAIR are vigild's own figures (from the last sign of
-    // health); INJECT->LOC is the test's clock from the injection to the
-    // located fault.
+    // DETECT/LOCATE/REPAIR are vigild's own figures, from the onset it
+    // measured (ONSET±: how late within that bound it may have begun; 0 is
+    // a measured time: a kernel log line, a lifecycle event); INJECT->LOC
+    // is the test's clock from the injection to the located fault.
     eprintln!(
-        "\n{:<16} {:<18} {:<15} {:<32} {:>9} {:>9} {:>9} {:>11}",
-        "CASE", "FAULT", "LAYER", "ACTIONS", "DETECT", "LOCATE", "REPAIR", "INJECT->LOC"
+        "\n{:<16} {:<18} {:<15} {:<32} {:>9} {:>9} {:>9} {:>9} {:>11}",
+        "CASE", "FAULT", "LAYER", "ACTIONS", "DETECT", "ONSET±", "LOCATE", "REPAIR", "INJECT->LOC"
     );
     for r in rows {
         let repair = r.repair.map_or("-".into(), |x| format!("{x} ms"));
         eprintln!(
-            "{:<16} {:<18} {:<15} {:<32} {:>6} ms {:>6} ms {:>9} {:>8} ms",
-            r.case, r.kind, r.layer, r.action, r.detect, r.locate, repair, r.injected
+            "{:<16} {:<18} {:<15} {:<32} {:>6} ms {:>6} ms {:>6} ms {:>9} {:>8} ms",
+            r.case, r.kind, r.layer, r.action, r.detect, r.window, r.locate, repair, r.injected
         );
     }
 }
