@@ -186,10 +186,10 @@ fn fault_matrix_on_a_real_vm() {
         "kernel-degraded",
         "guest-kernel",
         Some("alert"),
-        |vm| vm.shell("fsfreeze -f /data; (echo x > /data/blocked) &"),
+        |vm| vm.shell("fsfreeze --freeze /data; (echo x > /data/blocked) &"),
         |vm| {
             std::thread::sleep(Duration::from_secs(25));
-            vm.shell("fsfreeze -u /data; rm -f /data/blocked");
+            vm.shell("fsfreeze --unfreeze /data; rm -f /data/blocked");
         },
     );
     let degraded = vm
