@@ -18,6 +18,8 @@ use crate::engine::{DomainState, DomainStats, PauseReason, StopReason};
 pub struct Libvirt {
     uri: String,
     conn: Connect,
+    /// The bulk stats call failed once (said once; polled per domain).
+    bulk_failed: bool,
 }
 
 fn call(op: &'static str, domain: &str, e: virt::error::Error) -> BackendError {
@@ -43,6 +45,7 @@ impl Libvirt {
         Ok(Libvirt {
             uri: uri.into(),
             conn,
+            bulk_failed: false,
         })
     }
 
@@ -106,6 +109,152 @@ pub fn parse_domain_xml(name: &str, uuid: &str, xml: &str) -> DomainDef {
         }
     }
     def
+}
+
+/// One domain's figures from a bulk stats record (what was present).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Bulk {
+    /// `state.state`, `state.reason`.
+    pub state: Option<(i32, i32)>,
+    /// `cpu.time`, ns.
+    pub cpu_ns: Option<u64>,
+    /// `balloon.current`, `balloon.maximum`, KiB.
+    pub balloon: (Option<u64>, Option<u64>),
+    /// Block requests (read + write) over every disk.
+    pub block_ops: u64,
+    /// Network packets (rx + tx) over every interface.
+    pub net_packets: u64,
+    /// Any block or network figure was there (some drivers leave them out).
+    pub io_seen: bool,
+}
+
+impl Bulk {
+    /// Take one typed parameter of a stats record: pure.
+    pub fn field(&mut self, name: &str, v: u64) {
+        let block = |n: &str| n.ends_with(".rd.reqs") || n.ends_with(".wr.reqs");
+        let net = |n: &str| n.ends_with(".rx.pkts") || n.ends_with(".tx.pkts");
+        match name {
+            "state.state" => self.state = Some((v as i32, self.state.map_or(0, |s| s.1))),
+            "state.reason" => self.state = Some((self.state.map_or(-1, |s| s.0), v as i32)),
+            "cpu.time" => self.cpu_ns = Some(v),
+            "balloon.current" => self.balloon.0 = Some(v),
+            "balloon.maximum" => self.balloon.1 = Some(v),
+            n if n.starts_with("block.") && block(n) => {
+                self.block_ops += v;
+                self.io_seen = true;
+            }
+            n if n.starts_with("net.") && net(n) => {
+                self.net_packets += v;
+                self.io_seen = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// The poll these figures make, when they hold what a poll needs
+    /// (state, vCPU time and memory); else the caller asks the domain.
+    pub fn poll(&self) -> Option<DomainPoll> {
+        let (state, reason) = self.state?;
+        let state = raw_state(state, reason);
+        // Only a domain with a live VMM has vCPU time and a balloon.
+        let live = matches!(state, DomainState::Running | DomainState::Paused(_));
+        let need = |v: Option<u64>| if live { v } else { Some(v.unwrap_or(0)) };
+        Some(DomainPoll {
+            state,
+            stats: DomainStats {
+                cpu_time_ns: need(self.cpu_ns)?,
+                block_ops: self.block_ops,
+                net_packets: self.net_packets,
+            },
+            memory_kib: (need(self.balloon.0)?, need(self.balloon.1)?),
+        })
+    }
+}
+
+/// libvirt's numeric state and reason in the engine's terms: pure.
+pub fn raw_state(state: i32, reason: i32) -> DomainState {
+    use virt::domain::{
+        DomainCrashedReasonEnum, DomainPausedReasonEnum, DomainShutoffReasonEnum, DomainStateEnum,
+    };
+    let Enum::Known(s) = DomainStateEnum::from_raw(state.max(0) as u32) else {
+        return DomainState::Unknown;
+    };
+    let r = reason.max(0) as u32;
+    let reason = match s {
+        LvState::Paused => Some(DomainStateReason::Paused(DomainPausedReasonEnum::from_raw(
+            r,
+        ))),
+        LvState::Shutoff => Some(DomainStateReason::Shutoff(
+            DomainShutoffReasonEnum::from_raw(r),
+        )),
+        LvState::Crashed => Some(DomainStateReason::Crashed(
+            DomainCrashedReasonEnum::from_raw(r),
+        )),
+        _ => None,
+    };
+    map_state(s, reason)
+}
+
+impl Libvirt {
+    /// Every domain's stats of the kinds in `stats` in one call (one RPC
+    /// through libvirtd, whatever the number of domains), never waiting for
+    /// a domain whose job lock is held (NOWAIT: that domain's figures that
+    /// need its monitor are left out).
+    pub fn bulk(&self, stats: u32) -> Result<Vec<(String, Bulk)>, String> {
+        use std::ffi::CStr;
+        use virt::sys;
+        let mut recs: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
+        // SAFETY: an open connection; libvirt allocates the record list,
+        // freed below with its own function.
+        let n = unsafe {
+            sys::virConnectGetAllDomainStats(
+                self.conn.as_ptr(),
+                stats,
+                &mut recs,
+                sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,
+            )
+        };
+        if n < 0 || recs.is_null() {
+            return Err(virt::error::Error::last_error().message().to_string());
+        }
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n as usize {
+            // SAFETY: `n` records, each valid until the list is freed.
+            let rec = unsafe { &**recs.add(i) };
+            // SAFETY: the record's domain lives as long as the list.
+            let name = unsafe { CStr::from_ptr(sys::virDomainGetName(rec.dom)) }
+                .to_string_lossy()
+                .into_owned();
+            let mut b = Bulk::default();
+            for j in 0..rec.nparams.max(0) as usize {
+                // SAFETY: `nparams` parameters, valid with the record.
+                let p = unsafe { &*rec.params.add(j) };
+                // SAFETY: libvirt NUL-terminates a field within its 80 bytes.
+                let field = unsafe { CStr::from_ptr(p.field.as_ptr()) }.to_string_lossy();
+                let Some(v) = number(p) else { continue };
+                b.field(&field, v);
+            }
+            out.push((name, b));
+        }
+        // SAFETY: the list from virConnectGetAllDomainStats, freed once.
+        unsafe { sys::virDomainStatsRecordListFree(recs) };
+        Ok(out)
+    }
+}
+
+/// A typed parameter's value, if it is a number (negative ones as 0).
+fn number(p: &virt::sys::virTypedParameter) -> Option<u64> {
+    use virt::sys;
+    // SAFETY: only the union member that `type_` names is read.
+    unsafe {
+        match p.type_ as u32 {
+            sys::VIR_TYPED_PARAM_INT => Some(p.value.i.max(0) as u64),
+            sys::VIR_TYPED_PARAM_UINT => Some(u64::from(p.value.ui)),
+            sys::VIR_TYPED_PARAM_LLONG => Some(p.value.l.max(0) as u64),
+            sys::VIR_TYPED_PARAM_ULLONG => Some(p.value.ul),
+            _ => None,
+        }
+    }
 }
 
 /// Map libvirt's state and reason to the engine's: pure.
@@ -204,22 +353,32 @@ impl Hypervisor for Libvirt {
         })
     }
 
-    fn io_counters(&mut self, def: &DomainDef) -> Result<(u64, u64), BackendError> {
-        let d = self.domain(&def.name)?;
-        let (mut block, mut net) = (0u64, 0u64);
-        for disk in &def.disks {
-            if let Ok(b) = d.block_stats(disk) {
-                block += (b.rd_req.max(0) + b.wr_req.max(0)) as u64;
+    fn poll_all(&mut self, defs: &[DomainDef]) -> Vec<Result<DomainPoll, BackendError>> {
+        use virt::sys;
+        const FAST: u32 = sys::VIR_DOMAIN_STATS_STATE
+            | sys::VIR_DOMAIN_STATS_CPU_TOTAL
+            | sys::VIR_DOMAIN_STATS_BALLOON;
+        let bulk = match self.bulk(FAST) {
+            Ok(b) => b,
+            Err(e) => {
+                if !self.bulk_failed {
+                    log::warn!("bulk domain stats unavailable ({e}); polling one domain at a time");
+                    self.bulk_failed = true;
+                }
+                return defs.iter().map(|d| self.poll(d)).collect();
             }
-        }
-        for nic in &def.interfaces {
-            if let Ok(n) = d.interface_stats(nic) {
-                net += (n.rx_packets.max(0) + n.tx_packets.max(0)) as u64;
-            }
-        }
-        Ok((block, net))
+        };
+        let by_name: std::collections::HashMap<&str, &Bulk> =
+            bulk.iter().map(|(n, b)| (n.as_str(), b)).collect();
+        defs.iter()
+            .map(
+                |d| match by_name.get(d.name.as_str()).and_then(|b| b.poll()) {
+                    Some(p) => Ok(p),
+                    None => self.poll(d), // not listed yet, or figures left out
+                },
+            )
+            .collect()
     }
-
     fn reset(&mut self, name: &str) -> Result<(), BackendError> {
         self.domain(name)?
             .reset()
@@ -293,9 +452,104 @@ impl Hypervisor for Libvirt {
     }
 }
 
+impl Libvirt {
+    /// Cumulative block requests and network packets of every listed
+    /// domain that has them, by name: one bulk call (it may need a VMM's
+    /// monitor, so it runs on a thread of its own), else one domain at a
+    /// time.
+    pub fn io_all(&mut self, defs: &[DomainDef]) -> std::collections::HashMap<String, (u64, u64)> {
+        use virt::sys;
+        const IO: u32 = sys::VIR_DOMAIN_STATS_STATE
+            | sys::VIR_DOMAIN_STATS_BLOCK
+            | sys::VIR_DOMAIN_STATS_INTERFACE;
+        let bulk: std::collections::HashMap<String, Bulk> =
+            self.bulk(IO).unwrap_or_default().into_iter().collect();
+        defs.iter()
+            .filter_map(|d| {
+                let c = match bulk.get(&d.name) {
+                    Some(b) if b.io_seen => (b.block_ops, b.net_packets),
+                    // Not running: no counters to have.
+                    Some(b) if b.state.is_some_and(|(s, _)| s != 1) => return None,
+                    // Left out (a driver without them in bulk): ask it.
+                    _ => self.io_counters(d).ok()?,
+                };
+                Some((d.name.clone(), c))
+            })
+            .collect()
+    }
+
+    fn io_counters(&mut self, def: &DomainDef) -> Result<(u64, u64), BackendError> {
+        let d = self.domain(&def.name)?;
+        let (mut block, mut net) = (0u64, 0u64);
+        for disk in &def.disks {
+            if let Ok(b) = d.block_stats(disk) {
+                block += (b.rd_req.max(0) + b.wr_req.max(0)) as u64;
+            }
+        }
+        for nic in &def.interfaces {
+            if let Ok(n) = d.interface_stats(nic) {
+                net += (n.rx_packets.max(0) + n.tx_packets.max(0)) as u64;
+            }
+        }
+        Ok((block, net))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bulk record becomes a poll: state and reason, vCPU time, balloon,
+    /// block and network counters summed over devices; a live domain
+    /// missing what a poll needs is asked on its own instead.
+    #[test]
+    fn a_bulk_stats_record_is_a_poll() {
+        let mut b = Bulk::default();
+        for (k, v) in [
+            ("state.state", 1),
+            ("state.reason", 1),
+            ("cpu.time", 5_000_000),
+            ("balloon.current", 393_216),
+            ("balloon.maximum", 524_288),
+            ("block.count", 2),
+            ("block.0.rd.reqs", 10),
+            ("block.0.wr.reqs", 5),
+            ("block.1.rd.reqs", 1),
+            ("block.0.rd.bytes", 4096),
+            ("net.count", 1),
+            ("net.0.rx.pkts", 7),
+            ("net.0.tx.pkts", 3),
+            ("net.0.rx.bytes", 900),
+        ] {
+            b.field(k, v);
+        }
+        let p = b.poll().unwrap();
+        assert_eq!(p.state, DomainState::Running);
+        assert_eq!(
+            p.stats,
+            DomainStats {
+                cpu_time_ns: 5_000_000,
+                block_ops: 16,
+                net_packets: 10,
+            }
+        );
+        assert_eq!(p.memory_kib, (393_216, 524_288));
+        // Running without vCPU time (left out): not a poll.
+        let mut live = Bulk::default();
+        live.field("state.state", 1);
+        assert_eq!(live.poll(), None);
+        // Shut off by an operator's destroy: nothing more is needed.
+        let mut off = Bulk::default();
+        off.field("state.reason", 2);
+        off.field("state.state", 5);
+        assert_eq!(
+            off.poll().unwrap().state,
+            DomainState::ShutOff(StopReason::Destroyed)
+        );
+        assert_eq!(raw_state(3, 1), DomainState::Paused(PauseReason::User));
+        assert_eq!(raw_state(6, 1), DomainState::Crashed { panicked: true });
+        assert_eq!(raw_state(99, 0), DomainState::Unknown);
+    }
 
     #[test]
     fn domain_xml_parts() {

@@ -68,9 +68,12 @@ pub trait Hypervisor: Send {
     /// State, reason, vCPU time and memory of one domain. Must not need the
     /// VMM's monitor, so a stuck QEMU cannot stall it.
     fn poll(&mut self, def: &DomainDef) -> Result<DomainPoll, BackendError>;
-    /// Cumulative block requests and network packets of a running domain.
-    /// May block on the VMM's monitor: call it from its own thread.
-    fn io_counters(&mut self, def: &DomainDef) -> Result<(u64, u64), BackendError>;
+    /// Every listed domain's poll at once (libvirt: one bulk stats call,
+    /// never waiting on a domain's job lock); by default one `poll` each.
+    /// Same rule: nothing that needs a VMM's monitor.
+    fn poll_all(&mut self, defs: &[DomainDef]) -> Vec<Result<DomainPoll, BackendError>> {
+        defs.iter().map(|d| self.poll(d)).collect()
+    }
     /// Hard reset.
     fn reset(&mut self, name: &str) -> Result<(), BackendError>;
     /// ACPI reboot.

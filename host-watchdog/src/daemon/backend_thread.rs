@@ -12,6 +12,10 @@ use super::CoreMsg;
 use crate::backend::{DomainDef, Hypervisor};
 use crate::engine::{ActionKind, DomainState, Millis, PauseReason};
 
+/// A full relist of domain definitions this often, in case a define or
+/// undefine event was missed.
+const RELIST_EVERY: Duration = Duration::from_secs(300);
+
 /// A request for the backend thread.
 #[derive(Debug)]
 pub enum BackendReq {
@@ -219,7 +223,6 @@ fn snapshot_revert(
     }
 }
 
-/// Run until the core goes away.
 /// Latest I/O counters by domain, filled by the I/O thread.
 type IoCounters = Arc<Mutex<HashMap<String, (u64, u64)>>>;
 
@@ -240,12 +243,9 @@ fn io_thread(uri: String, defs: Arc<Mutex<Vec<DomainDef>>>, out: IoCounters, int
     };
     loop {
         let list = defs.lock().map(|d| d.clone()).unwrap_or_default();
-        for d in &list {
-            if let Ok(c) = hv.io_counters(d) {
-                if let Ok(mut m) = out.lock() {
-                    m.insert(d.name.clone(), c);
-                }
-            }
+        let counters = hv.io_all(&list);
+        if let Ok(mut m) = out.lock() {
+            *m = counters;
         }
         std::thread::sleep(interval);
     }
@@ -303,7 +303,9 @@ pub fn run(
             continue;
         }
         next_poll = Instant::now() + interval;
-        if relist || last_list.elapsed() > Duration::from_secs(30) {
+        // Definitions change with define/undefine events (a relist each);
+        // a slow full relist only in case an event was missed.
+        if relist || last_list.elapsed() > RELIST_EVERY {
             match hv.list() {
                 Ok(d) => {
                     defs = d;
@@ -316,9 +318,22 @@ pub fn run(
                 Err(e) => log::warn!("cannot list domains: {e}"),
             }
         }
+        // One bulk call for every domain; the I/O counters the other
+        // thread gathered ride along (the busy-not-hung veto needs them).
+        let io = io.lock().map(|m| m.clone()).unwrap_or_default();
         let polled = defs
             .iter()
-            .map(|d| (d.clone(), hv.poll(d).map_err(|e| e.to_string())))
+            .zip(hv.poll_all(&defs))
+            .map(|(d, p)| {
+                let p = p.map(|mut p| {
+                    if let Some(&(block, net)) = io.get(&d.name) {
+                        p.stats.block_ops = block;
+                        p.stats.net_packets = net;
+                    }
+                    p
+                });
+                (d.clone(), p.map_err(|e| e.to_string()))
+            })
             .collect();
         if core.blocking_send(CoreMsg::Polled(polled)).is_err() {
             return;
@@ -367,9 +382,6 @@ mod tests {
                 stats: Default::default(),
                 memory_kib: (1, 1),
             })
-        }
-        fn io_counters(&mut self, _: &DomainDef) -> Result<(u64, u64), BackendError> {
-            Ok((0, 0))
         }
         fn reset(&mut self, _: &str) -> Result<(), BackendError> {
             self.calls.push("reset");

@@ -339,3 +339,33 @@ fn a_guest_whose_boot_ended_is_not_written_to() {
         "keepalives written to a destroyed guest's session"
     );
 }
+
+/// A guest that goes silent while its disks and network keep working is
+/// busy, not hung: the hypervisor's I/O counters reach the engine through
+/// the real daemon path (they were once gathered and dropped), and the
+/// hang is named only after `io_veto_limit_ms`, with the reason. (The test
+/// driver's block counters advance with the clock.)
+#[test]
+fn io_progress_holds_off_a_hang_verdict() {
+    let rig = Rig::new("[engine]\nio_veto_limit_ms = 6000\n");
+    let mut a = FakeAgent::connect(&rig, "db");
+    for seq in 1..=6 {
+        a.send(&Message::Heartbeat(Heartbeat {
+            seq,
+            uptime_ms: seq * 500,
+        }));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    rig.wait_healthy("db");
+    // Silent from here on, connection open.
+    let f = rig.wait_record(30, "a silent db's fault", "fault", "db", |_| true);
+    let evidence = f["evidence"].to_string();
+    assert_eq!(f["kind"], "guest-hang", "{f}");
+    assert!(evidence.contains("I/O progressing but silent"), "{f}");
+    let waited = f["located"].as_u64().unwrap() - f["onset"].as_u64().unwrap();
+    assert!(
+        waited >= 6000,
+        "named after {waited} ms, before the veto ran out: {f}"
+    );
+    drop(a);
+}

@@ -138,11 +138,48 @@ impl Core {
             },
         };
         let (agent_version, boot_id) = (cut(&hello.agent_version), cut(&hello.boot_id));
+        let rebooted = v
+            .last_boot_id
+            .replace(boot_id.clone())
+            .is_some_and(|b| b != boot_id);
         log::info!(
             "vm={vm} agent connected: session={id} version={agent_version:?} boot={boot_id:?}"
         );
         let _ = reply.send(Ok((id, Welcome { version, settings }, rx)));
+        if rebooted {
+            self.reboot_seen(now, &vm); // a new boot is a reboot's answer too
+        }
         self.step(now, &vm, Input::Hello { boot_id });
+    }
+
+    /// The guest rebooted: an agent reboot waiting for its answer is done
+    /// (a guest that reboots at once cannot answer first; its reboot is the
+    /// answer).
+    pub(super) fn reboot_seen(&mut self, now: Millis, vm: &str) {
+        let done: Vec<(u32, u64)> = self
+            .commands
+            .iter()
+            .filter(|(_, (action, v))| {
+                v == vm
+                    && self
+                        .action_kinds
+                        .get(action)
+                        .is_some_and(|k| k == ActionKind::AgentReboot.name())
+            })
+            .map(|(cid, (action, _))| (*cid, *action))
+            .collect();
+        for (cid, action) in done {
+            self.commands.remove(&cid);
+            self.step(
+                now,
+                vm,
+                Input::ActionDone {
+                    id: action,
+                    ok: true,
+                    detail: "the guest rebooted".into(),
+                },
+            );
+        }
     }
 
     pub(super) fn on_session(&mut self, now: Millis, vm: &str, session: u64, msg: Message) {

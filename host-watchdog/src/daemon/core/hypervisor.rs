@@ -146,6 +146,7 @@ impl Core {
                 if let Some(v) = self.vms.get_mut(&name) {
                     v.boot_ended();
                 }
+                self.reboot_seen(now, &name);
                 self.step(now, &name, Input::Rebooted);
             }
         }

@@ -60,6 +60,8 @@ struct VmRt {
     domain: Option<engine::DomainState>,
     session: Option<Session>,
     first_hostname: Option<String>,
+    /// The boot the last agent session spoke for.
+    last_boot_id: Option<String>,
     last_report: Option<Box<Snapshot>>,
 }
 

@@ -125,7 +125,10 @@ impl Vm {
                     }
                     return;
                 }
-                if !f.acted && self.event_gone(now, ctx.cfg.event_quiet_ms) {
+                // Not while an action's outcome is being verified (that
+                // window decides); a fault no action is working on any more
+                // (never acted, or its ladder held) closes when quiet.
+                if (!f.acted || f.held) && self.event_gone(now, ctx.cfg.event_quiet_ms) {
                     let why = format!(
                         "no recurrence for {} s",
                         now.saturating_sub(f.last_seen) / 1000
@@ -144,10 +147,11 @@ impl Vm {
             .is_some_and(|f| now >= f.last_seen + quiet && self.linger.is_none())
     }
 
-    /// Close the active fault: recovered if an action ran, else cleared.
+    /// Close the active fault: recovered if an action ran and holds, else
+    /// cleared (a held ladder's actions did not do it: it went by itself).
     pub fn close_verified(&mut self, now: Millis, why: &str, out: &mut Output) {
         let Some(f) = &self.fault else { return };
-        let (how, word) = if f.acted {
+        let (how, word) = if f.acted && !f.held {
             (Closure::Recovered, "recovered")
         } else {
             (Closure::Cleared, "cleared")
