@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The no-VM demo: vigild against libvirt's test driver (three domains from
 # tests/fixtures/node.xml) with two real vigil-agent processes attached over
-# Unix sockets. Injects a service death, a domain destroy and an agent kill,
+# Unix sockets. Injects a service death, an operator's destroy (left off) and an agent kill,
 # then prints the detection -> localization -> recovery timeline and
 # `vigilctl report`. Leaves nothing running.
 set -euo pipefail
@@ -73,9 +73,14 @@ pkill -9 -f "^$work/demosvc" || true
 wait_for 20 closed web service-down
 ctl list
 
-say "fault 2: db is destroyed through libvirt (vigilctl action db destroy)"
+say "not a fault: an operator destroys db (vigilctl action db destroy): off on purpose, left off"
 ctl action db destroy
-wait_for 20 closed db vm-crashed
+wait_for 10 state_is db off
+sleep 3
+ctl list
+say "... until the operator starts it again"
+ctl action db start
+wait_for 20 state_is db healthy
 ctl list
 
 say "fault 3: db's agent is killed (-9); it comes back 3 s later"

@@ -96,6 +96,12 @@ pub struct EngineConfig {
     /// closes after this long without a recurrence, and only when what the
     /// event points to (blocked tasks, memory pressure) is gone too.
     pub event_quiet_ms: Millis,
+    /// A domain someone stopped outside vigild (`virsh destroy` or
+    /// `shutdown`: libvirt's reason *destroyed* / *shutdown*) is off on
+    /// purpose and left off (false, the default), or started again like a
+    /// crashed one (true: always-on semantics). A VMM that died (reason
+    /// *crashed* / *failed*) is always a crash.
+    pub restart_stopped_by_operator: bool,
     /// Destructive actions allowed per VM per window.
     pub reset_budget: u32,
     /// The window for `reset_budget`.
@@ -246,6 +252,7 @@ impl Default for EngineConfig {
             corroborate_ms: 1_500,
             hang_min_vcpu_ms_per_s: 500,
             event_quiet_ms: 60_000,
+            restart_stopped_by_operator: false,
             reset_budget: 3,
             reset_window_ms: 3_600_000,
             host_wide_min_vms: 4,

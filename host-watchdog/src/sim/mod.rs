@@ -91,7 +91,21 @@ pub struct Scenario {
     streams: Vec<(Millis, Stream)>,
     reactions: Vec<Reaction>,
     failures: Vec<(String, VmId, u32)>,
+    /// Engine settings the scenario sets (`key = value` lines).
+    engine: Vec<String>,
     end: Millis,
+}
+
+/// `cfg` with the scenario's own settings on top.
+fn settings(cfg: EngineConfig, lines: &[String]) -> Result<EngineConfig, String> {
+    if lines.is_empty() {
+        return Ok(cfg);
+    }
+    let mut t = toml::Table::try_from(&cfg).map_err(|e| e.to_string())?;
+    for l in lines {
+        t.extend(toml::from_str::<toml::Table>(l).map_err(|e| e.to_string())?);
+    }
+    t.try_into().map_err(|e: toml::de::Error| e.to_string())
 }
 
 /// Queue entry: (time, sequence) orders it.
@@ -99,6 +113,10 @@ type Queue = BTreeMap<(Millis, u64), Event>;
 
 /// Run a scenario; return the decision log.
 pub fn run(sc: &Scenario, cfg: EngineConfig) -> String {
+    let cfg = match settings(cfg, &sc.engine) {
+        Ok(c) => c,
+        Err(e) => return format!("bad engine settings: {e}\n"),
+    };
     let mut engine = Engine::new(cfg);
     let mut log = String::new();
     let mut journal: Vec<(Millis, Record)> = Vec::new();

@@ -345,6 +345,17 @@ impl Scenario {
                 self.timeline.push((0, order, ev));
             }
             "end" => self.end = num(w.get(1).ok_or("end T")?, "time")?,
+            "engine" => {
+                // `engine KEY=VALUE`: an engine setting as in vigild's
+                // [engine] table (TOML value).
+                let (k, v) = w
+                    .get(1)
+                    .and_then(|kv| kv.split_once('='))
+                    .ok_or("engine KEY=VALUE")?;
+                let line = format!("{k} = {v}");
+                toml::from_str::<toml::Table>(&line).map_err(|e| format!("engine {line}: {e}"))?;
+                self.engine.push(line);
+            }
             other => return Err(format!("unknown directive {other:?}")),
         }
         Ok(())

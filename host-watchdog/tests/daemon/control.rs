@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// A destroy then stands for a crash: the domain is started again.
+const ALWAYS_ON: &str = "[engine]\nrestart_stopped_by_operator = true\n";
+
 #[test]
 fn vigilctl_verbs_json_and_exit_codes() {
     let mut rig = Rig::new("");
@@ -60,7 +63,7 @@ fn vigilctl_verbs_json_and_exit_codes() {
 
 #[test]
 fn events_follow_streams_new_records() {
-    let mut rig = Rig::new("");
+    let mut rig = Rig::new(ALWAYS_ON);
     rig.start_agent("db", None);
     rig.wait_healthy("db");
     let mut follow = Command::new(env!("CARGO_BIN_EXE_vigilctl"))
@@ -97,7 +100,7 @@ fn events_follow_streams_new_records() {
 
 #[test]
 fn metrics_are_scraped_and_parse() {
-    let mut rig = Rig::new("");
+    let mut rig = Rig::new(ALWAYS_ON);
     rig.start_agent("web", None);
     rig.start_agent("db", None);
     rig.wait_healthy("web");

@@ -163,9 +163,26 @@ fn reports_of_a_full_disk_are_recorded_and_alerted() {
     let _ = a.reader.read_message(); // keep the reader alive until here
 }
 
+/// Stopped on purpose stays stopped: a destroy outside the engine's own
+/// actions is the operator's, the domain is left off and no fault is
+/// named; the always-on setting starts it like a crashed one.
 #[test]
-fn a_destroyed_domain_is_vm_crashed_and_started() {
+fn an_operator_destroy_is_left_off_unless_the_vm_is_always_on() {
     let mut rig = Rig::new("");
+    rig.start_agent("db", None);
+    rig.wait_healthy("db");
+    assert!(rig.ctl(&["action", "db", "destroy"]).status.success());
+    std::thread::sleep(Duration::from_secs(4));
+    let status = rig.ctl_json(&["status", "db"]);
+    assert_eq!(status["state"], "off", "{status}");
+    assert!(
+        rig.find("fault", "db", |_| true).is_empty(),
+        "{:?}",
+        rig.records()
+    );
+    drop(rig);
+
+    let mut rig = Rig::new("[engine]\nrestart_stopped_by_operator = true\n");
     rig.start_agent("db", None);
     rig.wait_healthy("db");
     let out = rig.ctl(&["action", "db", "destroy"]);

@@ -97,10 +97,12 @@ impl Vm {
                 if ours {
                     return;
                 }
-                let crashed = matches!(
-                    reason,
-                    StopReason::Destroyed | StopReason::Crashed | StopReason::Failed
-                );
+                // Stopped by someone (virsh destroy / shutdown outside
+                // vigild) is off on purpose unless the VM is to be always
+                // on; a VMM that died is a crash.
+                let by_operator = matches!(reason, StopReason::Destroyed | StopReason::Shutdown);
+                let crashed = matches!(reason, StopReason::Crashed | StopReason::Failed)
+                    || (by_operator && ctx.cfg.restart_stopped_by_operator);
                 if crashed && self.maintenance.is_none() {
                     let panicked = self
                         .panic_seen
@@ -119,7 +121,13 @@ impl Vm {
                 } else {
                     self.off = true;
                     self.close_fault(now, Closure::Withdrawn, out);
-                    self.settle(&format!("domain shut off ({reason:?})").to_lowercase(), out);
+                    let why = format!("domain shut off ({reason:?})").to_lowercase();
+                    let why = if by_operator {
+                        format!("{why}: stopped on purpose, left off")
+                    } else {
+                        why
+                    };
+                    self.settle(&why, out);
                 }
             }
             DomainState::Crashed { panicked } => {

@@ -141,6 +141,17 @@ impl Vm {
         if self.domain != DomainState::Running {
             return None; // the domain's own state decides (crashed, paused)
         }
+        // A closed connection is the guest's doing only if its VMM is
+        // alive: its vCPUs still run. A VMM that died closes every socket
+        // too (and a probe through vhost-device-vsock is refused with no
+        // guest behind it), while libvirt may say "running" for a while
+        // yet: wait for the hypervisor's word, bounded.
+        let vmm_runs = s
+            .baseline
+            .is_some_and(|(_, b)| cur.cpu_time_ns > b.cpu_time_ns);
+        if s.closed && !vmm_runs && now < s.since + STATS_WAIT_MS {
+            return None;
+        }
         if matches!(s.probe, Some(ProbeResult::Refused | ProbeResult::Accepted)) {
             ev.push("guest kernel answered the liveness probe".into());
             ev.push("domain running".into());
