@@ -29,6 +29,9 @@ cargo bench -p vigil-protocol --bench codec --locked
 step "engine benchmark (1,000 VMs)"
 cargo bench -p vigil-watchdog --bench engine --locked
 
+step "scale: 1,000 simulated agents against vigild (libvirt test driver)"
+bash scripts/bench-scale.sh 1000
+
 step "no-VM demo (libvirt test driver)"
 bash scripts/demo.sh
 

@@ -199,42 +199,6 @@ impl KmsgReader {
     }
 }
 
-/// Token bucket over a virtual clock, in milliseconds: `per_minute` events,
-/// with a burst of the same size.
-#[derive(Debug, Clone)]
-pub struct RateLimit {
-    per_minute: u32,
-    tokens_milli: u64,
-    last_ms: u64,
-}
-
-impl RateLimit {
-    /// A full bucket.
-    pub fn new(per_minute: u32) -> RateLimit {
-        RateLimit {
-            per_minute,
-            tokens_milli: u64::from(per_minute) * 1000,
-            last_ms: 0,
-        }
-    }
-
-    /// Take one token at `now_ms`; false when the bucket is empty.
-    pub fn allow(&mut self, now_ms: u64) -> bool {
-        let cap = u64::from(self.per_minute) * 1000;
-        let elapsed = now_ms.saturating_sub(self.last_ms);
-        self.last_ms = self.last_ms.max(now_ms);
-        // per_minute tokens per 60_000 ms = per_minute/60 milli-tokens per ms.
-        self.tokens_milli =
-            (self.tokens_milli + elapsed * u64::from(self.per_minute) / 60).min(cap);
-        if self.tokens_milli >= 1000 {
-            self.tokens_milli -= 1000;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,15 +288,5 @@ mod tests {
         );
         assert_eq!(events[0].kind, K::Panic);
         assert_eq!(events[0].seq, 812);
-    }
-
-    #[test]
-    fn rate_limit_bounds_the_burst_then_refills() {
-        let mut rl = RateLimit::new(60);
-        let allowed = (0..100).filter(|_| rl.allow(0)).count();
-        assert_eq!(allowed, 60);
-        assert!(!rl.allow(500));
-        assert!(rl.allow(1000)); // one per second refills
-        assert!(!rl.allow(1000));
     }
 }

@@ -88,13 +88,6 @@ fn main() {
         "heartbeat: {} bytes, decode {hb_dec:.0} ns/msg",
         hb_wire.len()
     );
-    let target = 1_000_000.0;
-    println!(
-        "target decode >= {target:.0} reports/s: {}",
-        if 1e9 / dec >= target {
-            "met"
-        } else {
-            "NOT met"
-        }
-    );
+    // No target line here: what matters is the end-to-end figure of
+    // scripts/bench-scale.sh (vigild's CPU per VM with real sessions).
 }

@@ -22,8 +22,9 @@ use vigil_protocol::*;
 
 use crate::collect::{Changes, Collector, KernelLog};
 use crate::config::Config;
-use crate::kmsg::{KmsgReader, RateLimit, ReadOutcome};
+use crate::kmsg::{KmsgReader, ReadOutcome};
 use crate::{commands, pstore};
+use vigil_protocol::limits::RateLimit;
 
 mod handshake;
 mod threads;

@@ -111,11 +111,27 @@ pub enum CoreMsg {
 pub fn run(config: Config) -> anyhow::Result<()> {
     // Before any thread: the descriptors a previous vigild stored.
     let adopted = handover::take();
+    raise_fd_limit();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start runtime")?;
     rt.block_on(run_async(config, adopted))
+}
+
+/// Two descriptors per connected guest (and one more while handing them
+/// over): take all the open-file limit allows (the soft limit up to the
+/// hard one), and say what it is.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => log::info!("open files limit raised from {soft} to {hard}"),
+            Err(e) => log::warn!("open files limit stays {soft}: {e}"),
+        },
+        Ok((soft, _)) => log::info!("open files limit {soft}"),
+        Err(e) => log::warn!("cannot read the open files limit: {e}"),
+    }
 }
 
 async fn run_async(
@@ -177,15 +193,25 @@ async fn run_async(
         let listener = tokio::net::UnixListener::from_std(std_listener)?;
         let (name, tx) = (vm.domain.clone(), core_tx.clone());
         tokio::spawn(async move {
+            // Accept errors (out of descriptors, above all) back off up to
+            // 1 s and are said once a minute, with a count: no spinning.
+            let mut said = vigil_protocol::limits::LogLimit::new(1);
+            let mut backoff = Duration::from_millis(50);
+            let started = std::time::Instant::now();
             loop {
                 match listener.accept().await {
                     Ok((s, _)) => {
+                        backoff = Duration::from_millis(50);
                         let fd = session::dup(std::os::fd::AsFd::as_fd(&s));
                         tokio::spawn(session::connection(s, name.clone(), tx.clone(), limits, fd));
                     }
                     Err(e) => {
-                        log::warn!("accept failed on {}'s socket: {e}", name);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let now = started.elapsed().as_millis() as u64;
+                        if let Some(n) = said.allow(now) {
+                            log::warn!("accept failed on {name}'s socket: {e} ({n} more since the last report)");
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
                     }
                 }
             }

@@ -190,6 +190,12 @@ impl Engine {
             Global::Disarm => self.armed = false,
             Global::Arm => self.armed = true,
             Global::Tick => {}
+            Global::Stalled { ms } => {
+                let why = format!("vigild did not run for {ms} ms: deadlines start over");
+                for v in self.vms.values_mut() {
+                    v.watchdog_stalled(now, self.cfg.resume_grace_ms, &why, &mut out);
+                }
+            }
         }
         if self.host_wide_until.is_some_and(|until| now >= until) {
             self.host_wide_until = None;
@@ -389,6 +395,60 @@ mod tests {
             .actions
             .iter()
             .any(|a| a.kind == ActionKind::LivenessProbe));
+    }
+
+    /// vigild itself did not run for 3 s (SIGSTOP, starvation): the
+    /// heartbeats it did not read are not the guest's silence. Its first
+    /// turn after the stall starts deadlines over; the queued heartbeats
+    /// then arrive; no suspicion, no fault.
+    #[test]
+    fn a_watchdog_stall_is_not_the_guests_silence() {
+        let mut e = engine_with_vm();
+        for i in 1..=20 {
+            e.step(
+                i * 500,
+                "vm",
+                Input::Heartbeat {
+                    seq: i,
+                    uptime_ms: i * 500,
+                },
+            );
+            e.global(i * 500, Global::Tick);
+        }
+        let out = e.global(13_000, Global::Stalled { ms: 3_000 });
+        assert!(out.records.is_empty() && out.actions.is_empty(), "{out:?}");
+        let out = e.global(13_000, Global::Tick);
+        assert_eq!(e.state("vm"), Some(State::Healthy), "{out:?}");
+        e.step(
+            13_010,
+            "vm",
+            Input::Heartbeat {
+                seq: 21,
+                uptime_ms: 13_000,
+            },
+        );
+        e.global(13_100, Global::Tick);
+        assert_eq!(e.state("vm"), Some(State::Healthy));
+        // Suspect already when the stall is noticed: dropped, said why.
+        let mut e = engine_with_vm();
+        e.step(
+            500,
+            "vm",
+            Input::Heartbeat {
+                seq: 1,
+                uptime_ms: 500,
+            },
+        );
+        e.global(3_500, Global::Tick);
+        assert_eq!(e.state("vm"), Some(State::Suspect));
+        let out = e.global(3_600, Global::Stalled { ms: 3_000 });
+        assert_eq!(e.state("vm"), Some(State::Healthy));
+        assert!(
+            out.records.iter().any(
+                |r| matches!(r, Record::Transition { why, .. } if why.contains("did not run"))
+            ),
+            "{out:?}"
+        );
     }
 
     /// vigild was killed between the destroy and the start of a reset:

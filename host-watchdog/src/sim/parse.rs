@@ -249,6 +249,9 @@ fn event(words: &[&str]) -> Result<Event, String> {
         )),
         "disarm" => Ok(Event::Global(Global::Disarm)),
         "arm" => Ok(Event::Global(Global::Arm)),
+        "stalled" => Ok(Event::Global(Global::Stalled {
+            ms: num(arg(1)?, "duration")?,
+        })),
         other => Err(format!("unknown event {other:?}")),
     }
 }

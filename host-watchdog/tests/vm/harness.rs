@@ -123,12 +123,21 @@ impl Vm {
     }
 
     pub fn wait_healthy(&self, secs: u64) {
-        common::wait_until(Duration::from_secs(secs), "VM healthy", || {
-            common::ctl(&self.sock(), &["status", DOMAIN, "--json"])
-                .status
-                .success()
-                && self.state() == "healthy"
-        });
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !(common::ctl(&self.sock(), &["status", DOMAIN, "--json"])
+            .status
+            .success()
+            && self.state() == "healthy")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for the VM to be healthy ({}); journal:\n{:#?}\n{}",
+                self.state(),
+                common::records(&self.sock()),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn wait(&self, secs: u64, what: &str, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use vigil_protocol::limits::LogLimit;
 
 use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -108,7 +109,7 @@ pub struct Core {
     /// Recovered faults from the journal, applied when a VM is added.
     pending_recovered: BTreeMap<String, Vec<(engine::RestoredFault, Millis)>>,
     /// Per VM: when a rejection was last logged, and how many were not.
-    reject_logged: HashMap<String, (Millis, u64)>,
+    reject_logged: HashMap<String, LogLimit>,
     /// Sessions the previous vigild handed over, served once the first
     /// poll has named every VM.
     to_adopt: Vec<(
@@ -209,6 +210,10 @@ impl Core {
     }
 }
 
+/// A gap between two turns of the core loop this long means vigild itself
+/// did not run (its tick comes every 100 ms).
+const SELF_STALL_MS: Millis = 1_000;
+
 fn uuid_of(vms: &BTreeMap<String, VmRt>, vm: &str) -> String {
     vms.get(vm).map(|v| v.uuid.clone()).unwrap_or_default()
 }
@@ -229,8 +234,21 @@ impl Core {
             self.cfg.libvirt_uri,
             self.cfg.journal.display()
         );
+        let mut last_ran = self.clock.now();
         while let Some(msg) = rx.recv().await {
             let now = self.clock.now();
+            // The tick comes every 100 ms: a longer gap is vigild itself not
+            // running (stopped, starved, frozen, a slow disk). What went
+            // unheard then is not the guests' silence: start every VM's
+            // deadlines over before judging any.
+            let gap = now.saturating_sub(std::mem::replace(&mut last_ran, now));
+            if gap >= SELF_STALL_MS {
+                log::warn!(
+                    "vigild did not run for {gap} ms: every VM's deadlines start over, none is judged on it"
+                );
+                let out = self.engine.global(now, engine::Global::Stalled { ms: gap });
+                self.apply(now, out);
+            }
             match msg {
                 CoreMsg::Shutdown => {
                     log::info!("stopping");
@@ -275,13 +293,12 @@ impl Core {
                 }
                 CoreMsg::Rejected { vm, reason } => {
                     // Guest-triggered: at most one line per VM per second.
-                    let last = self.reject_logged.entry(vm.clone()).or_insert((0, 0));
-                    if now.saturating_sub(last.0) >= 1000 {
-                        let suppressed = std::mem::take(&mut last.1);
+                    let limit = self
+                        .reject_logged
+                        .entry(vm.clone())
+                        .or_insert_with(|| LogLimit::new(60));
+                    if let Some(suppressed) = limit.allow(now) {
                         log::warn!("vm={vm} guest input rejected: reason={reason} (and {suppressed} more not logged)");
-                        last.0 = now;
-                    } else {
-                        last.1 += 1;
                     }
                     let l = RejectLabels {
                         domain: vm.clone(),

@@ -218,6 +218,12 @@ pub enum Global {
     Disarm,
     /// Take actions again.
     Arm,
+    /// The watchdog itself did not run for `ms` (its process stopped or
+    /// starved): silence over that time is not the guests'.
+    Stalled {
+        /// How long.
+        ms: Millis,
+    },
 }
 
 #[cfg(test)]

@@ -339,6 +339,19 @@ impl Vm {
         }
     }
 
+    /// The watchdog did not run for a while: no deadline is judged on that
+    /// time; suspicion begun from it is dropped.
+    pub fn watchdog_stalled(&mut self, now: Millis, grace: Millis, why: &str, out: &mut Output) {
+        if self.frozen() {
+            return;
+        }
+        self.grace_until = self.grace_until.max(now + grace);
+        self.arrivals.forget_last();
+        if self.suspect.take().is_some() {
+            self.settle(why, out);
+        }
+    }
+
     fn rearm(&mut self, now: Millis, grace: Millis) {
         self.grace_until = now + grace;
         self.arrivals.forget_last();
