@@ -66,6 +66,9 @@ pub struct Config {
     pub libvirt_uri: String,
     /// SQLite journal path.
     pub journal: PathBuf,
+    /// Records older than this many days are deleted (hourly), except
+    /// those of faults still open; 0 keeps everything.
+    pub journal_retention_days: u64,
     /// Control socket path (root-only).
     pub control_socket: PathBuf,
     /// Prometheus listen address; empty disables.
@@ -87,6 +90,10 @@ pub struct Config {
     pub probe_timeout_ms: u64,
     /// Agent command timeout.
     pub command_timeout_ms: u64,
+    /// A hypervisor action (reset, destroy, start, revert ...) not done
+    /// within this is reported failed; its VM takes no other action until
+    /// the call returns. Other VMs are never held up by it.
+    pub action_timeout_ms: u64,
     /// Keepalive interval to agents that speak protocol 2 (never sent to a
     /// paused VM); an agent that hears nothing for a few intervals
     /// reconnects, so a half-open session does not last.
@@ -102,6 +109,7 @@ impl Default for Config {
         Config {
             libvirt_uri: "qemu:///system".into(),
             journal: "/var/lib/vigil/journal.db".into(),
+            journal_retention_days: 90,
             control_socket: "/run/vigil/control.sock".into(),
             metrics_listen: "127.0.0.1:9717".into(),
             listen: Vec::new(),
@@ -112,6 +120,7 @@ impl Default for Config {
             hello_timeout_ms: 5000,
             probe_timeout_ms: 1000,
             command_timeout_ms: 60_000,
+            action_timeout_ms: 120_000,
             keepalive_interval_ms: 2_000,
             vm: Vec::new(),
             engine: EngineConfig::default(),

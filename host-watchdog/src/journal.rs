@@ -158,10 +158,74 @@ impl Journal {
         )
     }
 
-    /// The highest fault and action ids recorded (to continue numbering).
+    /// Delete records older than `cutoff`, but nothing from the first
+    /// record of anything still open on (a fault not closed, an intent
+    /// without its outcome: a restart must find those). Fault and action
+    /// numbers go on past what was deleted. How many records went.
+    pub fn prune(&mut self, cutoff: Millis) -> Result<usize, JournalError> {
+        let (fault, action) = self.max_ids()?;
+        let keep_from = self.first_open_seq()?;
+        let tx = self.db.transaction()?;
+        for (key, v) in [("max_fault", fault), ("max_action", action)] {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+                params![key, v as i64],
+            )?;
+        }
+        let n = tx.execute(
+            "DELETE FROM records WHERE t_ms < ?1 AND seq < ?2",
+            params![cutoff as i64, keep_from],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The row of the oldest record of a fault not closed or an intent
+    /// without an outcome (`i64::MAX` when nothing is open).
+    fn first_open_seq(&self) -> Result<i64, JournalError> {
+        let mut faults = std::collections::BTreeMap::new();
+        let mut intents = std::collections::BTreeMap::new();
+        for e in self.rows(
+            "SELECT seq, t_ms, body FROM records WHERE kind IN ('fault', 'closed', 'intent', 'outcome') AND seq > ?1 ORDER BY seq",
+            0,
+        )? {
+            match e.record {
+                Record::Fault { id, .. } => {
+                    faults.insert(id, e.seq);
+                }
+                Record::Closed { id, .. } => {
+                    faults.remove(&id);
+                }
+                Record::Intent { action, .. } => {
+                    intents.insert(action.id, e.seq);
+                }
+                Record::Outcome { id, .. } => {
+                    intents.remove(&id);
+                }
+                _ => {}
+            }
+        }
+        Ok(faults
+            .values()
+            .chain(intents.values())
+            .copied()
+            .min()
+            .unwrap_or(i64::MAX))
+    }
+
+    /// The highest fault and action ids recorded (to continue numbering),
+    /// also of records pruned since.
     pub fn max_ids(&self) -> Result<(u64, u64), JournalError> {
-        let mut fault = 0;
-        let mut action = 0;
+        let meta = |key: &str| -> Result<u64, JournalError> {
+            let v: Option<i64> = self
+                .db
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()?;
+            Ok(v.unwrap_or(0).max(0) as u64)
+        };
+        let mut fault = meta("max_fault")?;
+        let mut action = meta("max_action")?;
         for e in self.rows("SELECT seq, t_ms, body FROM records WHERE kind IN ('fault', 'intent') AND seq > ?1 ORDER BY seq", 0)? {
             match e.record {
                 Record::Fault { id, .. } => fault = fault.max(id),
@@ -373,6 +437,58 @@ mod tests {
         let (vm, f, at) = &u.recovered[0];
         assert_eq!((vm.as_str(), f.id, *at), ("web", 7, 1002));
         assert_eq!(f.last_step, Some((0, 1, ActionKind::Reset, 1001)));
+    }
+
+    /// Old records go, but never those of a fault still open (a restart
+    /// must resume it), and numbering goes on past what was deleted.
+    #[test]
+    fn pruning_keeps_what_is_open_and_the_numbering() {
+        let mut j = Journal::open(Path::new(":memory:")).unwrap();
+        let fault = |id: u64| Record::Fault {
+            vm: "web".into(),
+            id,
+            kind: FaultKind::ServiceDown,
+            layer: Layer::GuestService,
+            evidence: vec![],
+            subject: Some("nginx".into()),
+            onset: 1,
+            onset_window_ms: 0,
+            detected: 1,
+            located: 1,
+        };
+        let closed = |id: u64| Record::Closed {
+            vm: "web".into(),
+            id,
+            kind: FaultKind::ServiceDown,
+            how: Closure::Cleared,
+            at: 2,
+            detect_ms: 0,
+            locate_ms: 0,
+            repair_ms: 0,
+        };
+        j.append(1_000, &[fault(1)]).unwrap();
+        j.append(2_000, &[closed(1)]).unwrap();
+        j.append(3_000, &[fault(2)]).unwrap(); // still open
+        j.append(4_000, &[closed(3)]).unwrap(); // a stray close, old
+        j.append(9_000, &[fault(4), closed(4)]).unwrap();
+        assert_eq!(j.prune(5_000).unwrap(), 2); // fault 1 and its close
+        let left: Vec<u64> = j
+            .since(0)
+            .unwrap()
+            .iter()
+            .map(|e| match e.record {
+                Record::Fault { id, .. } | Record::Closed { id, .. } => id,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(left, [2, 3, 4, 4]);
+        assert_eq!(j.unsettled().unwrap().faults.len(), 1);
+        // Everything old goes once nothing is open; ids go on.
+        j.append(10_000, &[closed(2)]).unwrap();
+        assert_eq!(j.prune(9_500).unwrap(), 4);
+        assert_eq!(j.prune(20_000).unwrap(), 1);
+        assert_eq!(j.since(0).unwrap().len(), 0);
+        assert_eq!(j.max_ids().unwrap(), (4, 0));
     }
 
     #[test]

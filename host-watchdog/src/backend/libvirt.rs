@@ -152,23 +152,45 @@ impl Bulk {
     }
 
     /// The poll these figures make, when they hold what a poll needs
-    /// (state, vCPU time and memory); else the caller asks the domain.
+    /// (state, and vCPU time when the VMM is live); else the caller asks
+    /// the domain. Memory is (0, 0) when the record has no balloon figures
+    /// (the fast call leaves them out: they may need the VMM's monitor).
     pub fn poll(&self) -> Option<DomainPoll> {
         let (state, reason) = self.state?;
         let state = raw_state(state, reason);
-        // Only a domain with a live VMM has vCPU time and a balloon.
+        // Only a domain with a live VMM has vCPU time.
         let live = matches!(state, DomainState::Running | DomainState::Paused(_));
-        let need = |v: Option<u64>| if live { v } else { Some(v.unwrap_or(0)) };
+        let cpu_time_ns = match self.cpu_ns {
+            Some(c) => c,
+            None if live => return None,
+            None => 0,
+        };
         Some(DomainPoll {
             state,
             stats: DomainStats {
-                cpu_time_ns: need(self.cpu_ns)?,
+                cpu_time_ns,
                 block_ops: self.block_ops,
                 net_packets: self.net_packets,
             },
-            memory_kib: (need(self.balloon.0)?, need(self.balloon.1)?),
+            memory_kib: self.memory().unwrap_or((0, 0)),
         })
     }
+
+    /// Current and maximum memory (KiB), when the record has them.
+    pub fn memory(&self) -> Option<(u64, u64)> {
+        Some((self.balloon.0?, self.balloon.1?))
+    }
+}
+
+/// What the I/O thread gathers per domain.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IoFigures {
+    /// Block requests (read + write).
+    pub block_ops: u64,
+    /// Network packets (rx + tx).
+    pub net_packets: u64,
+    /// Current and maximum memory (KiB), if given.
+    pub memory: Option<(u64, u64)>,
 }
 
 /// libvirt's numeric state and reason in the engine's terms: pure.
@@ -311,6 +333,14 @@ pub fn map_state(state: LvState, reason: Option<DomainStateReason>) -> DomainSta
 }
 
 impl Hypervisor for Libvirt {
+    fn worker(&self) -> Box<dyn Hypervisor> {
+        Box::new(Libvirt {
+            uri: self.uri.clone(),
+            conn: self.conn.clone(), // one connection, reference-counted
+            bulk_failed: self.bulk_failed,
+        })
+    }
+
     fn list(&mut self) -> Result<Vec<DomainDef>, BackendError> {
         let doms = self
             .conn
@@ -355,9 +385,9 @@ impl Hypervisor for Libvirt {
 
     fn poll_all(&mut self, defs: &[DomainDef]) -> Vec<Result<DomainPoll, BackendError>> {
         use virt::sys;
-        const FAST: u32 = sys::VIR_DOMAIN_STATS_STATE
-            | sys::VIR_DOMAIN_STATS_CPU_TOTAL
-            | sys::VIR_DOMAIN_STATS_BALLOON;
+        // Nothing that may need a VMM's monitor: a stopped or stuck QEMU
+        // must not stall every domain's poll (balloon figures may).
+        const FAST: u32 = sys::VIR_DOMAIN_STATS_STATE | sys::VIR_DOMAIN_STATS_CPU_TOTAL;
         let bulk = match self.bulk(FAST) {
             Ok(b) => b,
             Err(e) => {
@@ -453,27 +483,35 @@ impl Hypervisor for Libvirt {
 }
 
 impl Libvirt {
-    /// Cumulative block requests and network packets of every listed
-    /// domain that has them, by name: one bulk call (it may need a VMM's
-    /// monitor, so it runs on a thread of its own), else one domain at a
-    /// time.
-    pub fn io_all(&mut self, defs: &[DomainDef]) -> std::collections::HashMap<String, (u64, u64)> {
+    /// Cumulative block requests and network packets, and memory, of every
+    /// listed domain that has them, by name: one bulk call (it may need a
+    /// VMM's monitor, so it runs on a thread of its own), else one domain
+    /// at a time.
+    pub fn io_all(&mut self, defs: &[DomainDef]) -> std::collections::HashMap<String, IoFigures> {
         use virt::sys;
         const IO: u32 = sys::VIR_DOMAIN_STATS_STATE
             | sys::VIR_DOMAIN_STATS_BLOCK
-            | sys::VIR_DOMAIN_STATS_INTERFACE;
+            | sys::VIR_DOMAIN_STATS_INTERFACE
+            | sys::VIR_DOMAIN_STATS_BALLOON;
         let bulk: std::collections::HashMap<String, Bulk> =
             self.bulk(IO).unwrap_or_default().into_iter().collect();
         defs.iter()
             .filter_map(|d| {
-                let c = match bulk.get(&d.name) {
+                let b = bulk.get(&d.name);
+                let memory = b.and_then(Bulk::memory);
+                let (block_ops, net_packets) = match b {
                     Some(b) if b.io_seen => (b.block_ops, b.net_packets),
                     // Not running: no counters to have.
                     Some(b) if b.state.is_some_and(|(s, _)| s != 1) => return None,
                     // Left out (a driver without them in bulk): ask it.
                     _ => self.io_counters(d).ok()?,
                 };
-                Some((d.name.clone(), c))
+                let f = IoFigures {
+                    block_ops,
+                    net_packets,
+                    memory,
+                };
+                Some((d.name.clone(), f))
             })
             .collect()
     }
@@ -534,10 +572,13 @@ mod tests {
             }
         );
         assert_eq!(p.memory_kib, (393_216, 524_288));
-        // Running without vCPU time (left out): not a poll.
+        // Running without vCPU time (left out): not a poll; without
+        // balloon figures (the fast call): memory unknown, (0, 0).
         let mut live = Bulk::default();
         live.field("state.state", 1);
         assert_eq!(live.poll(), None);
+        live.field("cpu.time", 7);
+        assert_eq!(live.poll().unwrap().memory_kib, (0, 0));
         // Shut off by an operator's destroy: nothing more is needed.
         let mut off = Bulk::default();
         off.field("state.reason", 2);

@@ -74,6 +74,9 @@ pub trait Hypervisor: Send {
     fn poll_all(&mut self, defs: &[DomainDef]) -> Vec<Result<DomainPoll, BackendError>> {
         defs.iter().map(|d| self.poll(d)).collect()
     }
+    /// Another handle on the same connection, for another thread (the
+    /// executor's).
+    fn worker(&self) -> Box<dyn Hypervisor>;
     /// Hard reset.
     fn reset(&mut self, name: &str) -> Result<(), BackendError>;
     /// ACPI reboot.

@@ -38,9 +38,12 @@ pub enum BackendReq {
     },
     /// Re-read domain definitions now.
     Relist,
+    /// An executor thread finished an action.
+    Finished(super::executor::Done),
 }
 
-fn act(hv: &mut dyn Hypervisor, req: &BackendReq) -> Result<String, String> {
+/// Carry out one action (on an executor thread).
+pub(super) fn act(hv: &mut dyn Hypervisor, req: &BackendReq) -> Result<String, String> {
     let BackendReq::Act {
         vm,
         kind,
@@ -223,8 +226,8 @@ fn snapshot_revert(
     }
 }
 
-/// Latest I/O counters by domain, filled by the I/O thread.
-type IoCounters = Arc<Mutex<HashMap<String, (u64, u64)>>>;
+/// Latest I/O counters (and memory) by domain, filled by the I/O thread.
+type IoCounters = Arc<Mutex<HashMap<String, crate::backend::libvirt::IoFigures>>>;
 
 /// The I/O-counter thread: block and network counters need the VMM's
 /// monitor, which a stuck QEMU does not answer; here that stalls only these
@@ -251,15 +254,21 @@ fn io_thread(uri: String, defs: Arc<Mutex<Vec<DomainDef>>>, out: IoCounters, int
     }
 }
 
-/// Run until the core goes away. The I/O-counter thread opens a second
-/// connection to `io_uri`.
+/// Run until the core goes away: poll at `interval`, hand actions to the
+/// executor (its threads report back on `me`, this thread's own channel,
+/// each action given `action_timeout`). The I/O-counter thread opens a
+/// second connection to `io_uri`.
 pub fn run(
     mut hv: Box<dyn Hypervisor>,
     io_uri: String,
     rx: Receiver<BackendReq>,
+    me: std::sync::mpsc::Sender<BackendReq>,
     core: Sender<CoreMsg>,
     interval: Duration,
+    action_timeout: Duration,
 ) {
+    let mut executor =
+        super::executor::Executor::new(hv.as_ref(), super::executor::WORKERS, action_timeout, me);
     let shared_defs: Arc<Mutex<Vec<DomainDef>>> = Arc::default();
     let io: IoCounters = Arc::default();
     {
@@ -272,32 +281,45 @@ pub fn run(
         }
     }
     let mut defs: Vec<DomainDef> = Vec::new();
+    // Last known memory per domain.
+    let mut memory: HashMap<String, (u64, u64)> = HashMap::new();
+    let live = |s: DomainState| matches!(s, DomainState::Running | DomainState::Paused(_));
     let mut relist = true;
     let mut next_poll = Instant::now();
     let mut last_list = Instant::now();
+    let tell = |d: super::executor::Done| {
+        core.blocking_send(CoreMsg::ActionDone {
+            id: d.id,
+            vm: d.vm,
+            ok: d.ok,
+            detail: d.detail,
+        })
+        .is_ok()
+    };
     loop {
-        let wait = next_poll.saturating_duration_since(Instant::now());
+        // Wake at least every 250 ms while actions run, for their timeouts.
+        let mut wait = next_poll.saturating_duration_since(Instant::now());
+        if executor.busy() {
+            wait = wait.min(Duration::from_millis(250));
+        }
         match rx.recv_timeout(wait) {
             Ok(BackendReq::Relist) => relist = true,
-            Ok(req @ BackendReq::Act { .. }) => {
-                let BackendReq::Act { id, ref vm, .. } = req else {
-                    continue;
-                };
-                let (ok, detail) = match act(hv.as_mut(), &req) {
-                    Ok(d) => (true, d),
-                    Err(d) => (false, d),
-                };
-                let vm = vm.clone();
-                if core
-                    .blocking_send(CoreMsg::ActionDone { id, vm, ok, detail })
-                    .is_err()
-                {
-                    return;
+            Ok(req @ BackendReq::Act { .. }) => executor.submit(req),
+            Ok(BackendReq::Finished(d)) => {
+                if let Some(d) = executor.finished(d) {
+                    if !tell(d) {
+                        return;
+                    }
                 }
                 next_poll = Instant::now(); // show the effect at once
             }
             Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {}
+        }
+        for d in executor.expired(Instant::now()) {
+            if !tell(d) {
+                return;
+            }
         }
         if Instant::now() < next_poll {
             continue;
@@ -319,22 +341,35 @@ pub fn run(
             }
         }
         // One bulk call for every domain; the I/O counters the other
-        // thread gathered ride along (the busy-not-hung veto needs them).
+        // thread gathered ride along (the busy-not-hung veto needs them),
+        // and memory: from there, else as last known, else asked of the
+        // domain once (its info needs no monitor).
         let io = io.lock().map(|m| m.clone()).unwrap_or_default();
-        let polled = defs
-            .iter()
-            .zip(hv.poll_all(&defs))
-            .map(|(d, p)| {
-                let p = p.map(|mut p| {
-                    if let Some(&(block, net)) = io.get(&d.name) {
-                        p.stats.block_ops = block;
-                        p.stats.net_packets = net;
-                    }
-                    p
-                });
-                (d.clone(), p.map_err(|e| e.to_string()))
-            })
-            .collect();
+        let polls = hv.poll_all(&defs);
+        let mut polled = Vec::with_capacity(defs.len());
+        for (d, p) in defs.iter().zip(polls) {
+            let p = p.map(|mut p| {
+                let f = io.get(&d.name);
+                if let Some(f) = f {
+                    p.stats.block_ops = f.block_ops;
+                    p.stats.net_packets = f.net_packets;
+                }
+                if p.memory_kib == (0, 0) {
+                    let known = f.and_then(|f| f.memory).or(memory.get(&d.name).copied());
+                    p.memory_kib = match known {
+                        Some(m) => m,
+                        None if live(p.state) => hv.poll(d).map_or((0, 0), |q| q.memory_kib),
+                        None => (0, 0),
+                    };
+                }
+                if p.memory_kib != (0, 0) {
+                    memory.insert(d.name.clone(), p.memory_kib);
+                }
+                p
+            });
+            polled.push((d.clone(), p.map_err(|e| e.to_string())));
+        }
+        memory.retain(|n, _| defs.iter().any(|d| &d.name == n));
         if core.blocking_send(CoreMsg::Polled(polled)).is_err() {
             return;
         }
@@ -366,6 +401,9 @@ mod tests {
     }
 
     impl Hypervisor for Fake {
+        fn worker(&self) -> Box<dyn Hypervisor> {
+            Box::new(Fake::default())
+        }
         fn list(&mut self) -> Result<Vec<DomainDef>, BackendError> {
             Ok(vec![])
         }

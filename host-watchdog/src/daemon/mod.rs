@@ -9,6 +9,7 @@
 pub mod backend_thread;
 pub mod clock;
 pub mod control;
+pub mod executor;
 pub mod handover;
 pub mod metrics;
 pub mod probe;
@@ -165,9 +166,13 @@ async fn run_async(
         let tx = core_tx.clone();
         let interval = Duration::from_millis(config.poll_interval_ms);
         let io_uri = config.libvirt_uri.clone();
+        let me = be_tx.clone();
+        let timeout = Duration::from_millis(config.action_timeout_ms);
         std::thread::Builder::new()
             .name("backend".into())
-            .spawn(move || backend_thread::run(Box::new(lv), io_uri, be_rx, tx, interval))?;
+            .spawn(move || {
+                backend_thread::run(Box::new(lv), io_uri, be_rx, me, tx, interval, timeout)
+            })?;
     }
     let metrics = Arc::new(metrics::Metrics::new());
     let journal = crate::journal::Journal::open(&config.journal)

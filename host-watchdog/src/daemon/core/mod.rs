@@ -104,6 +104,8 @@ pub struct Core {
     action_kinds: HashMap<u64, String>,
     probes: HashMap<u32, PendingProbe>,
     last_metrics: Millis,
+    /// When old journal records were last pruned.
+    last_prune: Millis,
     /// Destructive action times from the journal, applied when a VM is added.
     pending_budgets: BTreeMap<String, Vec<Millis>>,
     /// Recovered faults from the journal, applied when a VM is added.
@@ -200,6 +202,7 @@ impl Core {
             action_kinds: HashMap::new(),
             probes: HashMap::new(),
             last_metrics: 0,
+            last_prune: 0,
             pending_budgets: budgets,
             pending_recovered,
             pending_faults,
@@ -265,6 +268,10 @@ impl Core {
                     // stuck core stops feeding it.
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                     self.keepalives(now);
+                    if now.saturating_sub(self.last_prune) >= 3_600_000 {
+                        self.last_prune = now;
+                        self.prune_journal(now);
+                    }
                     if now.saturating_sub(self.last_metrics) >= 1000 {
                         self.last_metrics = now;
                         self.refresh_metrics(now);
@@ -397,6 +404,20 @@ impl Core {
                 }
                 Err(e) => log::warn!("vm={vm}: a handed-over session is unusable: {e}"),
             }
+        }
+    }
+
+    /// Delete journal records past the retention (faults still open stay).
+    fn prune_journal(&mut self, now: Millis) {
+        let days = self.cfg.journal_retention_days;
+        if days == 0 {
+            return;
+        }
+        let cutoff = now.saturating_sub(days.saturating_mul(86_400_000));
+        match self.journal.prune(cutoff) {
+            Ok(0) => {}
+            Ok(n) => log::info!("journal: {n} records older than {days} days deleted"),
+            Err(e) => log::warn!("journal: pruning failed: {e}"),
         }
     }
 
