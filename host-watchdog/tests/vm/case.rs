@@ -45,6 +45,7 @@ pub fn case(
         r["kind"] == kind && r["located"].as_u64().unwrap_or(0) >= t0
     });
     assert_eq!(fault["layer"], layer, "{name}: {fault}");
+    eprintln!("{name}: {kind} located; evidence: {}", fault["evidence"]);
     heal(vm);
     let id = fault["id"].as_u64().unwrap();
     let closed = vm.wait(120, &format!("{name}: {kind} closed"), "closed", |r| {
