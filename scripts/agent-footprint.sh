@@ -46,3 +46,10 @@ echo "  CPU (utime+stime):  ${cpu_s} s = ${pct} % of one core   (target <= 0.1 %
 echo "  static binary size: $((size / 1024)) KiB   (target <= 4096 KiB)"
 echo "  linkage: $(ldd "$BIN" 2>&1 | head -1 | sed 's/^[[:space:]]*//')"
 cat "$work/sink.out" | sed 's/^/  /'
+# The figures hold only if the agent was connected the whole time (one
+# heartbeat per 500 ms).
+beats=$(awk '/heartbeats/ {print $2}' "$work/sink.out")
+if [ "${beats:-0}" -lt $((DURATION * 2 * 9 / 10)) ]; then
+    echo "agent-footprint: only ${beats:-0} heartbeats in ${DURATION} s: the agent was not connected throughout" >&2
+    exit 1
+fi

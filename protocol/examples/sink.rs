@@ -1,6 +1,7 @@
 //! A minimal host for manual runs and measurements: listens on a Unix
-//! socket, welcomes every agent with the default settings, and counts what
-//! arrives. Usage: `sink /path/to/socket [seconds]`.
+//! socket, welcomes the agent with the default settings, keeps its session
+//! alive (a protocol-2 agent takes a silent host for dead), and counts
+//! what arrives. Usage: `sink /path/to/socket [seconds]`.
 
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
@@ -24,7 +25,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut reader = MessageReader::new(stream.try_clone()?, DEFAULT_MAX_PAYLOAD);
     let mut w = stream;
     let (mut beats, mut reports, mut bytes_hint) = (0u64, 0u64, 0u64);
+    let keepalive = Duration::from_secs(2);
+    let mut kept: Option<Instant> = None; // welcomed, keepalive last sent
     while Instant::now() < deadline {
+        if kept.is_some_and(|t| t.elapsed() >= keepalive) {
+            let k = Keepalive {
+                interval_ms: keepalive.as_millis() as u32,
+            };
+            write_message(
+                &mut w,
+                &Message::Keepalive(k),
+                PROTOCOL_VERSION,
+                DEFAULT_MAX_PAYLOAD,
+            )?;
+            kept = Some(Instant::now());
+        }
         match reader.read_message() {
             Ok(Some(Message::Hello(h))) => {
                 eprintln!(
@@ -42,6 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     DEFAULT_MAX_PAYLOAD,
                 )?;
                 reader.decoder().set_version(PROTOCOL_VERSION);
+                kept = Some(Instant::now());
             }
             Ok(Some(Message::Heartbeat(_))) => beats += 1,
             Ok(Some(Message::Report(r))) => {
