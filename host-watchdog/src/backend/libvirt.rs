@@ -12,7 +12,10 @@ use virt::domain::{
 use virt::enumutil::Enum;
 
 use super::{BackendError, DomainDef, DomainPoll, Hypervisor};
+
+mod bulk;
 use crate::engine::{DomainState, DomainStats, PauseReason, StopReason};
+pub use bulk::{Bulk, IoFigures};
 
 /// A libvirt connection.
 pub struct Libvirt {
@@ -106,174 +109,6 @@ pub fn parse_domain_xml(name: &str, uuid: &str, xml: &str) -> DomainDef {
         }
     }
     def
-}
-
-/// One domain's figures from a bulk stats record (what was present).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Bulk {
-    /// `state.state`, `state.reason`.
-    pub state: Option<(i32, i32)>,
-    /// `cpu.time`, ns.
-    pub cpu_ns: Option<u64>,
-    /// `balloon.current`, `balloon.maximum`, KiB.
-    pub balloon: (Option<u64>, Option<u64>),
-    /// Block requests (read + write) over every disk.
-    pub block_ops: u64,
-    /// Network packets (rx + tx) over every interface.
-    pub net_packets: u64,
-    /// Any block or network figure was there (some drivers leave them out).
-    pub io_seen: bool,
-}
-
-impl Bulk {
-    /// Take one typed parameter of a stats record: pure.
-    pub fn field(&mut self, name: &str, v: u64) {
-        let block = |n: &str| n.ends_with(".rd.reqs") || n.ends_with(".wr.reqs");
-        let net = |n: &str| n.ends_with(".rx.pkts") || n.ends_with(".tx.pkts");
-        match name {
-            "state.state" => self.state = Some((v as i32, self.state.map_or(0, |s| s.1))),
-            "state.reason" => self.state = Some((self.state.map_or(-1, |s| s.0), v as i32)),
-            "cpu.time" => self.cpu_ns = Some(v),
-            "balloon.current" => self.balloon.0 = Some(v),
-            "balloon.maximum" => self.balloon.1 = Some(v),
-            n if n.starts_with("block.") && block(n) => {
-                self.block_ops += v;
-                self.io_seen = true;
-            }
-            n if n.starts_with("net.") && net(n) => {
-                self.net_packets += v;
-                self.io_seen = true;
-            }
-            _ => {}
-        }
-    }
-
-    /// The poll these figures make, when they hold what a poll needs
-    /// (state, and vCPU time when the VMM is live); else the caller asks
-    /// the domain. Memory is (0, 0) when the record has no balloon figures
-    /// (the fast call leaves them out: they may need the VMM's monitor).
-    pub fn poll(&self) -> Option<DomainPoll> {
-        let (state, reason) = self.state?;
-        let state = raw_state(state, reason);
-        // Only a domain with a live VMM has vCPU time.
-        let live = matches!(state, DomainState::Running | DomainState::Paused(_));
-        let cpu_time_ns = match self.cpu_ns {
-            Some(c) => c,
-            None if live => return None,
-            None => 0,
-        };
-        Some(DomainPoll {
-            state,
-            stats: DomainStats {
-                cpu_time_ns,
-                block_ops: self.block_ops,
-                net_packets: self.net_packets,
-            },
-            memory_kib: self.memory().unwrap_or((0, 0)),
-        })
-    }
-
-    /// Current and maximum memory (KiB), when the record has them.
-    pub fn memory(&self) -> Option<(u64, u64)> {
-        Some((self.balloon.0?, self.balloon.1?))
-    }
-}
-
-/// What the I/O thread gathers per domain.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct IoFigures {
-    /// Block requests (read + write).
-    pub block_ops: u64,
-    /// Network packets (rx + tx).
-    pub net_packets: u64,
-    /// Current and maximum memory (KiB), if given.
-    pub memory: Option<(u64, u64)>,
-}
-
-/// libvirt's numeric state and reason in the engine's terms: pure.
-pub fn raw_state(state: i32, reason: i32) -> DomainState {
-    use virt::domain::{
-        DomainCrashedReasonEnum, DomainPausedReasonEnum, DomainShutoffReasonEnum, DomainStateEnum,
-    };
-    let Enum::Known(s) = DomainStateEnum::from_raw(state.max(0) as u32) else {
-        return DomainState::Unknown;
-    };
-    let r = reason.max(0) as u32;
-    let reason = match s {
-        LvState::Paused => Some(DomainStateReason::Paused(DomainPausedReasonEnum::from_raw(
-            r,
-        ))),
-        LvState::Shutoff => Some(DomainStateReason::Shutoff(
-            DomainShutoffReasonEnum::from_raw(r),
-        )),
-        LvState::Crashed => Some(DomainStateReason::Crashed(
-            DomainCrashedReasonEnum::from_raw(r),
-        )),
-        _ => None,
-    };
-    map_state(s, reason)
-}
-
-impl Libvirt {
-    /// Every domain's stats of the kinds in `stats` in one call (one RPC
-    /// through libvirtd, whatever the number of domains), never waiting for
-    /// a domain whose job lock is held (NOWAIT: that domain's figures that
-    /// need its monitor are left out).
-    pub fn bulk(&self, stats: u32) -> Result<Vec<(String, Bulk)>, String> {
-        use std::ffi::CStr;
-        use virt::sys;
-        let mut recs: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
-        // SAFETY: an open connection; libvirt allocates the record list,
-        // freed below with its own function.
-        let n = unsafe {
-            sys::virConnectGetAllDomainStats(
-                self.conn.as_ptr(),
-                stats,
-                &mut recs,
-                sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,
-            )
-        };
-        if n < 0 || recs.is_null() {
-            return Err(virt::error::Error::last_error().message().to_string());
-        }
-        let mut out = Vec::with_capacity(n as usize);
-        for i in 0..n as usize {
-            // SAFETY: `n` records, each valid until the list is freed.
-            let rec = unsafe { &**recs.add(i) };
-            // SAFETY: the record's domain lives as long as the list.
-            let name = unsafe { CStr::from_ptr(sys::virDomainGetName(rec.dom)) }
-                .to_string_lossy()
-                .into_owned();
-            let mut b = Bulk::default();
-            for j in 0..rec.nparams.max(0) as usize {
-                // SAFETY: `nparams` parameters, valid with the record.
-                let p = unsafe { &*rec.params.add(j) };
-                // SAFETY: libvirt NUL-terminates a field within its 80 bytes.
-                let field = unsafe { CStr::from_ptr(p.field.as_ptr()) }.to_string_lossy();
-                let Some(v) = number(p) else { continue };
-                b.field(&field, v);
-            }
-            out.push((name, b));
-        }
-        // SAFETY: the list from virConnectGetAllDomainStats, freed once.
-        unsafe { sys::virDomainStatsRecordListFree(recs) };
-        Ok(out)
-    }
-}
-
-/// A typed parameter's value, if it is a number (negative ones as 0).
-fn number(p: &virt::sys::virTypedParameter) -> Option<u64> {
-    use virt::sys;
-    // SAFETY: only the union member that `type_` names is read.
-    unsafe {
-        match p.type_ as u32 {
-            sys::VIR_TYPED_PARAM_INT => Some(p.value.i.max(0) as u64),
-            sys::VIR_TYPED_PARAM_UINT => Some(u64::from(p.value.ui)),
-            sys::VIR_TYPED_PARAM_LLONG => Some(p.value.l.max(0) as u64),
-            sys::VIR_TYPED_PARAM_ULLONG => Some(p.value.ul),
-            _ => None,
-        }
-    }
 }
 
 /// Map libvirt's state and reason to the engine's: pure.
@@ -511,61 +346,6 @@ impl Libvirt {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A bulk record becomes a poll: state and reason, vCPU time, balloon,
-    /// block and network counters summed over devices; a live domain
-    /// missing what a poll needs is asked on its own instead.
-    #[test]
-    fn a_bulk_stats_record_is_a_poll() {
-        let mut b = Bulk::default();
-        for (k, v) in [
-            ("state.state", 1),
-            ("state.reason", 1),
-            ("cpu.time", 5_000_000),
-            ("balloon.current", 393_216),
-            ("balloon.maximum", 524_288),
-            ("block.count", 2),
-            ("block.0.rd.reqs", 10),
-            ("block.0.wr.reqs", 5),
-            ("block.1.rd.reqs", 1),
-            ("block.0.rd.bytes", 4096),
-            ("net.count", 1),
-            ("net.0.rx.pkts", 7),
-            ("net.0.tx.pkts", 3),
-            ("net.0.rx.bytes", 900),
-        ] {
-            b.field(k, v);
-        }
-        let p = b.poll().unwrap();
-        assert_eq!(p.state, DomainState::Running);
-        assert_eq!(
-            p.stats,
-            DomainStats {
-                cpu_time_ns: 5_000_000,
-                block_ops: 16,
-                net_packets: 10,
-            }
-        );
-        assert_eq!(p.memory_kib, (393_216, 524_288));
-        // Running without vCPU time (left out): not a poll; without
-        // balloon figures (the fast call): memory unknown, (0, 0).
-        let mut live = Bulk::default();
-        live.field("state.state", 1);
-        assert_eq!(live.poll(), None);
-        live.field("cpu.time", 7);
-        assert_eq!(live.poll().unwrap().memory_kib, (0, 0));
-        // Shut off by an operator's destroy: nothing more is needed.
-        let mut off = Bulk::default();
-        off.field("state.reason", 2);
-        off.field("state.state", 5);
-        assert_eq!(
-            off.poll().unwrap().state,
-            DomainState::ShutOff(StopReason::Destroyed)
-        );
-        assert_eq!(raw_state(3, 1), DomainState::Paused(PauseReason::User));
-        assert_eq!(raw_state(6, 1), DomainState::Crashed { panicked: true });
-        assert_eq!(raw_state(99, 0), DomainState::Unknown);
-    }
 
     #[test]
     fn domain_xml_parts() {

@@ -1,0 +1,132 @@
+//! The core's sessions across vigild's own life: handed over to the next
+//! vigild (or closed, running guests' first) on exit, taken back on start,
+//! and kept alive while running.
+
+use super::*;
+
+impl Core {
+    /// Keep sessions a previous vigild handed over, to serve them once
+    /// the VMs are known.
+    pub fn adopt(
+        &mut self,
+        sessions: Vec<(
+            String,
+            crate::daemon::session::Adopted,
+            std::os::fd::OwnedFd,
+        )>,
+    ) {
+        self.to_adopt = sessions;
+    }
+
+    /// Serve the handed-over sessions where the previous vigild stopped.
+    pub(super) fn adopt_handed_over(&mut self) {
+        use crate::daemon::session;
+        let limits = session::Limits::from_config(&self.cfg);
+        for (vm, was, fd) in std::mem::take(&mut self.to_adopt) {
+            let copy = session::dup(std::os::fd::AsFd::as_fd(&fd));
+            let tx = self.tx.clone();
+            log::info!("vm={vm}: agent session taken over from the previous vigild");
+            match session::stream_of(fd) {
+                Ok(session::Stream::Unix(s)) => {
+                    tokio::spawn(session::adopt(s, vm, tx, limits, copy, was));
+                }
+                Ok(session::Stream::Vsock(s)) => {
+                    tokio::spawn(session::adopt(s, vm, tx, limits, copy, was));
+                }
+                Err(e) => log::warn!("vm={vm}: a handed-over session is unusable: {e}"),
+            }
+        }
+    }
+
+    /// Hand every live session to the service manager's store, to be
+    /// served on by the next vigild; false when there is no store (or it
+    /// refused), and sessions are to be closed instead.
+    pub(super) async fn hand_over(&mut self) -> bool {
+        use crate::daemon::session::Adopted;
+        if crate::daemon::handover::capacity() == 0 {
+            return false;
+        }
+        let mut asked = Vec::new();
+        for (name, v) in self.vms.iter_mut() {
+            let Some(s) = v.session.as_mut().filter(|s| !s.past_boot) else {
+                continue;
+            };
+            let Some(h) = s.handle.take() else { continue };
+            let (tx, rx) = oneshot::channel();
+            if h.ask.send(tx).is_ok() {
+                let was = Adopted {
+                    version: s.version,
+                    hostname: s.hostname.clone(),
+                    agent_version: s.agent_version.clone(),
+                    boot_id: s.boot_id.clone(),
+                    unread: Vec::new(),
+                };
+                asked.push((name.clone(), was, h.fd, rx));
+            }
+        }
+        let mut sessions = Vec::new();
+        for (vm, was, fd, rx) in asked {
+            // A session stops at its next frame boundary; a writer blocked
+            // on a guest gives up within its 2 s bound.
+            match tokio::time::timeout(Duration::from_secs(3), rx).await {
+                Ok(Ok(unread)) => sessions.push((vm, Adopted { unread, ..was }, fd)),
+                _ => log::warn!("vm={vm}: its session did not stop in time; not handed over"),
+            }
+        }
+        let n = sessions.len();
+        match crate::daemon::handover::store(sessions) {
+            Ok(n) => {
+                log::info!("{n} agent sessions handed to the service manager for the next vigild");
+                true
+            }
+            Err(e) => {
+                log::warn!("cannot hand {n} agent sessions over ({e}); closing them");
+                false
+            }
+        }
+    }
+
+    pub(super) async fn close_sessions_for_exit(&mut self) {
+        let mut held = Vec::new();
+        for (name, v) in self.vms.iter_mut() {
+            if v.session.is_none() {
+                continue;
+            }
+            if self.engine.may_talk_to(name) {
+                v.session = None; // the writer ends; the reader closes the stream
+            } else {
+                held.push(name.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for name in held {
+            log::warn!(
+                "vm={name} is not running (paused?): its agent connection closes last, as vigild exits; \
+                 its vsock may not survive that until the domain is restarted"
+            );
+            if let Some(v) = self.vms.get_mut(&name) {
+                v.session = None;
+            }
+        }
+    }
+
+    /// Tell every running guest that speaks protocol 2 its session is
+    /// alive (never a paused one: a write to a paused VM's vsock breaks it).
+    pub(super) fn keepalives(&mut self, now: Millis) {
+        let every = self.cfg.keepalive_interval_ms;
+        let interval_ms = every.min(u64::from(u32::MAX)) as u32;
+        for (name, v) in self.vms.iter_mut() {
+            let Some(s) = v.session.as_mut().filter(|s| !s.past_boot) else {
+                continue;
+            };
+            if s.version < 2
+                || now.saturating_sub(s.keepalive_at) < every
+                || !self.engine.may_talk_to(name)
+            {
+                continue;
+            }
+            s.keepalive_at = now;
+            let _ = s.tx.try_send(Message::Keepalive(Keepalive { interval_ms }));
+        }
+    }
+}
