@@ -271,7 +271,7 @@ impl Client {
                 println!(
                     "{} {}",
                     fmt_time(t),
-                    crate::sim::render(0, &r)
+                    crate::engine::render(0, &r)
                         .trim_start_matches(|c: char| c == ' ' || c.is_ascii_digit())
                         .trim_start()
                 );

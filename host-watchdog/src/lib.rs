@@ -6,7 +6,6 @@
 //! - [`journal`]: the SQLite journal;
 //! - [`config`]: vigild's configuration;
 //! - [`metrics`]: fault rate, MTTD/MTTL/MTTR and availability from journal records;
-//! - [`sim`]: the scenario simulator that drives the engine on a virtual clock.
 
 pub mod backend;
 pub mod cli;
@@ -16,4 +15,3 @@ pub mod daemon;
 pub mod engine;
 pub mod journal;
 pub mod metrics;
-pub mod sim;

@@ -17,12 +17,14 @@ pub mod detect;
 pub mod evidence;
 mod ladder;
 pub mod model;
+mod render;
 mod vm;
 
 use std::collections::{BTreeMap, VecDeque};
 
 pub use config::{EngineConfig, Exhausted, Ladder, Rung};
 pub use model::*;
+pub use render::render;
 use vm::Vm;
 
 /// Marker name for host-level records.

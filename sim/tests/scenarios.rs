@@ -1,17 +1,17 @@
-//! Scenario suite: every `scenarios/*.scn` runs through the engine on a
-//! virtual clock and its decision log must equal `scenarios/*.golden`.
+//! Scenario suite: every `scenarios/engine/*.scn` runs through the engine on a
+//! virtual clock and its decision log must equal `scenarios/engine/*.golden`.
 //! Review a change, then regenerate deliberately with
-//! `VIGIL_BLESS=1 cargo test -p vigil-watchdog --test scenarios`.
+//! `VIGIL_BLESS=1 cargo test -p vigil-sim --test scenarios`.
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 use std::path::PathBuf;
 
+use vigil_sim::{run, Scenario};
 use vigil_watchdog::engine::EngineConfig;
-use vigil_watchdog::sim::{run, Scenario};
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/engine")
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! Scenario simulator: scripted observations on a virtual clock, run
+//! Scenario simulator (a development crate: nothing the product ships
+//! depends on it): scripted observations on a virtual clock, run
 //! through the engine, rendered as a decision log (compared with goldens).
 //!
 //! A scenario is a text file, one directive per line (`#` comments):
@@ -34,8 +35,8 @@ use std::fmt::Write as _;
 use vigil_protocol::snapshot::*;
 use vigil_protocol::{ByeReason, Notice};
 
-use crate::engine::*;
-use crate::metrics;
+use vigil_watchdog::engine::*;
+use vigil_watchdog::metrics;
 
 mod parse;
 
@@ -368,39 +369,5 @@ fn emit(
             let _ = writeln!(log, "{t:>7} {:<8} probe liveness #{}", a.vm, a.id);
         }
         actions.push(a);
-    }
-}
-
-/// One journal record as a log line.
-pub fn render(t: Millis, r: &Record) -> String {
-    match r {
-        Record::Transition { vm, from, to, why } => format!("{t:>7} {vm:<8} {from} -> {to}: {why}"),
-        Record::Fault { vm, id, kind, layer, evidence, onset, onset_window_ms, detected, located, .. } => format!(
-            "{t:>7} {vm:<8} FAULT #{id} {kind} layer={} detect={}ms{} locate={}ms evidence: {}",
-            layer.name(),
-            detected.saturating_sub(*onset),
-            if *onset_window_ms > 0 { format!(" (onset within {onset_window_ms}ms)") } else { String::new() },
-            located.saturating_sub(*detected),
-            evidence.join("; ")
-        ),
-        Record::Intent { vm, action, rung, attempt } => {
-            let mem = action.memory_kib.map(|m| format!(" to {m} KiB")).unwrap_or_default();
-            match rung {
-                Some(r) => format!("{t:>7} {vm:<8} ACTION #{} {}{mem} (rung {r} attempt {attempt})", action.id, action.kind),
-                None => format!("{t:>7} {vm:<8} ACTION #{} {}{mem}", action.id, action.kind),
-            }
-        }
-        Record::Suppressed { vm, kind, why } => format!("{t:>7} {vm:<8} suppressed {kind}: {why}"),
-        Record::Outcome { vm, id, ok, detail } => {
-            format!("{t:>7} {vm:<8} outcome #{id} {}: {detail}", if *ok { "ok" } else { "FAILED" })
-        }
-        Record::Closed { vm, id, kind, how, detect_ms, locate_ms, repair_ms, .. } => format!(
-            "{t:>7} {vm:<8} CLOSED #{id} {kind} {how:?} detect={detect_ms}ms locate={locate_ms}ms repair={repair_ms}ms"
-        )
-        .replace("Recovered", "recovered")
-        .replace("Cleared", "cleared")
-        .replace("Superseded", "superseded")
-        .replace("Released", "released")
-        .replace("Withdrawn", "withdrawn"),
     }
 }

@@ -1,8 +1,8 @@
 //! Print the decision log of one scenario file:
-//! `cargo run -p vigil-watchdog --example simulate -- FILE.scn`.
+//! `cargo run -p vigil-sim --example simulate -- FILE.scn`.
 
+use vigil_sim::{run, Scenario};
 use vigil_watchdog::engine::EngineConfig;
-use vigil_watchdog::sim::{run, Scenario};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args().nth(1).ok_or("usage: simulate FILE.scn")?;
