@@ -65,10 +65,16 @@ fn kind_of(r: &Record) -> (&str, &'static str) {
 impl Journal {
     /// Open (or create) the journal at `path`; `:memory:` for tests.
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        Journal::open_waiting(path, std::time::Duration::from_secs(5))
+    }
+
+    /// Open, waiting at most `busy` for a lock another process holds (the
+    /// core harness does not wait: a locked journal is a failed write).
+    pub fn open_waiting(path: &Path, busy: std::time::Duration) -> Result<Journal, JournalError> {
         let db = Connection::open(path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
-        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        db.busy_timeout(busy)?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS records (
@@ -267,11 +273,17 @@ impl Journal {
                     if let (Some(rung), Some((_, f))) = (rung, open_faults.get_mut(&action.fault)) {
                         f.last_step = Some((rung, attempt, action.kind.clone(), e.t));
                         f.interrupted = Some((action.id, action.kind.clone()));
+                        f.last_failed = false;
                     }
                     open_intents.insert(action.id, (vm, action.kind));
                 }
-                Record::Outcome { id, .. } => {
+                Record::Outcome { id, ok, .. } => {
                     open_intents.remove(&id);
+                    for (_, f) in open_faults.values_mut() {
+                        if f.interrupted.as_ref().is_some_and(|(a, _)| *a == id) {
+                            f.last_failed = !ok;
+                        }
+                    }
                 }
                 Record::Fault {
                     vm,
@@ -292,6 +304,7 @@ impl Journal {
                         located,
                         last_step: None,
                         interrupted: None,
+                        last_failed: false,
                     };
                     open_faults.insert(id, (vm, r));
                 }

@@ -12,6 +12,8 @@
 //! on ACTION VM +D every P EVENT [for F]          for VM, schedule relative to it
 //! fail ACTION VM [N]                           the next N such actions fail
 //! liveness VM refused|accepted|timed-out|unsupported   probe answer from now on
+//! slow ACTION VM MS                            such actions take MS (default 100)
+//! unlisted VM                                  not listed until `listed VM`
 //! end T                                        stop at T
 //! ```
 //!
@@ -22,7 +24,9 @@
 //! shutdown|reboot|stopped`, `closed VM`, `rebooted VM`, `stats VM
 //! cpu=+MS block=+N net=+N`, `operator VM maintenance-on [for=MS] |
 //! maintenance-off | release`, `stop heartbeat|stats|all VM`, `disarm`,
-//! `arm`, `removed VM`, `liveness VM RESULT`.
+//! `arm`, `removed VM`, `liveness VM RESULT`; for the core harness only
+//! (the engine alone ignores them): `restart` (vigild killed and started),
+//! `journal locked|unlocked`, `listed VM`, `unlisted VM`.
 //!
 //! The executor answers every action after 100 ms (`ok` unless failed by a
 //! `fail` line); a liveness probe is answered after 20 ms with the VM's
@@ -38,7 +42,10 @@ use vigil_protocol::{ByeReason, Notice};
 use vigil_watchdog::engine::*;
 use vigil_watchdog::metrics;
 
+mod core;
 mod parse;
+
+pub use crate::core::run_core;
 
 /// Tick resolution of the virtual clock.
 pub const TICK_MS: Millis = 100;
@@ -66,6 +73,15 @@ enum Event {
     Liveness(VmId, ProbeResult),
     /// Stats with increments applied to the VM's running counters.
     Stats(VmId, DomainStats),
+    /// The daemon's world only (the core harness; the engine alone has
+    /// none of these and ignores them): vigild is killed and started again.
+    Restart,
+    /// Another process holds (true) or lets go of (false) the journal's
+    /// write lock: the core's writes fail meanwhile.
+    JournalLocked(bool),
+    /// The domain appears in (true) or disappears from (false) the
+    /// hypervisor's listing.
+    Listed(VmId, bool),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +108,10 @@ pub struct Scenario {
     streams: Vec<(Millis, Stream)>,
     reactions: Vec<Reaction>,
     failures: Vec<(String, VmId, u32)>,
+    /// Actions that take longer than the default 100 ms.
+    slow: Vec<(String, VmId, Millis)>,
+    /// VMs not listed by the hypervisor until a `listed` event.
+    unlisted: Vec<VmId>,
     /// Engine settings the scenario sets (`key = value` lines).
     engine: Vec<String>,
     end: Millis,
@@ -201,25 +221,12 @@ pub fn run(sc: &Scenario, cfg: EngineConfig) -> String {
                     emit(t, out, &mut log, &mut journal, &mut actions);
                 }
                 Event::Stop(what, vm) => {
-                    for (_, s, live) in streams.iter_mut() {
-                        let (is_hb, is_stats, target) = match &s.event {
-                            Event::Input(v, Input::Heartbeat { .. }) => (true, false, v),
-                            Event::Stats(v, _) => (false, true, v),
-                            _ => continue,
-                        };
-                        let hit = match what.as_str() {
-                            "heartbeat" => is_hb,
-                            "stats" => is_stats,
-                            _ => true,
-                        };
-                        if hit && *target == vm {
-                            *live = false;
-                        }
-                    }
+                    stop(&mut streams, &what, &vm);
                 }
                 Event::Liveness(vm, r) => {
                     liveness.insert(vm, r);
                 }
+                Event::Restart | Event::JournalLocked(_) | Event::Listed(..) => {}
                 Event::Stats(vm, inc) => {
                     let c = counters.entry(vm.clone()).or_default();
                     c.cpu_time_ns += inc.cpu_time_ns;
@@ -257,23 +264,7 @@ pub fn run(sc: &Scenario, cfg: EngineConfig) -> String {
         }
         now += 10;
     }
-    let _ = writeln!(log, "-- metrics over 0..{} ms", sc.end);
-    for m in metrics::compute(&journal, 0, sc.end) {
-        let _ = writeln!(
-            log,
-            "{:<8} faults={} recovered={} detect={:.0}/{:.0} locate={:.0}/{:.0} repair={:.0}/{:.0} (mean/p95 ms) availability={:.4}",
-            m.vm,
-            m.faults,
-            m.recovered,
-            m.detect.mean_ms,
-            m.detect.p95_ms,
-            m.locate.mean_ms,
-            m.locate.p95_ms,
-            m.repair.mean_ms,
-            m.repair.p95_ms,
-            m.availability
-        );
-    }
+    metrics_lines(&mut log, &journal, sc.end);
     for (vm, state) in engine.vms() {
         let _ = writeln!(log, "{vm:<8} final state {state}");
     }
@@ -316,9 +307,10 @@ fn react(
         } else {
             "scripted failure".to_string()
         };
+        let took = action_ms(sc, name, &a.vm);
         push(
             queue,
-            t + ACTION_MS,
+            t + took,
             Event::Input(
                 a.vm.clone(),
                 Input::ActionDone {
@@ -336,7 +328,7 @@ fn react(
             .iter()
             .filter(|r| r.action == name && r.vm == a.vm)
         {
-            let at = t + ACTION_MS + r.delay;
+            let at = t + took + r.delay;
             match r.every {
                 None => push(queue, at, r.event.clone()),
                 Some((period, dur)) => streams.push((
@@ -351,6 +343,54 @@ fn react(
             }
         }
     }
+}
+
+/// The decision log's summary: per-VM metrics over the run.
+fn metrics_lines(log: &mut String, journal: &[(Millis, Record)], end: Millis) {
+    let _ = writeln!(log, "-- metrics over 0..{} ms", end);
+    for m in metrics::compute(journal, 0, end) {
+        let _ = writeln!(
+            log,
+            "{:<8} faults={} recovered={} detect={:.0}/{:.0} locate={:.0}/{:.0} repair={:.0}/{:.0} (mean/p95 ms) availability={:.4}",
+            m.vm,
+            m.faults,
+            m.recovered,
+            m.detect.mean_ms,
+            m.detect.p95_ms,
+            m.locate.mean_ms,
+            m.locate.p95_ms,
+            m.repair.mean_ms,
+            m.repair.p95_ms,
+            m.availability
+        );
+    }
+}
+
+/// `stop heartbeat|stats|all VM`: end the VM's matching streams.
+fn stop(streams: &mut [(Millis, Stream, bool)], what: &str, vm: &str) {
+    for (_, s, live) in streams.iter_mut() {
+        let (is_hb, is_stats, target) = match &s.event {
+            Event::Input(v, Input::Heartbeat { .. }) => (true, false, v),
+            Event::Stats(v, _) => (false, true, v),
+            _ => continue,
+        };
+        let hit = match what {
+            "heartbeat" => is_hb,
+            "stats" => is_stats,
+            _ => true,
+        };
+        if hit && target == vm {
+            *live = false;
+        }
+    }
+}
+
+/// How long the simulated executor takes for `action` on `vm`.
+fn action_ms(sc: &Scenario, action: &str, vm: &str) -> Millis {
+    sc.slow
+        .iter()
+        .find(|(a, v, _)| a == action && v == vm)
+        .map_or(ACTION_MS, |s| s.2)
 }
 
 fn emit(
@@ -369,5 +409,60 @@ fn emit(
             let _ = writeln!(log, "{t:>7} {:<8} probe liveness #{}", a.vm, a.id);
         }
         actions.push(a);
+    }
+}
+
+/// Run every `*.scn` in `dir` with `run` and compare its log with the
+/// `.golden` beside it (`VIGIL_BLESS` set: write the goldens instead).
+/// Returns how many ran, or the names that differ (their logs printed).
+pub fn check_goldens(
+    dir: &std::path::Path,
+    run: impl Fn(&Scenario) -> String,
+) -> Result<usize, Vec<String>> {
+    let bless = std::env::var_os("VIGIL_BLESS").is_some();
+    let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| vec![format!("{}: {e}", dir.display())])?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "scn"))
+        .collect();
+    names.sort();
+    let mut failed = Vec::new();
+    for path in &names {
+        let name = path.display().to_string();
+        let sc = match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| Scenario::parse(&t).map_err(|e| e.to_string()))
+        {
+            Ok(sc) => sc,
+            Err(e) => {
+                failed.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let log = run(&sc);
+        let golden = path.with_extension("golden");
+        if bless {
+            if let Err(e) = std::fs::write(&golden, &log) {
+                failed.push(format!("{}: {e}", golden.display()));
+            }
+            continue;
+        }
+        match std::fs::read_to_string(&golden) {
+            Ok(want) if want == log => {}
+            Ok(want) => {
+                let first = want.lines().zip(log.lines()).position(|(a, b)| a != b);
+                eprintln!(
+                    "--- {name} differs at line {:?}\n{log}",
+                    first.map(|i| i + 1)
+                );
+                failed.push(name);
+            }
+            Err(_) => failed.push(format!("{name} (no golden)")),
+        }
+    }
+    if failed.is_empty() {
+        Ok(names.len())
+    } else {
+        Err(failed)
     }
 }

@@ -247,6 +247,14 @@ fn event(words: &[&str]) -> Result<Event, String> {
             arg(1)?.to_string(),
             words.get(2).ok_or("missing VM name")?.to_string(),
         )),
+        "restart" => Ok(Event::Restart),
+        "journal" => Ok(Event::JournalLocked(match arg(1)? {
+            "locked" => true,
+            "unlocked" => false,
+            other => return Err(format!("journal locked|unlocked, not {other:?}")),
+        })),
+        "listed" => Ok(Event::Listed(vm(1)?, true)),
+        "unlisted" => Ok(Event::Listed(vm(1)?, false)),
         "disarm" => Ok(Event::Global(Global::Disarm)),
         "arm" => Ok(Event::Global(Global::Arm)),
         "stalled" => Ok(Event::Global(Global::Stalled {
@@ -347,6 +355,15 @@ impl Scenario {
                 let ev = event(w)?;
                 self.timeline.push((0, order, ev));
             }
+            "slow" => {
+                let action = w.get(1).ok_or("slow ACTION VM MS")?.to_string();
+                let vm = w.get(2).ok_or("slow ACTION VM MS")?.to_string();
+                let ms = num(w.get(3).ok_or("slow ACTION VM MS")?, "duration")?;
+                self.slow.push((action, vm, ms));
+            }
+            "unlisted" => self
+                .unlisted
+                .push(w.get(1).ok_or("unlisted VM")?.to_string()),
             "end" => self.end = num(w.get(1).ok_or("end T")?, "time")?,
             "engine" => {
                 // `engine KEY=VALUE`: an engine setting as in vigild's

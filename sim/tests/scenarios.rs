@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use vigil_sim::{run, Scenario};
+use vigil_sim::{check_goldens, run, Scenario};
 use vigil_watchdog::engine::EngineConfig;
 
 fn dir() -> PathBuf {
@@ -16,42 +16,12 @@ fn dir() -> PathBuf {
 
 #[test]
 fn scenarios_match_their_goldens() {
-    let bless = std::env::var_os("VIGIL_BLESS").is_some();
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "scn"))
-        .collect();
-    names.sort();
-    assert!(names.len() >= 30, "only {} scenarios", names.len());
-    let mut failed = Vec::new();
-    for path in &names {
-        let text = std::fs::read_to_string(path).unwrap();
-        let sc = Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let log = run(&sc, EngineConfig::default());
-        let golden = path.with_extension("golden");
-        if bless {
-            std::fs::write(&golden, &log).unwrap();
-            continue;
-        }
-        match std::fs::read_to_string(&golden) {
-            Ok(want) if want == log => {}
-            Ok(want) => {
-                let first = want.lines().zip(log.lines()).position(|(a, b)| a != b);
-                eprintln!(
-                    "--- {} differs at line {:?}\n{log}",
-                    path.display(),
-                    first.map(|i| i + 1)
-                );
-                failed.push(path.file_name().unwrap().to_string_lossy().into_owned());
-            }
-            Err(_) => failed.push(format!("{} (no golden)", path.display())),
+    match check_goldens(&dir(), |sc| run(sc, EngineConfig::default())) {
+        Ok(n) => assert!(n >= 30, "only {n} scenarios"),
+        Err(failed) => {
+            panic!("unreviewed decision changes: {failed:?}; review, then VIGIL_BLESS=1")
         }
     }
-    assert!(
-        failed.is_empty(),
-        "unreviewed decision changes: {failed:?}; review, then VIGIL_BLESS=1"
-    );
 }
 
 #[test]

@@ -43,7 +43,7 @@ pub enum BackendReq {
 }
 
 /// Carry out one action (on an executor thread).
-pub(super) fn act(hv: &mut dyn Hypervisor, req: &BackendReq) -> Result<String, String> {
+pub fn act(hv: &mut dyn Hypervisor, req: &BackendReq) -> Result<String, String> {
     let BackendReq::Act {
         vm,
         kind,

@@ -1,8 +1,12 @@
 //! The daemon's clock: wall-clock milliseconds at start plus monotonic
 //! time since, so the engine sees time that never goes backwards and the
 //! journal sees times an operator can read.
+//!
+//! Monotonic time is tokio's, so a runtime whose time is paused (the core
+//! harness's virtual clock) moves this clock and the core's timers alike.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
 
 use crate::engine::Millis;
 
@@ -22,6 +26,14 @@ impl Clock {
         Clock {
             start: Instant::now(),
             start_wall_ms: wall,
+        }
+    }
+
+    /// Anchor now at `wall_ms` (the core harness starts its clock at 0).
+    pub fn starting_at(wall_ms: Millis) -> Clock {
+        Clock {
+            start: Instant::now(),
+            start_wall_ms: wall_ms,
         }
     }
 

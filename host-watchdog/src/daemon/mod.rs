@@ -16,7 +16,7 @@ pub mod probe;
 pub mod session;
 pub mod vsock;
 
-mod core;
+pub mod core;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -277,7 +277,15 @@ async fn run_async(
             let _ = tx.send(CoreMsg::Shutdown).await;
         });
     }
-    let mut core = core::Core::new(config, clock, journal, metrics, be_tx, core_tx)?;
+    let mut core = core::Core::new(
+        config,
+        clock,
+        journal,
+        metrics,
+        be_tx,
+        core_tx,
+        Box::new(core::NetProber),
+    )?;
     core.adopt(adopted);
     core.run(core_rx).await
 }

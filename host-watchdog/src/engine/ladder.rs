@@ -4,7 +4,7 @@
 
 use super::config::{action_of, Exhausted};
 use super::model::*;
-use super::vm::{Ctx, Vm};
+use super::vm::{domain, Ctx, Vm};
 
 /// Actions that only inform: taken even when disarmed or host-wide.
 fn informative(k: &ActionKind) -> bool {
@@ -314,7 +314,12 @@ impl Vm {
         if f.pending.as_ref().map(|(p, _)| *p) != Some(id) {
             return;
         }
-        f.pending = None;
+        if f.pending
+            .take()
+            .is_some_and(|(_, k)| domain::stops_and_starts(&k))
+        {
+            self.own_stop_until = Some(now + domain::OWN_EVENTS_MS);
+        }
         if ok {
             let verify = ctx
                 .cfg

@@ -477,6 +477,7 @@ mod tests {
             located: 150,
             last_step: Some((0, 1, ActionKind::DestroyStart, 200)),
             interrupted: Some((12, ActionKind::DestroyStart)),
+            last_failed: false,
         };
         e.restore_fault(1_000, "vm", &restored);
         assert_eq!(e.state("vm"), Some(State::Recovering));

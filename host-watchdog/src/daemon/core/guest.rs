@@ -49,13 +49,7 @@ impl Core {
             return;
         }
         let timeout = Duration::from_millis(self.cfg.probe_timeout_ms);
-        tokio::spawn(async move {
-            let result = match target {
-                Some(t) => crate::daemon::probe::probe(&t, timeout).await,
-                None => ProbeResult::Unsupported,
-            };
-            let _ = tx.send(CoreMsg::Probed { vm, result }).await;
-        });
+        self.prober.probe(vm, target, timeout, tx);
     }
     pub(super) fn on_hello(
         &mut self,

@@ -23,6 +23,7 @@ use crate::backend::events::HvEvent;
 use crate::backend::DomainDef;
 use crate::config::{Config, VmConfig};
 use crate::engine::{self, ActionKind, Engine, Input, Millis, Output, ProbeResult, Record, State};
+
 use crate::journal::Journal;
 
 mod control;
@@ -122,6 +123,54 @@ pub struct Core {
     )>,
     /// Open faults from the journal, resumed when their VM is added.
     pending_faults: BTreeMap<String, engine::RestoredFault>,
+    /// When the core last handled a message (a long gap is its own stall).
+    last_ran: Millis,
+    /// How a guest's liveness is probed.
+    prober: Box<dyn Prober>,
+    /// Records the journal could not take yet, in order, with their times.
+    unwritten: std::collections::VecDeque<(Millis, Vec<Record>)>,
+    /// Actions waiting for their intents to be durable.
+    held: std::collections::VecDeque<(Millis, engine::Action)>,
+    /// Since when the journal has refused writes.
+    journal_down_since: Option<Millis>,
+}
+
+/// Records kept while the journal is down, at most.
+const MAX_UNWRITTEN: usize = 100_000;
+
+/// How the core probes a guest kernel's liveness: a real connection to the
+/// guest's probe port in vigild, scripted answers in the core harness. The
+/// answer comes back as [`CoreMsg::Probed`].
+pub trait Prober: Send {
+    /// Probe `target` (none: the VM has no probe port) within `timeout`.
+    fn probe(
+        &self,
+        vm: String,
+        target: Option<Address>,
+        timeout: Duration,
+        done: mpsc::Sender<CoreMsg>,
+    );
+}
+
+/// The real prober: a connection to the guest's probe port.
+pub struct NetProber;
+
+impl Prober for NetProber {
+    fn probe(
+        &self,
+        vm: String,
+        target: Option<Address>,
+        timeout: Duration,
+        done: mpsc::Sender<CoreMsg>,
+    ) {
+        tokio::spawn(async move {
+            let result = match target {
+                Some(t) => crate::daemon::probe::probe(&t, timeout).await,
+                None => ProbeResult::Unsupported,
+            };
+            let _ = done.send(CoreMsg::Probed { vm, result }).await;
+        });
+    }
 }
 
 impl Core {
@@ -133,6 +182,7 @@ impl Core {
         metrics: Arc<Metrics>,
         backend: std::sync::mpsc::Sender<BackendReq>,
         tx: mpsc::Sender<CoreMsg>,
+        prober: Box<dyn Prober>,
     ) -> anyhow::Result<Core> {
         let mut engine = Engine::new(cfg.engine.clone());
         let now = clock.now();
@@ -209,6 +259,11 @@ impl Core {
             pending_faults,
             reject_logged: HashMap::new(),
             to_adopt: Vec::new(),
+            last_ran: now,
+            prober,
+            unwritten: Default::default(),
+            held: Default::default(),
+            journal_down_since: None,
         };
         Ok(core)
     }
@@ -238,14 +293,23 @@ impl Core {
             self.cfg.libvirt_uri,
             self.cfg.journal.display()
         );
-        let mut last_ran = self.clock.now();
         while let Some(msg) = rx.recv().await {
+            if !self.handle(msg).await {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Handle one message; `false` once the core has stopped (Shutdown).
+    pub async fn handle(&mut self, msg: CoreMsg) -> bool {
+        {
             let now = self.clock.now();
             // The tick comes every 100 ms: a longer gap is vigild itself not
             // running (stopped, starved, frozen, a slow disk). What went
             // unheard then is not the guests' silence: start every VM's
             // deadlines over before judging any.
-            let gap = now.saturating_sub(std::mem::replace(&mut last_ran, now));
+            let gap = now.saturating_sub(std::mem::replace(&mut self.last_ran, now));
             if gap >= SELF_STALL_MS {
                 log::warn!(
                     "vigild did not run for {gap} ms: every VM's deadlines start over, none is judged on it"
@@ -260,7 +324,7 @@ impl Core {
                     if !self.hand_over().await {
                         self.close_sessions_for_exit().await;
                     }
-                    return Ok(());
+                    return false;
                 }
                 CoreMsg::Tick => {
                     let out = self.engine.global(now, engine::Global::Tick);
@@ -269,6 +333,9 @@ impl Core {
                     // stuck core stops feeding it.
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                     self.keepalives(now);
+                    if !self.unwritten.is_empty() {
+                        self.flush(now);
+                    }
                     if now.saturating_sub(self.last_prune) >= 3_600_000 {
                         self.last_prune = now;
                         self.prune_journal(now);
@@ -366,7 +433,7 @@ impl Core {
                 }
             }
         }
-        Ok(())
+        true
     }
 
     /// Close agent sessions before exiting: those of running guests first;
@@ -394,37 +461,90 @@ impl Core {
         self.apply(now, out);
     }
 
-    /// Journal first (durably), then dispatch the actions.
+    /// Journal first (durably), then dispatch the actions. When the
+    /// journal cannot be written (disk full, locked by another process),
+    /// the records are kept in order and retried every tick, and the
+    /// actions wait for their intents to be durable: none is taken
+    /// unrecorded, none is called failed for it (the ladder would climb on
+    /// a fault that is not the action's).
     fn apply(&mut self, now: Millis, out: Output) {
         if out.records.is_empty() && out.actions.is_empty() {
             return;
         }
-        let journaled = out.records.is_empty()
-            || match self.journal.append(now, &out.records) {
-                Ok(_) => true,
-                Err(e) => {
-                    log::error!("journal write failed: {e:#}; actions of this step are not taken");
-                    false
-                }
-            };
         for r in &out.records {
             self.observe_record(r);
+        }
+        if !out.records.is_empty() {
+            self.unwritten.push_back((now, out.records));
         }
         for a in out.actions {
             if a.kind == ActionKind::LivenessProbe {
                 self.liveness_probe(&a.vm);
-                continue;
+            } else {
+                self.held.push_back((now, a));
             }
-            if !journaled {
-                let _ = self.tx.try_send(CoreMsg::ActionDone {
-                    id: a.id,
-                    vm: a.vm,
-                    ok: false,
-                    detail: "journal unavailable: intent not recorded".into(),
-                });
-                continue;
+        }
+        self.flush(now);
+    }
+
+    /// Write what is waiting, in order; then release the actions.
+    fn flush(&mut self, now: Millis) {
+        let mut written = 0;
+        while let Some((t, records)) = self.unwritten.front() {
+            match self.journal.append(*t, records) {
+                Ok(_) => {
+                    written += records.len();
+                    self.unwritten.pop_front();
+                }
+                Err(e) => {
+                    if self.journal_down_since.is_none() {
+                        self.journal_down_since = Some(now);
+                        log::error!(
+                            "journal write failed: {e:#}; records are kept and retried, actions wait until their intents are durable"
+                        );
+                    }
+                    self.bound_unwritten();
+                    return;
+                }
             }
-            self.dispatch(now, a);
+        }
+        if let Some(since) = self.journal_down_since.take() {
+            log::warn!(
+                "journal writable again after {} ms: {written} records written late, {} actions released",
+                now.saturating_sub(since),
+                self.held.len()
+            );
+        }
+        while let Some((t, a)) = self.held.pop_front() {
+            self.dispatch(t, a);
+        }
+    }
+
+    /// While the journal is down, what waits for it is bounded: past the
+    /// bound the oldest records are dropped (said), and actions that wait
+    /// too are given up as failed.
+    fn bound_unwritten(&mut self) {
+        let mut n: usize = self.unwritten.iter().map(|(_, r)| r.len()).sum();
+        let mut dropped = 0;
+        while n > MAX_UNWRITTEN {
+            let Some((_, r)) = self.unwritten.pop_front() else {
+                break;
+            };
+            n -= r.len();
+            dropped += r.len();
+        }
+        if dropped > 0 {
+            log::error!(
+                "journal down: {dropped} records dropped (more than {MAX_UNWRITTEN} waiting)"
+            );
+            for (_, a) in std::mem::take(&mut self.held) {
+                self.done(
+                    a.id,
+                    &a.vm,
+                    false,
+                    "journal unavailable: intent not recorded",
+                );
+            }
         }
     }
 

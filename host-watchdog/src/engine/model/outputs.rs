@@ -253,6 +253,9 @@ pub struct RestoredFault {
     /// outcome was known: (action id, kind). Its remaining steps are
     /// resumed within this fault.
     pub interrupted: Option<(u64, ActionKind)>,
+    /// The last step's action failed (its outcome is in the journal): the
+    /// ladder goes on from it at once, with no verification to wait for.
+    pub last_failed: bool,
 }
 
 /// Everything one step produced.

@@ -3,6 +3,23 @@
 
 use super::*;
 
+/// Actions that stop the domain and start it again (a reset of a crashed
+/// domain falls back to destroy and start): the lifecycle events they
+/// cause are theirs, not an operator's nor a crash.
+pub(crate) fn stops_and_starts(k: &ActionKind) -> bool {
+    matches!(
+        k,
+        ActionKind::DestroyStart
+            | ActionKind::SnapshotRevert
+            | ActionKind::Reset
+            | ActionKind::Reboot
+            | ActionKind::Start
+    )
+}
+
+/// How long after such an action's result its stop events may still come.
+pub(crate) const OWN_EVENTS_MS: Millis = 5_000;
+
 impl Vm {
     /// When a domain that stopped unasked stopped: the moment its agent's
     /// connection dropped (the VMM's socket goes with the VMM), if it did
@@ -28,16 +45,7 @@ impl Vm {
             .fault
             .as_ref()
             .and_then(|f| f.pending.as_ref())
-            .is_some_and(|(_, k)| {
-                matches!(
-                    k,
-                    ActionKind::DestroyStart
-                        | ActionKind::SnapshotRevert
-                        | ActionKind::Reset
-                        | ActionKind::Reboot
-                        | ActionKind::Start
-                )
-            });
+            .is_some_and(|(_, k)| stops_and_starts(k));
         match d {
             DomainState::Running => {
                 self.running_seen = Some(now);
@@ -94,13 +102,14 @@ impl Vm {
             }
             DomainState::ShutOff(reason) => {
                 self.suspect = None;
-                if ours {
-                    return;
-                }
                 // Stopped by someone (virsh destroy / shutdown outside
                 // vigild) is off on purpose unless the VM is to be always
                 // on; a VMM that died is a crash.
                 let by_operator = matches!(reason, StopReason::Destroyed | StopReason::Shutdown);
+                let ours_late = by_operator && self.own_stop_until.is_some_and(|t| now <= t);
+                if ours || ours_late {
+                    return;
+                }
                 let crashed = matches!(reason, StopReason::Crashed | StopReason::Failed)
                     || (by_operator && ctx.cfg.restart_stopped_by_operator);
                 if crashed && self.maintenance.is_none() {

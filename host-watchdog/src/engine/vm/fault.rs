@@ -151,6 +151,8 @@ impl Vm {
         // the domain state it leaves behind is ours, not a new fault.
         let (pending, verify_until) = match &r.interrupted {
             Some((id, kind)) => (Some((*id, kind.clone())), None),
+            // Known to have failed: nothing to verify, the ladder goes on.
+            None if r.last_failed => (None, Some(now)),
             None => (None, verify_until),
         };
         self.fault = Some(ActiveFault {

@@ -10,7 +10,7 @@ use super::detect::Arrivals;
 use super::evidence;
 use super::model::*;
 
-mod domain;
+pub(super) mod domain;
 mod fault;
 mod report;
 mod silence;
@@ -205,6 +205,10 @@ pub(super) struct Vm {
     pub added_at: Millis,
     pub pressure_streak: u32,
     pub panic_seen: Option<Millis>,
+    /// Until then a shut-off "destroyed" or "shutdown" is the doing of an
+    /// action of ours that just finished: the hypervisor's lifecycle
+    /// events come on their own path and may arrive after the result.
+    pub own_stop_until: Option<Millis>,
     pub destructive_log: VecDeque<Millis>,
     /// Faults recovery actions closed within the recurrence window, and
     /// where on their ladders (one per kind and subject, at most
@@ -253,6 +257,7 @@ impl Vm {
             added_at: now,
             pressure_streak: 0,
             panic_seen: None,
+            own_stop_until: None,
             destructive_log: VecDeque::new(),
             recovered: VecDeque::new(),
         }

@@ -1,0 +1,980 @@
+//! The core harness: a scenario run through vigild's real core — sessions'
+//! handshake and messages, the engine, the SQLite journal, control
+//! requests, the action executor's contract (one action at a time per VM,
+//! concurrent across VMs) and the real action code (`backend_thread::act`)
+//! — with a fake hypervisor, in-memory agent transports, scripted probe
+//! answers and tokio's paused clock as the virtual clock.
+//!
+//! Beyond the engine simulator it sees what the wiring does: polls every
+//! second carry state and counters (the I/O veto's input), lifecycle
+//! events come from the fake hypervisor as libvirt's would, agents speak
+//! through sessions the core hands out, a locked journal fails writes, a
+//! stalled core gets its messages late, and a restarted core resumes from
+//! the journal while its agents reconnect.
+//!
+//! The log has the journal's records as the engine simulator renders them,
+//! and the harness's view of the world: actions the executor runs
+//! (`exec`), commands agents receive (`agent`), liveness probes, and the
+//! harness's own disruptions (`*`).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use vigil_protocol::transport::Address;
+use vigil_protocol::{
+    Bye, CommandAction, CommandOutcome, CommandResult, Heartbeat, Hello, Message, Report,
+    ReportTrigger, VersionRange,
+};
+use vigil_watchdog::backend::events::HvEvent;
+use vigil_watchdog::backend::{BackendError, DomainDef, DomainPoll, Hypervisor};
+use vigil_watchdog::config::{Config, VmConfig};
+use vigil_watchdog::daemon::backend_thread::{act, BackendReq};
+use vigil_watchdog::daemon::clock::Clock;
+use vigil_watchdog::daemon::control::{Request, Response};
+use vigil_watchdog::daemon::core::{Core, Prober};
+use vigil_watchdog::daemon::metrics::Metrics;
+use vigil_watchdog::daemon::session::HelloReply;
+use vigil_watchdog::daemon::CoreMsg;
+use vigil_watchdog::engine::*;
+use vigil_watchdog::journal::Journal;
+
+use crate::{action_ms, metrics_lines, settings, stop, Event, Scenario, Stream, PROBE_MS, TICK_MS};
+
+/// vigild's poll interval.
+const POLL_MS: Millis = 1000;
+/// How long an agent takes to reconnect after vigild went away.
+const RECONNECT_MS: Millis = 1000;
+
+/// One domain as the fake hypervisor has it.
+#[derive(Clone)]
+struct Dom {
+    state: Option<DomainState>,
+    stats: DomainStats,
+    memory: (u64, u64),
+    listed: bool,
+    snapshots: Vec<String>,
+}
+
+/// The fake hypervisor's world, shared with its handles.
+#[derive(Default)]
+struct World {
+    doms: BTreeMap<String, Dom>,
+    /// Lifecycle events the hypervisor emitted, for the core.
+    events: Vec<HvEvent>,
+    /// Operations that fail: (operation, domain).
+    broken: Vec<(String, String)>,
+}
+
+#[derive(Clone)]
+struct FakeHv(Arc<Mutex<World>>);
+
+impl FakeHv {
+    fn with<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
+        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut w)
+    }
+
+    fn change(
+        &mut self,
+        op: &'static str,
+        name: &str,
+        to: Option<DomainState>,
+    ) -> Result<(), BackendError> {
+        self.with(|w| {
+            if w.broken.iter().any(|(o, d)| o == op && d == name) {
+                return Err(BackendError::Call {
+                    op,
+                    domain: name.into(),
+                    message: "scripted failure".into(),
+                });
+            }
+            let Some(d) = w.doms.get_mut(name) else {
+                return Err(BackendError::NoDomain(name.into()));
+            };
+            match to {
+                Some(st) => {
+                    d.state = Some(st);
+                    w.events.push(HvEvent::State(name.into(), st));
+                }
+                None => w.events.push(HvEvent::Rebooted(name.into())),
+            }
+            Ok(())
+        })
+    }
+}
+
+fn def(name: &str) -> DomainDef {
+    DomainDef {
+        name: name.into(),
+        uuid: format!("00000000-0000-0000-0000-{:0>12}", name.len()),
+        vsock_cid: None,
+        disks: Vec::new(),
+        interfaces: Vec::new(),
+    }
+}
+
+impl Hypervisor for FakeHv {
+    fn list(&mut self) -> Result<Vec<DomainDef>, BackendError> {
+        Ok(self.with(|w| {
+            w.doms
+                .iter()
+                .filter(|(_, d)| d.listed && d.state.is_some())
+                .map(|(n, _)| def(n))
+                .collect()
+        }))
+    }
+    fn poll(&mut self, def: &DomainDef) -> Result<DomainPoll, BackendError> {
+        self.with(|w| match w.doms.get(&def.name) {
+            Some(Dom {
+                state: Some(state),
+                stats,
+                memory,
+                ..
+            }) => Ok(DomainPoll {
+                state: *state,
+                stats: *stats,
+                memory_kib: *memory,
+            }),
+            _ => Err(BackendError::NoDomain(def.name.clone())),
+        })
+    }
+    fn worker(&self) -> Box<dyn Hypervisor> {
+        Box::new(self.clone())
+    }
+    fn reset(&mut self, name: &str) -> Result<(), BackendError> {
+        self.change("reset", name, None)
+    }
+    fn reboot(&mut self, name: &str) -> Result<(), BackendError> {
+        self.change("reboot", name, None)
+    }
+    fn shutdown(&mut self, name: &str) -> Result<(), BackendError> {
+        self.change(
+            "shutdown",
+            name,
+            Some(DomainState::ShutOff(StopReason::Shutdown)),
+        )
+    }
+    fn destroy(&mut self, name: &str) -> Result<(), BackendError> {
+        self.change(
+            "destroy",
+            name,
+            Some(DomainState::ShutOff(StopReason::Destroyed)),
+        )
+    }
+    fn start(&mut self, name: &str) -> Result<(), BackendError> {
+        self.change("start", name, Some(DomainState::Running))
+    }
+    fn resume(&mut self, name: &str) -> Result<(), BackendError> {
+        self.change("resume", name, Some(DomainState::Running))
+    }
+    fn set_memory(&mut self, name: &str, kib: u64) -> Result<(), BackendError> {
+        self.with(|w| match w.doms.get_mut(name) {
+            Some(d) if kib <= d.memory.1 => {
+                d.memory.0 = kib;
+                Ok(())
+            }
+            Some(_) => Err(BackendError::Call {
+                op: "set memory",
+                domain: name.into(),
+                message: "above the maximum".into(),
+            }),
+            None => Err(BackendError::NoDomain(name.into())),
+        })
+    }
+    fn set_vcpus(&mut self, _: &str, _: u32) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn snapshots(&mut self, name: &str) -> Result<Vec<String>, BackendError> {
+        Ok(self.with(|w| {
+            w.doms
+                .get(name)
+                .map(|d| d.snapshots.clone())
+                .unwrap_or_default()
+        }))
+    }
+    fn snapshot_create(&mut self, name: &str, snapshot: &str) -> Result<(), BackendError> {
+        self.with(|w| {
+            if let Some(d) = w.doms.get_mut(name) {
+                d.snapshots.push(snapshot.into());
+            }
+        });
+        Ok(())
+    }
+    fn snapshot_revert(&mut self, name: &str, snapshot: &str) -> Result<(), BackendError> {
+        let known = self.with(|w| {
+            w.doms
+                .get(name)
+                .is_some_and(|d| d.snapshots.iter().any(|s| s == snapshot))
+        });
+        if known {
+            Ok(())
+        } else {
+            Err(BackendError::Call {
+                op: "revert",
+                domain: name.into(),
+                message: format!("no snapshot {snapshot}"),
+            })
+        }
+    }
+}
+
+/// Probes the core asks for, answered by the harness.
+#[derive(Clone, Default)]
+struct ScriptedProber(Arc<Mutex<Vec<String>>>);
+
+impl Prober for ScriptedProber {
+    fn probe(&self, vm: String, _: Option<Address>, _: Duration, _: mpsc::Sender<CoreMsg>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(vm);
+    }
+}
+
+/// What the harness has queued to happen.
+enum Due {
+    Scripted(Event),
+    /// An action the executor runs finishes.
+    Finish(BackendReq, u64),
+    /// An agent answers a command.
+    Answer {
+        vm: VmId,
+        session: u64,
+        id: u32,
+        ok: bool,
+    },
+    Probed(VmId),
+    /// An agent connects again after vigild went away.
+    Reconnect(VmId),
+}
+
+/// An agent's session as the agent holds it.
+struct AgentLink {
+    session: u64,
+    rx: mpsc::Receiver<Message>,
+    boot: String,
+}
+
+struct Harness<'a> {
+    sc: &'a Scenario,
+    cfg: Config,
+    clock: Clock,
+    journal_path: PathBuf,
+    core: Core,
+    core_rx: mpsc::Receiver<CoreMsg>,
+    be_rx: std::sync::mpsc::Receiver<BackendReq>,
+    /// Bumped by a restart: what the old core started reports to no one.
+    generation: u64,
+    hv: FakeHv,
+    prober: ScriptedProber,
+    agents: HashMap<VmId, AgentLink>,
+    /// VMs with an action running, and the actions waiting for it.
+    busy: HashSet<VmId>,
+    waiting: HashMap<VmId, VecDeque<BackendReq>>,
+    queue: BTreeMap<(Millis, u64), Due>,
+    seq: u64,
+    streams: Vec<(Millis, Stream, bool)>,
+    liveness: HashMap<VmId, ProbeResult>,
+    failures: Vec<(String, VmId, u32)>,
+    /// Messages held while the core is stalled, and until when.
+    stalled_until: Millis,
+    backlog: Vec<CoreMsg>,
+    lock: Option<rusqlite::Connection>,
+    /// Hellos waiting for the core's answer.
+    hellos: Vec<(VmId, String, oneshot::Receiver<HelloReply>)>,
+    reader: Journal,
+    read_to: i64,
+    log: String,
+    now: Millis,
+}
+
+/// Run a scenario through the real core; return the decision log.
+pub fn run_core(sc: &Scenario, engine: EngineConfig) -> String {
+    let engine = match settings(engine, &sc.engine) {
+        Ok(c) => c,
+        Err(e) => return format!("bad engine settings: {e}\n"),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return format!("no runtime: {e}\n"),
+    };
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => return format!("no temporary directory: {e}\n"),
+    };
+    rt.block_on(async {
+        match Harness::new(sc, engine, dir.path()) {
+            Ok(h) => h.run().await,
+            Err(e) => format!("harness failed to start: {e:#}\n"),
+        }
+    })
+}
+
+impl<'a> Harness<'a> {
+    fn new(sc: &'a Scenario, engine: EngineConfig, dir: &Path) -> anyhow::Result<Harness<'a>> {
+        let journal_path = dir.join("journal.db");
+        let mut cfg = Config {
+            journal: journal_path.clone(),
+            control_socket: dir.join("control.sock"),
+            metrics_listen: String::new(),
+            engine,
+            ..Config::default()
+        };
+        let mut world = World::default();
+        for (name, agent, memory) in &sc.vms {
+            cfg.vm.push(VmConfig {
+                domain: name.clone(),
+                agent: agent.then(|| format!("unix://{}/{name}.sock", dir.display())),
+                probe: Some(format!("unix://{}/{name}.probe", dir.display())),
+                snapshot: Some("known-good".into()),
+            });
+            world.doms.insert(
+                name.clone(),
+                Dom {
+                    state: None,
+                    stats: DomainStats::default(),
+                    memory: *memory,
+                    listed: !sc.unlisted.contains(name),
+                    snapshots: vec!["known-good".into()],
+                },
+            );
+        }
+        let clock = Clock::starting_at(0);
+        let prober = ScriptedProber::default();
+        let (core, core_rx, be_rx) = start_core(&cfg, clock, &journal_path, &prober)?;
+        let reader = Journal::open(&journal_path)?;
+        Ok(Harness {
+            sc,
+            cfg,
+            clock,
+            journal_path,
+            core,
+            core_rx,
+            be_rx,
+            generation: 0,
+            hv: FakeHv(Arc::new(Mutex::new(world))),
+            prober,
+            agents: HashMap::new(),
+            busy: HashSet::new(),
+            waiting: HashMap::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            streams: sc
+                .streams
+                .iter()
+                .map(|(f, s)| (*f, s.clone(), true))
+                .collect(),
+            liveness: HashMap::new(),
+            failures: sc.failures.clone(),
+            stalled_until: 0,
+            backlog: Vec::new(),
+            lock: None,
+            hellos: Vec::new(),
+            reader,
+            read_to: 0,
+            log: String::new(),
+            now: 0,
+        })
+    }
+
+    fn push(&mut self, t: Millis, d: Due) {
+        self.seq += 1;
+        self.queue.insert((t, self.seq), d);
+    }
+
+    fn say(&mut self, vm: &str, what: std::fmt::Arguments) {
+        let _ = writeln!(self.log, "{:>7} {vm:<8} {what}", self.now);
+    }
+
+    async fn run(mut self) -> String {
+        for (t, _, e) in &self.sc.timeline {
+            self.push(*t, Due::Scripted(e.clone()));
+        }
+        loop {
+            self.turn().await;
+            if self.now >= self.sc.end {
+                break;
+            }
+            self.now += 10;
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        self.finish().await
+    }
+
+    /// Everything due at `now`, then the core's answers until it is quiet.
+    async fn turn(&mut self) {
+        let now = self.now;
+        let mut due = Vec::new();
+        for (next, s, live) in self.streams.iter_mut() {
+            while *live && *next <= now {
+                if *next < s.until {
+                    due.push((*next, s.event.clone()));
+                    *next += s.period;
+                } else {
+                    *live = false;
+                }
+            }
+        }
+        for (t, e) in due {
+            self.push(t, Due::Scripted(e));
+        }
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let d = entry.remove();
+            self.happen(d).await;
+            self.settle().await;
+        }
+        if now % POLL_MS == 0 {
+            self.poll().await;
+        }
+        if now % TICK_MS == 0 {
+            self.deliver(CoreMsg::Tick).await;
+        }
+        self.settle().await;
+        if self.stalled_until != 0 && now >= self.stalled_until {
+            self.stalled_until = 0;
+            for msg in std::mem::take(&mut self.backlog) {
+                self.deliver(msg).await;
+            }
+            self.settle().await;
+        }
+    }
+
+    async fn poll(&mut self) {
+        let mut hv = self.hv.clone();
+        let defs = hv.list().unwrap_or_default();
+        let polls = defs
+            .into_iter()
+            .map(|d| {
+                let p = hv.poll(&d).map_err(|e| e.to_string());
+                (d, p)
+            })
+            .collect();
+        self.deliver(CoreMsg::Polled(polls)).await;
+    }
+
+    /// Hand a message to the core (or hold it while the core is stalled).
+    async fn deliver(&mut self, msg: CoreMsg) {
+        if self.stalled_until != 0 {
+            self.backlog.push(msg);
+            return;
+        }
+        self.core.handle(msg).await;
+        self.read_journal();
+    }
+
+    fn read_journal(&mut self) {
+        let Ok(entries) = self.reader.after(self.read_to) else {
+            return;
+        };
+        for e in entries {
+            self.read_to = self.read_to.max(e.seq);
+            let _ = writeln!(self.log, "{}", render(e.t, &e.record));
+        }
+    }
+
+    /// Let the core's spawned tasks run and take in what they, the
+    /// executor, the prober and the agents' sessions produced, until
+    /// nothing more comes.
+    async fn settle(&mut self) {
+        for _ in 0..100 {
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            let mut any = false;
+            while let Ok(msg) = self.core_rx.try_recv() {
+                any = true;
+                self.deliver(msg).await;
+            }
+            while let Ok(req) = self.be_rx.try_recv() {
+                any = true;
+                self.execute(req);
+            }
+            let probes: Vec<String> =
+                std::mem::take(&mut *self.prober.0.lock().unwrap_or_else(|e| e.into_inner()));
+            for vm in probes {
+                any = true;
+                self.say(&vm, format_args!("probe liveness"));
+                self.push(self.now + PROBE_MS, Due::Probed(vm));
+            }
+            let events = self.hv.with(|w| std::mem::take(&mut w.events));
+            for ev in events {
+                any = true;
+                self.deliver(CoreMsg::Hv(ev)).await;
+            }
+            any |= self.answered();
+            any |= self.agents_read();
+            if !any {
+                return;
+            }
+        }
+        let _ = writeln!(self.log, "{:>7} *        the core did not settle", self.now);
+    }
+
+    /// Commands the core sent to agents: answered after the scripted time.
+    fn agents_read(&mut self) -> bool {
+        let mut got = Vec::new();
+        for (vm, link) in self.agents.iter_mut() {
+            while let Ok(msg) = link.rx.try_recv() {
+                if let Message::Command(c) = msg {
+                    got.push((vm.clone(), link.session, c));
+                }
+            }
+        }
+        let any = !got.is_empty();
+        for (vm, session, c) in got {
+            let (name, arg) = match &c.action {
+                CommandAction::RestartService(s) => ("restart-service", s.to_string()),
+                CommandAction::Repair(s) => ("repair", s.to_string()),
+                CommandAction::Reboot => ("agent-reboot", String::new()),
+            };
+            self.say(&vm, format_args!("agent command {name} {arg}"));
+            let ok = self.take_failure(name, &vm);
+            let took = action_ms(self.sc, name, &vm);
+            self.push(
+                self.now + took,
+                Due::Answer {
+                    vm: vm.clone(),
+                    session,
+                    id: c.id,
+                    ok,
+                },
+            );
+            if ok {
+                self.react(name, &vm, took);
+            }
+        }
+        any
+    }
+
+    /// `false` if a `fail` line claims this action.
+    fn take_failure(&mut self, action: &str, vm: &str) -> bool {
+        for (a, v, n) in self.failures.iter_mut() {
+            if a == action && v == vm && *n > 0 {
+                *n -= 1;
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The scenario's reactions to an action that succeeds after `took`.
+    fn react(&mut self, action: &str, vm: &str, took: Millis) {
+        let reactions: Vec<_> = self
+            .sc
+            .reactions
+            .iter()
+            .filter(|r| r.action == action && r.vm == vm)
+            .cloned()
+            .collect();
+        for r in reactions {
+            let at = self.now + took + r.delay;
+            match r.every {
+                None => self.push(at, Due::Scripted(r.event)),
+                Some((period, dur)) => self.streams.push((
+                    at,
+                    Stream {
+                        period,
+                        until: at + dur,
+                        event: r.event,
+                    },
+                    true,
+                )),
+            }
+        }
+    }
+
+    /// The executor's contract: one action at a time per VM, concurrently
+    /// across VMs.
+    fn execute(&mut self, req: BackendReq) {
+        let BackendReq::Act { vm, kind, .. } = &req else {
+            return; // relists: the harness polls the world as it is
+        };
+        if self.busy.contains(vm) {
+            self.waiting.entry(vm.clone()).or_default().push_back(req);
+            return;
+        }
+        let (vm, name) = (vm.clone(), kind.name().to_string());
+        let took = action_ms(self.sc, &name, &vm);
+        self.say(&vm, format_args!("exec {name} started"));
+        self.busy.insert(vm);
+        self.push(self.now + took, Due::Finish(req, self.generation));
+    }
+
+    async fn finish_action(&mut self, req: BackendReq, generation: u64) {
+        let BackendReq::Act { id, vm, kind, .. } = &req else {
+            return;
+        };
+        let (id, vm, name) = (*id, vm.clone(), kind.name().to_string());
+        let result = if self.take_failure(&name, &vm) {
+            act(&mut self.hv.clone(), &req)
+        } else {
+            Err("scripted failure".into())
+        };
+        let ok = result.is_ok();
+        let detail = result.unwrap_or_else(|e| e);
+        self.say(&vm, format_args!("exec {name} finished: {detail}"));
+        if ok {
+            self.react(&name, &vm, 0);
+        }
+        self.busy.remove(&vm);
+        if generation == self.generation {
+            self.deliver(CoreMsg::ActionDone {
+                id,
+                vm: vm.clone(),
+                ok,
+                detail,
+            })
+            .await;
+        }
+        if let Some(next) = self.waiting.get_mut(&vm).and_then(VecDeque::pop_front) {
+            self.execute(next);
+        }
+    }
+
+    async fn happen(&mut self, d: Due) {
+        match d {
+            Due::Scripted(e) => self.scripted(e).await,
+            Due::Finish(req, generation) => self.finish_action(req, generation).await,
+            Due::Answer {
+                vm,
+                session,
+                id,
+                ok,
+            } => {
+                let outcome = if ok {
+                    CommandOutcome::Succeeded
+                } else {
+                    CommandOutcome::Failed {
+                        exit_code: Some(1),
+                        detail: "scripted failure".into(),
+                    }
+                };
+                let msg = Message::CommandResult(CommandResult { id, outcome });
+                self.send(&vm, session, msg).await;
+            }
+            Due::Probed(vm) => {
+                let result = self
+                    .liveness
+                    .get(&vm)
+                    .copied()
+                    .unwrap_or(ProbeResult::Refused);
+                self.deliver(CoreMsg::Probed { vm, result }).await;
+            }
+            Due::Reconnect(vm) => {
+                if let Some(boot) = self.agents.remove(&vm).map(|a| a.boot) {
+                    self.hello(&vm, &boot).await;
+                }
+            }
+        }
+    }
+
+    /// A message on `vm`'s session, if that session is still the agent's.
+    async fn send(&mut self, vm: &str, session: u64, msg: Message) {
+        if self.agents.get(vm).is_some_and(|a| a.session == session) {
+            self.deliver(CoreMsg::Session {
+                vm: vm.into(),
+                session,
+                msg: Box::new(msg),
+            })
+            .await;
+        }
+    }
+
+    async fn hello(&mut self, vm: &str, boot: &str) {
+        let (reply, answer) = oneshot::channel();
+        let hello = Hello {
+            versions: VersionRange {
+                min: vigil_protocol::SUPPORTED.min,
+                max: vigil_protocol::SUPPORTED.max,
+            },
+            agent_version: "sim".into(),
+            boot_id: boot.into(),
+            hostname: vm.into(),
+            kernel_release: "sim".into(),
+            capabilities: Vec::new(),
+        };
+        self.deliver(CoreMsg::Hello {
+            vm: vm.into(),
+            hello,
+            handle: None,
+            reply,
+        })
+        .await;
+        self.hellos.push((vm.into(), boot.into(), answer));
+        self.answered();
+    }
+
+    /// Hellos the core has answered (one held while it was stalled is
+    /// answered when it runs again).
+    fn answered(&mut self) -> bool {
+        let mut any = false;
+        for (vm, boot, mut answer) in std::mem::take(&mut self.hellos) {
+            let vm = vm.as_str();
+            let boot = boot.as_str();
+            match answer.try_recv() {
+                Ok(Ok((session, _, rx))) => {
+                    self.agents.insert(
+                        vm.into(),
+                        AgentLink {
+                            session,
+                            rx,
+                            boot: boot.into(),
+                        },
+                    );
+                }
+                Ok(Err(r)) => self.say(vm, format_args!("hello refused: {}", r.reason)),
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    self.hellos.push((vm.into(), boot.into(), answer));
+                    continue;
+                }
+                Err(_) => self.say(vm, format_args!("hello not answered")),
+            }
+            any = true;
+        }
+        any
+    }
+
+    async fn control(&mut self, req: Request) -> Option<Response> {
+        let (tx, mut rx) = oneshot::channel();
+        self.deliver(CoreMsg::Control(req, tx)).await;
+        self.settle().await;
+        rx.try_recv().ok()
+    }
+
+    async fn scripted(&mut self, e: Event) {
+        let now = self.now;
+        match e {
+            Event::Input(vm, input) => self.input(vm, input).await,
+            Event::Global(Global::Stalled { ms }) => {
+                let _ = writeln!(self.log, "{now:>7} *        vigild stalled for {ms} ms");
+                self.stalled_until = now + ms;
+            }
+            Event::Global(Global::Disarm) => {
+                self.control(Request::Disarm).await;
+            }
+            Event::Global(Global::Arm) => {
+                self.control(Request::Arm).await;
+            }
+            Event::Global(Global::Tick) => {}
+            Event::Stop(what, vm) => stop(&mut self.streams, &what, &vm),
+            Event::Liveness(vm, r) => {
+                self.liveness.insert(vm, r);
+            }
+            Event::Stats(vm, inc) => self.hv.with(|w| {
+                if let Some(d) = w.doms.get_mut(&vm) {
+                    d.stats.cpu_time_ns += inc.cpu_time_ns;
+                    d.stats.block_ops += inc.block_ops;
+                    d.stats.net_packets += inc.net_packets;
+                }
+            }),
+            Event::Restart => self.restart().await,
+            Event::JournalLocked(on) => {
+                let _ = writeln!(
+                    self.log,
+                    "{now:>7} *        journal {}",
+                    if on {
+                        "locked by another process"
+                    } else {
+                        "unlocked"
+                    }
+                );
+                self.lock = if on { self.lock_journal() } else { None };
+            }
+            Event::Listed(vm, on) => self.hv.with(|w| {
+                if let Some(d) = w.doms.get_mut(&vm) {
+                    d.listed = on;
+                }
+            }),
+        }
+    }
+
+    fn lock_journal(&mut self) -> Option<rusqlite::Connection> {
+        let db = rusqlite::Connection::open(&self.journal_path).ok()?;
+        db.execute_batch("BEGIN IMMEDIATE").ok()?;
+        Some(db)
+    }
+
+    async fn input(&mut self, vm: VmId, input: Input) {
+        let now = self.now;
+        let session = self.agents.get(&vm).map(|a| a.session);
+        match input {
+            Input::Domain(st) => {
+                let listed = self.hv.with(|w| {
+                    let d = w.doms.get_mut(&vm)?;
+                    d.state = Some(st);
+                    Some(d.listed)
+                });
+                if listed.is_some() {
+                    self.deliver(CoreMsg::Hv(HvEvent::State(vm, st))).await;
+                }
+            }
+            Input::Rebooted => self.deliver(CoreMsg::Hv(HvEvent::Rebooted(vm))).await,
+            Input::Hello { boot_id } => self.hello(&vm, &boot_id).await,
+            Input::Heartbeat { .. } => {
+                if let Some(s) = session {
+                    let msg = Message::Heartbeat(Heartbeat {
+                        seq: now / 500,
+                        uptime_ms: now,
+                    });
+                    self.send(&vm, s, msg).await;
+                }
+            }
+            Input::Report { mut snapshot, .. } => {
+                snapshot.uptime_ms = now;
+                for e in &mut snapshot.kernel_events {
+                    e.timestamp_us = now.saturating_sub(e.timestamp_us) * 1000;
+                }
+                if let Some(s) = session {
+                    let msg = Message::Report(Report {
+                        seq: now,
+                        trigger: ReportTrigger::Periodic,
+                        snapshot: *snapshot,
+                    });
+                    self.send(&vm, s, msg).await;
+                }
+            }
+            Input::Notice(n) => {
+                if let Some(s) = session {
+                    self.send(&vm, s, Message::Notice(n)).await;
+                }
+            }
+            Input::Bye(reason) => {
+                if let Some(s) = session {
+                    self.send(&vm, s, Message::Bye(Bye { reason })).await;
+                }
+            }
+            Input::SessionClosed => {
+                if let Some(a) = self.agents.remove(&vm) {
+                    self.deliver(CoreMsg::Closed {
+                        vm,
+                        session: a.session,
+                        why: "closed by the agent".into(),
+                    })
+                    .await;
+                }
+            }
+            Input::VmRemoved => self.hv.with(|w| {
+                if let Some(d) = w.doms.get_mut(&vm) {
+                    d.listed = false;
+                }
+            }),
+            Input::Operator(cmd) => {
+                let req = match cmd {
+                    OperatorCommand::MaintenanceOn { until } => Request::Maintenance {
+                        domain: vm.clone(),
+                        on: true,
+                        for_ms: until,
+                    },
+                    OperatorCommand::MaintenanceOff => Request::Maintenance {
+                        domain: vm.clone(),
+                        on: false,
+                        for_ms: None,
+                    },
+                    OperatorCommand::Release => Request::Release { domain: vm.clone() },
+                };
+                match self.control(req).await {
+                    Some(r) if r.ok => {}
+                    Some(r) => self.say(&vm, format_args!("operator refused: {}", r.data)),
+                    None => self.say(&vm, format_args!("operator got no answer")),
+                }
+            }
+            other => self.say(&vm, format_args!("not in the core harness: {other:?}")),
+        }
+    }
+
+    /// vigild is killed and started again: its sessions end with it (the
+    /// agents reconnect a second later), what it had started still runs to
+    /// its end in the hypervisor but reports to no one, and the new core
+    /// resumes from the journal.
+    async fn restart(&mut self) {
+        let _ = writeln!(
+            self.log,
+            "{:>7} *        vigild killed and started again",
+            self.now
+        );
+        self.generation += 1;
+        self.stalled_until = 0;
+        self.backlog.clear();
+        self.hellos.clear();
+        let vms: Vec<VmId> = self.agents.keys().cloned().collect();
+        for vm in vms {
+            self.push(self.now + RECONNECT_MS, Due::Reconnect(vm));
+        }
+        match start_core(&self.cfg, self.clock, &self.journal_path, &self.prober) {
+            Ok((core, rx, be)) => {
+                self.core = core;
+                self.core_rx = rx;
+                self.be_rx = be;
+            }
+            Err(e) => {
+                let _ = writeln!(self.log, "{:>7} *        restart failed: {e:#}", self.now);
+            }
+        }
+        self.read_journal();
+    }
+
+    async fn finish(mut self) -> String {
+        self.lock = None;
+        self.settle().await;
+        let entries: Vec<(Millis, Record)> = self
+            .reader
+            .since(0)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.t, e.record))
+            .collect();
+        metrics_lines(&mut self.log, &entries, self.sc.end);
+        if let Some(r) = self.control(Request::List).await {
+            for v in r.data["vms"].as_array().into_iter().flatten() {
+                let name = v["domain"].as_str().unwrap_or("?");
+                let state = v["state"].as_str().unwrap_or("?");
+                let domain = v["domain_state"].as_str().unwrap_or("?");
+                let agent = if v["agent_connected"].as_bool() == Some(true) {
+                    "connected"
+                } else {
+                    "not connected"
+                };
+                let _ = writeln!(
+                    self.log,
+                    "{name:<8} final state {state} (domain {domain}, agent {agent})"
+                );
+            }
+        }
+        self.log
+    }
+}
+
+type Started = (
+    Core,
+    mpsc::Receiver<CoreMsg>,
+    std::sync::mpsc::Receiver<BackendReq>,
+);
+
+fn start_core(
+    cfg: &Config,
+    clock: Clock,
+    journal: &Path,
+    prober: &ScriptedProber,
+) -> anyhow::Result<Started> {
+    let (tx, rx) = mpsc::channel(4096);
+    let (be_tx, be_rx) = std::sync::mpsc::channel();
+    let journal = Journal::open_waiting(journal, Duration::ZERO)?;
+    let core = Core::new(
+        cfg.clone(),
+        clock,
+        journal,
+        Arc::new(Metrics::new()),
+        be_tx,
+        tx,
+        Box::new(prober.clone()),
+    )?;
+    Ok((core, rx, be_rx))
+}
