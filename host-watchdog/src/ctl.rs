@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::daemon::control::{Request, Response, VmView};
+use crate::daemon::control::{Request, Response, VmView, EVENTS_PAGE};
 use crate::engine::{Millis, Record};
 use crate::metrics::VmMetrics;
 
@@ -283,9 +283,6 @@ impl Client {
     /// `events [--since T] [--follow]`.
     pub fn events(&self, since: Option<&str>, follow: bool, json: bool) -> Result<(), CtlError> {
         let since = since.map(|s| parse_since(s, now_ms())).transpose()?;
-        let data = self.call(&Request::Events { since, after: None })?;
-        let rows = data.as_array().cloned().unwrap_or_default();
-        let mut last = rows.last().and_then(|r| r["seq"].as_i64()).unwrap_or(0);
         let emit = |rows: &[Value]| {
             if json {
                 for r in rows {
@@ -296,21 +293,32 @@ impl Client {
             }
             let _ = std::io::stdout().flush();
         };
-        emit(&rows);
-        if !follow {
-            return Ok(());
-        }
+        // Page by page: vigild answers at most EVENTS_PAGE records at a
+        // time; the next page starts after the last row printed.
+        let mut req = Request::Events {
+            since,
+            after: None,
+            limit: None,
+        };
+        let mut last = 0;
         loop {
-            std::thread::sleep(Duration::from_millis(500));
-            let data = self.call(&Request::Events {
-                since: None,
-                after: Some(last),
-            })?;
+            let data = self.call(&req)?;
             let rows = data.as_array().cloned().unwrap_or_default();
             if let Some(l) = rows.last().and_then(|r| r["seq"].as_i64()) {
                 last = l;
             }
             emit(&rows);
+            if rows.len() < EVENTS_PAGE as usize {
+                if !follow {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            req = Request::Events {
+                since: None,
+                after: Some(last),
+                limit: None,
+            };
         }
     }
 

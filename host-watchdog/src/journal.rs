@@ -125,9 +125,10 @@ impl Journal {
         Ok(seqs)
     }
 
-    fn rows(&self, sql: &str, arg: i64) -> Result<Vec<Entry>, JournalError> {
+    /// Rows of `sql` (which ends in `LIMIT ?2`), at most `limit` (-1: all).
+    fn rows(&self, sql: &str, arg: i64, limit: i64) -> Result<Vec<Entry>, JournalError> {
         let mut stmt = self.db.prepare_cached(sql)?;
-        let rows = stmt.query_map([arg], |r| {
+        let rows = stmt.query_map([arg, limit], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
@@ -150,17 +151,29 @@ impl Journal {
 
     /// Records at or after time `t`, oldest first.
     pub fn since(&self, t: Millis) -> Result<Vec<Entry>, JournalError> {
+        self.since_page(t, usize::MAX)
+    }
+
+    /// At most `limit` records at or after time `t`, oldest first.
+    pub fn since_page(&self, t: Millis, limit: usize) -> Result<Vec<Entry>, JournalError> {
         self.rows(
-            "SELECT seq, t_ms, body FROM records WHERE t_ms >= ?1 ORDER BY seq",
+            "SELECT seq, t_ms, body FROM records WHERE t_ms >= ?1 ORDER BY seq LIMIT ?2",
             t as i64,
+            i64::try_from(limit).unwrap_or(-1),
         )
     }
 
     /// Records after row `seq`, oldest first (for `events --follow`).
     pub fn after(&self, seq: i64) -> Result<Vec<Entry>, JournalError> {
+        self.after_page(seq, usize::MAX)
+    }
+
+    /// At most `limit` records after row `seq`, oldest first.
+    pub fn after_page(&self, seq: i64, limit: usize) -> Result<Vec<Entry>, JournalError> {
         self.rows(
-            "SELECT seq, t_ms, body FROM records WHERE seq > ?1 ORDER BY seq",
+            "SELECT seq, t_ms, body FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             seq,
+            i64::try_from(limit).unwrap_or(-1),
         )
     }
 
@@ -193,8 +206,9 @@ impl Journal {
         let mut faults = std::collections::BTreeMap::new();
         let mut intents = std::collections::BTreeMap::new();
         for e in self.rows(
-            "SELECT seq, t_ms, body FROM records WHERE kind IN ('fault', 'closed', 'intent', 'outcome') AND seq > ?1 ORDER BY seq",
+            "SELECT seq, t_ms, body FROM records WHERE kind IN ('fault', 'closed', 'intent', 'outcome') AND seq > ?1 ORDER BY seq LIMIT ?2",
             0,
+            -1,
         )? {
             match e.record {
                 Record::Fault { id, .. } => {
@@ -232,7 +246,7 @@ impl Journal {
         };
         let mut fault = meta("max_fault")?;
         let mut action = meta("max_action")?;
-        for e in self.rows("SELECT seq, t_ms, body FROM records WHERE kind IN ('fault', 'intent') AND seq > ?1 ORDER BY seq", 0)? {
+        for e in self.rows("SELECT seq, t_ms, body FROM records WHERE kind IN ('fault', 'intent') AND seq > ?1 ORDER BY seq LIMIT ?2", 0, -1)? {
             match e.record {
                 Record::Fault { id, .. } => fault = fault.max(id),
                 Record::Intent { action: a, .. } => action = action.max(a.id),
@@ -257,8 +271,9 @@ impl Journal {
         let mut recovered: std::collections::BTreeMap<Key, (String, RestoredFault, Millis)> =
             Default::default();
         for e in self.rows(
-            "SELECT seq, t_ms, body FROM records WHERE seq > ?1 ORDER BY seq",
+            "SELECT seq, t_ms, body FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             0,
+            -1,
         )? {
             match e.record {
                 Record::Intent {
@@ -502,6 +517,35 @@ mod tests {
         assert_eq!(j.prune(20_000).unwrap(), 1);
         assert_eq!(j.since(0).unwrap().len(), 0);
         assert_eq!(j.max_ids().unwrap(), (4, 0));
+    }
+
+    #[test]
+    fn pages_cover_everything_once_in_order() {
+        let mut j = Journal::open(Path::new(":memory:")).unwrap();
+        for i in 0..25u64 {
+            let r = Record::Transition {
+                vm: "a".into(),
+                from: State::Healthy,
+                to: State::Suspect,
+                why: format!("#{i}"),
+            };
+            j.append(i * 10, &[r]).unwrap();
+        }
+        let mut seen = j.since_page(50, 10).unwrap();
+        assert_eq!(seen.len(), 10);
+        assert_eq!(seen[0].t, 50);
+        loop {
+            let last = seen.last().unwrap().seq;
+            let page = j.after_page(last, 10).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 10);
+            seen.extend(page);
+        }
+        let ts: Vec<Millis> = seen.iter().map(|e| e.t).collect();
+        assert_eq!(ts, (5..25).map(|i| i * 10).collect::<Vec<_>>());
+        assert_eq!(j.since(0).unwrap().len(), 25);
     }
 
     #[test]

@@ -189,7 +189,7 @@ pub fn compute(records: &[(Millis, Record)], from: Millis, to: Millis) -> Vec<Vm
                 availability: 1.0,
                 downtime_ms: 0,
             };
-            let mut spans: Vec<(Millis, Millis)> = outages
+            let spans: Vec<(Millis, Millis)> = outages
                 .get(&m.vm)
                 .map(|v| {
                     v.iter()
@@ -197,28 +197,113 @@ pub fn compute(records: &[(Millis, Record)], from: Millis, to: Millis) -> Vec<Vm
                         .collect()
                 })
                 .unwrap_or_default();
-            spans.sort_unstable();
-            // Merge overlaps (a superseded fault and its successor).
-            let mut down = 0;
-            let mut cur: Option<(Millis, Millis)> = None;
-            for (a, b) in spans {
-                match cur {
-                    Some((ca, cb)) if a <= cb => cur = Some((ca, cb.max(b))),
-                    Some((ca, cb)) => {
-                        down += cb - ca;
-                        cur = Some((a, b));
-                    }
-                    None => cur = Some((a, b)),
-                }
-            }
-            if let Some((a, b)) = cur {
-                down += b - a;
-            }
+            let down = merged_down(spans);
             m.downtime_ms = down;
             m.availability = 1.0 - down as f64 / span as f64;
             m
         })
         .collect()
+}
+
+/// Total length of `spans`, overlaps (a superseded fault and its
+/// successor) counted once.
+fn merged_down(mut spans: Vec<(Millis, Millis)>) -> Millis {
+    spans.sort_unstable();
+    let mut down = 0;
+    let mut cur: Option<(Millis, Millis)> = None;
+    for (a, b) in spans {
+        match cur {
+            Some((ca, cb)) if a <= cb => cur = Some((ca, cb.max(b))),
+            Some((ca, cb)) => {
+                down += cb - ca;
+                cur = Some((a, b));
+            }
+            None => cur = Some((a, b)),
+        }
+    }
+    if let Some((a, b)) = cur {
+        down += b - a;
+    }
+    down
+}
+
+/// Availability since `from`, kept up to date record by record: what
+/// [`compute`] gives over `[from, now)`, without reading the journal
+/// again (vigild's `/metrics` gauge). Bounded per VM: past
+/// [`Uptime::KEEP_SPANS`] outage spans, the older half is folded into a
+/// total.
+#[derive(Debug, Default)]
+pub struct Uptime {
+    from: Millis,
+    vms: BTreeMap<VmId, VmUp>,
+    /// Outage faults still open: id → (VM, onset).
+    open: BTreeMap<u64, (VmId, Millis)>,
+}
+
+#[derive(Debug, Default)]
+struct VmUp {
+    spans: Vec<(Millis, Millis)>,
+    folded: Millis,
+}
+
+impl Uptime {
+    /// Outage spans kept apart per VM (later ones may overlap them).
+    pub const KEEP_SPANS: usize = 64;
+
+    /// Count from `from`.
+    pub fn new(from: Millis) -> Uptime {
+        Uptime {
+            from,
+            ..Uptime::default()
+        }
+    }
+
+    /// Take in one journal record written at `t`.
+    pub fn observe(&mut self, t: Millis, r: &Record) {
+        match r {
+            Record::Fault { vm, .. } if vm == crate::engine::HOST => {}
+            Record::Fault {
+                vm,
+                id,
+                kind,
+                onset,
+                ..
+            } if kind.is_outage() => {
+                self.open.insert(*id, (vm.clone(), *onset));
+            }
+            Record::Closed { id, .. } => {
+                if let Some((vm, onset)) = self.open.remove(id) {
+                    let from = self.from;
+                    let u = self.vms.entry(vm).or_default();
+                    u.spans.push((onset.max(from), t.max(from)));
+                    if u.spans.len() > Self::KEEP_SPANS {
+                        u.spans.sort_unstable();
+                        let old: Vec<_> = u.spans.drain(..Self::KEEP_SPANS / 2).collect();
+                        u.folded += merged_down(old);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `vm`'s availability over `[from, now)`.
+    pub fn availability(&self, vm: &str, now: Millis) -> f64 {
+        let span = now.saturating_sub(self.from).max(1);
+        let clamp = |(a, b): (Millis, Millis)| (a.clamp(self.from, now), b.clamp(self.from, now));
+        let mut spans: Vec<(Millis, Millis)> = self
+            .open
+            .values()
+            .filter(|(v, _)| v == vm)
+            .map(|(_, onset)| clamp((*onset, now)))
+            .collect();
+        let mut folded = 0;
+        if let Some(u) = self.vms.get(vm) {
+            spans.extend(u.spans.iter().copied().map(clamp));
+            folded = u.folded;
+        }
+        1.0 - (folded + merged_down(spans)) as f64 / span as f64
+    }
 }
 
 #[cfg(test)]
@@ -275,5 +360,56 @@ mod tests {
         assert_eq!(m.downtime_ms, 10_000);
         assert!((m.availability - 0.9).abs() < 1e-9);
         assert!((m.fault_rate_per_hour - 72.0).abs() < 1e-9);
+        // Kept record by record, the same figure.
+        let mut u = Uptime::new(0);
+        for (t, r) in &recs {
+            u.observe(*t, r);
+        }
+        assert!((u.availability("a", 100_000) - 0.9).abs() < 1e-9);
+        assert_eq!(u.availability("b", 100_000), 1.0);
+    }
+
+    #[test]
+    fn uptime_stays_bounded_and_agrees_with_compute() {
+        let mut recs = Vec::new();
+        for i in 0..500u64 {
+            let at = i * 10_000;
+            recs.push((
+                at + 500,
+                Record::Fault {
+                    vm: "a".into(),
+                    id: i + 1,
+                    kind: FaultKind::GuestHang,
+                    layer: crate::engine::Layer::GuestKernel,
+                    evidence: vec![],
+                    subject: None,
+                    onset: at,
+                    onset_window_ms: 0,
+                    detected: at + 400,
+                    located: at + 500,
+                },
+            ));
+            recs.push((
+                at + 3_000,
+                Record::Closed {
+                    vm: "a".into(),
+                    id: i + 1,
+                    kind: FaultKind::GuestHang,
+                    how: Closure::Recovered,
+                    at: at + 3_000,
+                    detect_ms: 400,
+                    locate_ms: 100,
+                    repair_ms: 2_500,
+                },
+            ));
+        }
+        let mut u = Uptime::new(0);
+        for (t, r) in &recs {
+            u.observe(*t, r);
+        }
+        assert!(u.vms["a"].spans.len() <= Uptime::KEEP_SPANS);
+        let end = 5_000_000;
+        let want = compute(&recs, 0, end)[0].availability;
+        assert!((u.availability("a", end) - want).abs() < 1e-9, "{want}");
     }
 }

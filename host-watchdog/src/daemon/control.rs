@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::Millis;
 
+/// The most records one `Events` answer carries.
+pub const EVENTS_PAGE: u32 = 1000;
+
 /// A request to vigild.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verb", rename_all = "kebab-case")]
@@ -27,6 +30,10 @@ pub enum Request {
         since: Option<Millis>,
         /// Only records after this row (for following).
         after: Option<i64>,
+        /// At most this many (the server caps it at [`EVENTS_PAGE`]); the
+        /// client asks for the next page after the last row it got.
+        #[serde(default)]
+        limit: Option<u32>,
     },
     /// Per-VM metrics since a time.
     Report {

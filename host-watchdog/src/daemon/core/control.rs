@@ -102,10 +102,18 @@ impl Core {
                     }
                 }
             }
-            Request::Events { since, after } => {
+            Request::Events {
+                since,
+                after,
+                limit,
+            } => {
+                let page = limit
+                    .unwrap_or(crate::daemon::control::EVENTS_PAGE)
+                    .clamp(1, crate::daemon::control::EVENTS_PAGE)
+                    as usize;
                 let r = match after {
-                    Some(seq) => self.journal.after(seq),
-                    None => self.journal.since(since.unwrap_or(0)),
+                    Some(seq) => self.journal.after_page(seq, page),
+                    None => self.journal.since_page(since.unwrap_or(0), page),
                 };
                 match r {
                     Ok(entries) => {

@@ -133,6 +133,8 @@ pub struct Core {
     held: std::collections::VecDeque<(Millis, engine::Action)>,
     /// Since when the journal has refused writes.
     journal_down_since: Option<Millis>,
+    /// Availability since start, kept record by record.
+    uptime: crate::metrics::Uptime,
 }
 
 /// Records kept while the journal is down, at most.
@@ -264,6 +266,7 @@ impl Core {
             unwritten: Default::default(),
             held: Default::default(),
             journal_down_since: None,
+            uptime: crate::metrics::Uptime::new(clock.started()),
         };
         Ok(core)
     }
@@ -473,6 +476,7 @@ impl Core {
         }
         for r in &out.records {
             self.observe_record(r);
+            self.uptime.observe(now, r);
         }
         if !out.records.is_empty() {
             self.unwritten.push_back((now, out.records));
@@ -735,21 +739,12 @@ impl Core {
                     .set(now.saturating_sub(t) as f64 / 1000.0);
             }
         }
-        if let Ok(entries) = self.journal.since(self.clock.started()) {
-            let recs: Vec<(Millis, Record)> =
-                entries.into_iter().map(|e| (e.t, e.record)).collect();
-            let from = self.clock.started();
-            let computed = crate::metrics::compute(&recs, from, now.max(from + 1));
-            for n in &names {
-                let a = computed
-                    .iter()
-                    .find(|m| &m.vm == n)
-                    .map_or(1.0, |m| m.availability);
-                self.metrics
-                    .availability
-                    .get_or_create(&self.labels(n))
-                    .set(a);
-            }
+        for n in &names {
+            let a = self.uptime.availability(n, now);
+            self.metrics
+                .availability
+                .get_or_create(&self.labels(n))
+                .set(a);
         }
     }
 }
