@@ -125,6 +125,30 @@ impl Journal {
         Ok(seqs)
     }
 
+    /// Append several steps' records, each batch with its time, in one
+    /// transaction (one sync to disk for all).
+    pub fn append_batches(
+        &mut self,
+        batches: &[(Millis, Vec<Record>)],
+    ) -> Result<(), JournalError> {
+        let tx = self.db.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO records (t_ms, vm, kind, body) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (t, records) in batches {
+                for r in records {
+                    let (vm, kind) = kind_of(r);
+                    let body = serde_json::to_string(r)
+                        .map_err(|source| JournalError::Corrupt { seq: -1, source })?;
+                    stmt.execute(params![*t as i64, vm, kind, body])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Rows of `sql` (which ends in `LIMIT ?2`), at most `limit` (-1: all).
     fn rows(&self, sql: &str, arg: i64, limit: i64) -> Result<Vec<Entry>, JournalError> {
         let mut stmt = self.db.prepare_cached(sql)?;

@@ -35,9 +35,10 @@ use vigil_watchdog::config::{Config, VmConfig};
 use vigil_watchdog::daemon::backend_thread::{act, BackendReq};
 use vigil_watchdog::daemon::clock::Clock;
 use vigil_watchdog::daemon::control::{Request, Response};
-use vigil_watchdog::daemon::core::{Core, Prober};
+use vigil_watchdog::daemon::core::{Core, Journals, Prober};
 use vigil_watchdog::daemon::metrics::Metrics;
 use vigil_watchdog::daemon::session::HelloReply;
+use vigil_watchdog::daemon::writer::Written;
 use vigil_watchdog::daemon::CoreMsg;
 use vigil_watchdog::engine::*;
 use vigil_watchdog::journal::Journal;
@@ -263,6 +264,7 @@ struct Harness<'a> {
     journal_path: PathBuf,
     core: Core,
     core_rx: mpsc::Receiver<CoreMsg>,
+    written: mpsc::UnboundedReceiver<Written>,
     be_rx: std::sync::mpsc::Receiver<BackendReq>,
     /// Bumped by a restart: what the old core started reports to no one.
     generation: u64,
@@ -346,7 +348,7 @@ impl<'a> Harness<'a> {
         }
         let clock = Clock::starting_at(0);
         let prober = ScriptedProber::default();
-        let (core, core_rx, be_rx) = start_core(&cfg, clock, &journal_path, &prober)?;
+        let (core, core_rx, written, be_rx) = start_core(&cfg, clock, &journal_path, &prober)?;
         let reader = Journal::open(&journal_path)?;
         Ok(Harness {
             sc,
@@ -355,6 +357,7 @@ impl<'a> Harness<'a> {
             journal_path,
             core,
             core_rx,
+            written,
             be_rx,
             generation: 0,
             hv: FakeHv(Arc::new(Mutex::new(world))),
@@ -467,6 +470,19 @@ impl<'a> Harness<'a> {
             return;
         }
         self.core.handle(msg).await;
+        // The writer thread answers in real time: wait for it, so that the
+        // run does not depend on how fast the disk is.
+        while self.core.journal_busy() {
+            match self.written.try_recv() {
+                Ok(w) => {
+                    self.core.handle(CoreMsg::Journal(w)).await;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        }
         self.read_journal();
     }
 
@@ -909,9 +925,10 @@ impl<'a> Harness<'a> {
             self.push(self.now + RECONNECT_MS, Due::Reconnect(vm));
         }
         match start_core(&self.cfg, self.clock, &self.journal_path, &self.prober) {
-            Ok((core, rx, be)) => {
+            Ok((core, rx, written, be)) => {
                 self.core = core;
                 self.core_rx = rx;
+                self.written = written;
                 self.be_rx = be;
             }
             Err(e) => {
@@ -955,6 +972,7 @@ impl<'a> Harness<'a> {
 type Started = (
     Core,
     mpsc::Receiver<CoreMsg>,
+    mpsc::UnboundedReceiver<Written>,
     std::sync::mpsc::Receiver<BackendReq>,
 );
 
@@ -966,15 +984,23 @@ fn start_core(
 ) -> anyhow::Result<Started> {
     let (tx, rx) = mpsc::channel(4096);
     let (be_tx, be_rx) = std::sync::mpsc::channel();
-    let journal = Journal::open_waiting(journal, Duration::ZERO)?;
-    let core = Core::new(
+    // The writer does not wait for a lock: a locked journal is a failed
+    // write at once, retried on the core's ticks.
+    let journals = Journals {
+        read: Journal::open(journal)?,
+        write: Journal::open_waiting(journal, Duration::ZERO)?,
+    };
+    let mut core = Core::new(
         cfg.clone(),
         clock,
-        journal,
+        journals,
         Arc::new(Metrics::new()),
         be_tx,
         tx,
         Box::new(prober.clone()),
     )?;
-    Ok((core, rx, be_rx))
+    let written = core
+        .take_written()
+        .ok_or_else(|| anyhow::anyhow!("no journal writer"))?;
+    Ok((core, rx, written, be_rx))
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod probe;
 pub mod session;
 pub mod vsock;
+pub mod writer;
 
 pub mod core;
 
@@ -100,6 +101,8 @@ pub enum CoreMsg {
         /// The domain name, if one has this CID.
         reply: oneshot::Sender<Option<String>>,
     },
+    /// The journal writer answered.
+    Journal(writer::Written),
     /// Time passes.
     Tick,
     /// An agent command or control probe got no answer in time.
@@ -175,8 +178,14 @@ async fn run_async(
             })?;
     }
     let metrics = Arc::new(metrics::Metrics::new());
-    let journal = crate::journal::Journal::open(&config.journal)
-        .with_context(|| format!("cannot open journal {}", config.journal.display()))?;
+    let open = || {
+        crate::journal::Journal::open(&config.journal)
+            .with_context(|| format!("cannot open journal {}", config.journal.display()))
+    };
+    let journals = core::Journals {
+        read: open()?,
+        write: open()?,
+    };
     let limits = session::Limits::from_config(&config);
     // Agent sockets, one per configured VM.
     for vm in &config.vm {
@@ -280,7 +289,7 @@ async fn run_async(
     let mut core = core::Core::new(
         config,
         clock,
-        journal,
+        journals,
         metrics,
         be_tx,
         core_tx,

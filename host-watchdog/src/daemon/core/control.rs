@@ -212,17 +212,18 @@ impl Core {
                         rung: None,
                         attempt: 1,
                     };
-                    match self.journal.append(now, std::slice::from_ref(&rec)) {
-                        Ok(_) => {
-                            self.observe_record(&rec);
-                            log::warn!("operator: {action} {domain} (action #{id})");
-                            self.dispatch(now, a);
-                            Response::ok(
-                                serde_json::json!({ "domain": domain, "action": action, "id": id }),
-                            )
-                        }
-                        Err(e) => Response::err("internal", format!("journal write failed: {e:#}")),
-                    }
+                    log::warn!("operator: {action} {domain} (action #{id})");
+                    // Dispatched once its intent is durable.
+                    self.apply(
+                        now,
+                        engine::Output {
+                            records: vec![rec],
+                            actions: vec![a],
+                        },
+                    );
+                    Response::ok(
+                        serde_json::json!({ "domain": domain, "action": action, "id": id }),
+                    )
                 }
             }
             Request::Disarm | Request::Arm => {

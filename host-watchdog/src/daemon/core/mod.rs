@@ -24,6 +24,7 @@ use crate::backend::DomainDef;
 use crate::config::{Config, VmConfig};
 use crate::engine::{self, ActionKind, Engine, Input, Millis, Output, ProbeResult, Record, State};
 
+use super::writer::{WriteReq, Written};
 use crate::journal::Journal;
 
 mod control;
@@ -127,18 +128,34 @@ pub struct Core {
     last_ran: Millis,
     /// How a guest's liveness is probed.
     prober: Box<dyn Prober>,
-    /// Records the journal could not take yet, in order, with their times.
-    unwritten: std::collections::VecDeque<(Millis, Vec<Record>)>,
-    /// Actions waiting for their intents to be durable.
-    held: std::collections::VecDeque<(Millis, engine::Action)>,
+    /// The journal writer's requests, its answers, and its thread.
+    writer: Option<std::sync::mpsc::Sender<WriteReq>>,
+    written_rx: Option<mpsc::UnboundedReceiver<Written>>,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+    /// Requests the writer has not answered yet, oldest first: the write
+    /// batch's number, or none (retry, prune).
+    unanswered: std::collections::VecDeque<Option<u64>>,
+    /// The last write batch numbered, the last one answered, and the last
+    /// one known durable.
+    last_batch: u64,
+    answered_batch: u64,
+    durable_batch: u64,
+    /// Actions waiting for their intents to be durable: (batch, time, action).
+    held: std::collections::VecDeque<(u64, Millis, engine::Action)>,
     /// Since when the journal has refused writes.
     journal_down_since: Option<Millis>,
     /// Availability since start, kept record by record.
     uptime: crate::metrics::Uptime,
 }
 
-/// Records kept while the journal is down, at most.
-const MAX_UNWRITTEN: usize = 100_000;
+/// The journal's two connections: the core reads on one (control
+/// requests, the start-up settling); the writer thread writes on the other.
+pub struct Journals {
+    /// For reading.
+    pub read: Journal,
+    /// For the writer thread.
+    pub write: Journal,
+}
 
 /// How the core probes a guest kernel's liveness: a real connection to the
 /// guest's probe port in vigild, scripted answers in the core harness. The
@@ -180,12 +197,16 @@ impl Core {
     pub fn new(
         cfg: Config,
         clock: Clock,
-        mut journal: Journal,
+        journals: Journals,
         metrics: Arc<Metrics>,
         backend: std::sync::mpsc::Sender<BackendReq>,
         tx: mpsc::Sender<CoreMsg>,
         prober: Box<dyn Prober>,
     ) -> anyhow::Result<Core> {
+        let Journals {
+            read: mut journal,
+            write,
+        } = journals;
         let mut engine = Engine::new(cfg.engine.clone());
         let now = clock.now();
         // Resume from the journal: continue numbering; an intent without an
@@ -240,6 +261,9 @@ impl Core {
         for v in &cfg.vm {
             vms.entry(v.domain.clone()).or_default().cfg = Some(v.clone());
         }
+        let (written_tx, written_rx) = mpsc::unbounded_channel();
+        let (writer, writer_thread) =
+            super::writer::spawn(write, written_tx).context("cannot start the journal writer")?;
         let core = Core {
             cfg,
             clock,
@@ -263,7 +287,13 @@ impl Core {
             to_adopt: Vec::new(),
             last_ran: now,
             prober,
-            unwritten: Default::default(),
+            writer: Some(writer),
+            written_rx: Some(written_rx),
+            writer_thread: Some(writer_thread),
+            unanswered: Default::default(),
+            last_batch: 0,
+            answered_batch: 0,
+            durable_batch: 0,
             held: Default::default(),
             journal_down_since: None,
             uptime: crate::metrics::Uptime::new(clock.started()),
@@ -296,12 +326,33 @@ impl Core {
             self.cfg.libvirt_uri,
             self.cfg.journal.display()
         );
-        while let Some(msg) = rx.recv().await {
+        let Some(mut written) = self.take_written() else {
+            anyhow::bail!("the core runs once");
+        };
+        loop {
+            let msg = tokio::select! {
+                biased;
+                Some(w) = written.recv() => CoreMsg::Journal(w),
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
             if !self.handle(msg).await {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// The journal writer's answers, for whoever runs the core's loop.
+    pub fn take_written(&mut self) -> Option<mpsc::UnboundedReceiver<Written>> {
+        self.written_rx.take()
+    }
+
+    /// The writer has requests not answered yet.
+    pub fn journal_busy(&self) -> bool {
+        !self.unanswered.is_empty()
     }
 
     /// Handle one message; `false` once the core has stopped (Shutdown).
@@ -327,8 +378,10 @@ impl Core {
                     if !self.hand_over().await {
                         self.close_sessions_for_exit().await;
                     }
+                    self.stop_writer();
                     return false;
                 }
+                CoreMsg::Journal(w) => self.on_written(now, w),
                 CoreMsg::Tick => {
                     let out = self.engine.global(now, engine::Global::Tick);
                     self.apply(now, out);
@@ -336,8 +389,8 @@ impl Core {
                     // stuck core stops feeding it.
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                     self.keepalives(now);
-                    if !self.unwritten.is_empty() {
-                        self.flush(now);
+                    if self.journal_down_since.is_some() && self.unanswered.is_empty() {
+                        self.request(WriteReq::Retry, None);
                     }
                     if now.saturating_sub(self.last_prune) >= 3_600_000 {
                         self.last_prune = now;
@@ -452,11 +505,7 @@ impl Core {
             return;
         }
         let cutoff = now.saturating_sub(days.saturating_mul(86_400_000));
-        match self.journal.prune(cutoff) {
-            Ok(0) => {}
-            Ok(n) => log::info!("journal: {n} records older than {days} days deleted"),
-            Err(e) => log::warn!("journal: pruning failed: {e}"),
-        }
+        self.request(WriteReq::Prune { cutoff }, None);
     }
 
     fn step(&mut self, now: Millis, vm: &str, input: Input) {
@@ -464,12 +513,13 @@ impl Core {
         self.apply(now, out);
     }
 
-    /// Journal first (durably), then dispatch the actions. When the
-    /// journal cannot be written (disk full, locked by another process),
-    /// the records are kept in order and retried every tick, and the
-    /// actions wait for their intents to be durable: none is taken
-    /// unrecorded, none is called failed for it (the ladder would climb on
-    /// a fault that is not the action's).
+    /// Journal first (durably), then dispatch the actions: the records go
+    /// to the writer thread, and each action waits until its step's
+    /// records are durable. When the journal cannot be written (disk
+    /// full, locked by another process) the writer keeps the records in
+    /// order and tries again every tick; the actions wait meanwhile: none
+    /// is taken unrecorded, none is called failed for it (the ladder would
+    /// climb on a fault that is not the action's).
     fn apply(&mut self, now: Millis, out: Output) {
         if out.records.is_empty() && out.actions.is_empty() {
             return;
@@ -478,76 +528,111 @@ impl Core {
             self.observe_record(r);
             self.uptime.observe(now, r);
         }
-        if !out.records.is_empty() {
-            self.unwritten.push_back((now, out.records));
-        }
+        let batch = if out.records.is_empty() {
+            self.last_batch
+        } else {
+            self.last_batch += 1;
+            let b = self.last_batch;
+            self.request(
+                WriteReq::Write {
+                    t: now,
+                    records: out.records,
+                },
+                Some(b),
+            );
+            b
+        };
         for a in out.actions {
             if a.kind == ActionKind::LivenessProbe {
                 self.liveness_probe(&a.vm);
             } else {
-                self.held.push_back((now, a));
+                self.held.push_back((batch, now, a));
             }
         }
-        self.flush(now);
+        self.release();
     }
 
-    /// Write what is waiting, in order; then release the actions.
-    fn flush(&mut self, now: Millis) {
-        let mut written = 0;
-        while let Some((t, records)) = self.unwritten.front() {
-            match self.journal.append(*t, records) {
-                Ok(_) => {
-                    written += records.len();
-                    self.unwritten.pop_front();
-                }
-                Err(e) => {
-                    if self.journal_down_since.is_none() {
-                        self.journal_down_since = Some(now);
-                        log::error!(
-                            "journal write failed: {e:#}; records are kept and retried, actions wait until their intents are durable"
-                        );
-                    }
-                    self.bound_unwritten();
-                    return;
-                }
-            }
-        }
-        if let Some(since) = self.journal_down_since.take() {
-            log::warn!(
-                "journal writable again after {} ms: {written} records written late, {} actions released",
-                now.saturating_sub(since),
-                self.held.len()
-            );
-        }
-        while let Some((t, a)) = self.held.pop_front() {
-            self.dispatch(t, a);
+    fn request(&mut self, req: WriteReq, batch: Option<u64>) {
+        match &self.writer {
+            Some(w) if w.send(req).is_ok() => self.unanswered.push_back(batch),
+            _ => log::error!("journal writer gone: request dropped"),
         }
     }
 
-    /// While the journal is down, what waits for it is bounded: past the
-    /// bound the oldest records are dropped (said), and actions that wait
-    /// too are given up as failed.
-    fn bound_unwritten(&mut self) {
-        let mut n: usize = self.unwritten.iter().map(|(_, r)| r.len()).sum();
-        let mut dropped = 0;
-        while n > MAX_UNWRITTEN {
-            let Some((_, r)) = self.unwritten.pop_front() else {
-                break;
-            };
-            n -= r.len();
-            dropped += r.len();
+    /// Dispatch the actions whose intents are durable, in order.
+    fn release(&mut self) {
+        while self
+            .held
+            .front()
+            .is_some_and(|(b, _, _)| *b <= self.durable_batch)
+        {
+            if let Some((_, t, a)) = self.held.pop_front() {
+                self.dispatch(t, a);
+            }
         }
-        if dropped > 0 {
+    }
+
+    fn on_written(&mut self, now: Millis, w: Written) {
+        for _ in 0..w.handled {
+            if let Some(Some(b)) = self.unanswered.pop_front() {
+                self.answered_batch = self.answered_batch.max(b);
+            }
+        }
+        match w.result {
+            Ok(()) => {
+                self.durable_batch = self.answered_batch;
+                if let Some(since) = self.journal_down_since.take() {
+                    log::warn!(
+                        "journal writable again after {} ms: waiting records written, {} actions released",
+                        now.saturating_sub(since),
+                        self.held.len()
+                    );
+                }
+            }
+            Err(e) => {
+                if self.journal_down_since.is_none() {
+                    self.journal_down_since = Some(now);
+                    log::error!(
+                        "journal write failed: {e}; records are kept and retried, actions wait until their intents are durable"
+                    );
+                }
+            }
+        }
+        if w.dropped > 0 {
             log::error!(
-                "journal down: {dropped} records dropped (more than {MAX_UNWRITTEN} waiting)"
+                "journal down: {} records dropped (more than {} waiting); waiting actions given up",
+                w.dropped,
+                super::writer::MAX_UNWRITTEN
             );
-            for (_, a) in std::mem::take(&mut self.held) {
+            for (_, _, a) in std::mem::take(&mut self.held) {
                 self.done(
                     a.id,
                     &a.vm,
                     false,
                     "journal unavailable: intent not recorded",
                 );
+            }
+        }
+        match w.pruned {
+            Some(Ok(0)) | None => {}
+            Some(Ok(n)) => log::info!("journal: {n} records past the retention deleted"),
+            Some(Err(e)) => log::warn!("journal: pruning failed: {e}"),
+        }
+        self.release();
+    }
+
+    /// Let the writer finish what was asked (at most 5 s), then stop it.
+    fn stop_writer(&mut self) {
+        self.writer = None;
+        if let Some(h) = self.writer_thread.take() {
+            let until = std::time::Instant::now() + Duration::from_secs(5);
+            while !h.is_finished() && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                log::error!("journal writer did not finish in 5 s");
             }
         }
     }
