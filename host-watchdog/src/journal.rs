@@ -59,6 +59,7 @@ fn kind_of(r: &Record) -> (&str, &'static str) {
         Record::Suppressed { vm, .. } => (vm, "suppressed"),
         Record::Outcome { vm, .. } => (vm, "outcome"),
         Record::Closed { vm, .. } => (vm, "closed"),
+        Record::Reopened { vm, .. } => (vm, "reopened"),
     }
 }
 
@@ -228,9 +229,10 @@ impl Journal {
     /// without an outcome (`i64::MAX` when nothing is open).
     fn first_open_seq(&self) -> Result<i64, JournalError> {
         let mut faults = std::collections::BTreeMap::new();
+        let mut closed = std::collections::BTreeMap::new();
         let mut intents = std::collections::BTreeMap::new();
         for e in self.rows(
-            "SELECT seq, t_ms, body FROM records WHERE kind IN ('fault', 'closed', 'intent', 'outcome') AND seq > ?1 ORDER BY seq LIMIT ?2",
+            "SELECT seq, t_ms, body FROM records WHERE kind IN ('fault', 'closed', 'reopened', 'intent', 'outcome') AND seq > ?1 ORDER BY seq LIMIT ?2",
             0,
             -1,
         )? {
@@ -239,7 +241,15 @@ impl Journal {
                     faults.insert(id, e.seq);
                 }
                 Record::Closed { id, .. } => {
-                    faults.remove(&id);
+                    if let Some(seq) = faults.remove(&id) {
+                        closed.insert(id, seq);
+                    }
+                }
+                // A reopened fault is open from its first record on.
+                Record::Reopened { id, .. } => {
+                    if let Some(seq) = closed.remove(&id) {
+                        faults.insert(id, seq);
+                    }
                 }
                 Record::Intent { action, .. } => {
                     intents.insert(action.id, e.seq);
@@ -289,6 +299,8 @@ impl Journal {
         let mut open_intents: std::collections::BTreeMap<u64, (String, ActionKind)> =
             Default::default();
         let mut open_faults: std::collections::BTreeMap<u64, (String, RestoredFault)> =
+            Default::default();
+        let mut closed_faults: std::collections::BTreeMap<u64, (String, RestoredFault)> =
             Default::default();
         // The last recovered fault per VM, kind and subject (for recurrence).
         type Key = (String, &'static str, Option<String>);
@@ -351,8 +363,18 @@ impl Journal {
                     if let Some((vm, f)) = open_faults.remove(&id) {
                         if how == Closure::Recovered {
                             let key = (vm.clone(), f.kind.name(), f.subject.clone());
-                            recovered.insert(key, (vm, f, at));
+                            recovered.insert(key, (vm.clone(), f.clone(), at));
                         }
+                        closed_faults.insert(id, (vm, f));
+                    }
+                }
+                Record::Reopened { id, .. } => {
+                    if let Some((vm, f)) = closed_faults.remove(&id) {
+                        let key = (vm.clone(), f.kind.name(), f.subject.clone());
+                        if recovered.get(&key).is_some_and(|(_, r, _)| r.id == id) {
+                            recovered.remove(&key);
+                        }
+                        open_faults.insert(id, (vm, f));
                     }
                 }
                 _ => {}
@@ -478,6 +500,7 @@ mod tests {
                     detect_ms: 1,
                     locate_ms: 1,
                     repair_ms: 999,
+                    flaps: 0,
                 },
             ],
         )
@@ -517,6 +540,7 @@ mod tests {
             detect_ms: 0,
             locate_ms: 0,
             repair_ms: 0,
+            flaps: 0,
         };
         j.append(1_000, &[fault(1)]).unwrap();
         j.append(2_000, &[closed(1)]).unwrap();
@@ -541,6 +565,27 @@ mod tests {
         assert_eq!(j.prune(20_000).unwrap(), 1);
         assert_eq!(j.since(0).unwrap().len(), 0);
         assert_eq!(j.max_ids().unwrap(), (4, 0));
+
+        // A fault closed and reopened (it flapped) is open: a restart
+        // resumes it, and pruning keeps it from its first record.
+        let reopened = Record::Reopened {
+            vm: "web".into(),
+            id: 5,
+            kind: FaultKind::ServiceDown,
+            flaps: 1,
+            evidence: vec!["nginx down again".into()],
+        };
+        j.append(10_000, &[fault(5), closed(5)]).unwrap();
+        j.append(11_000, &[reopened]).unwrap();
+        let u = j.unsettled().unwrap();
+        let open: Vec<u64> = u.faults.iter().map(|(_, f)| f.id).collect();
+        assert_eq!(open, [5]);
+        j.prune(10_500).unwrap();
+        assert!(j
+            .since(0)
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e.record, Record::Fault { id: 5, .. })));
     }
 
     #[test]

@@ -147,17 +147,33 @@ pub fn compute(records: &[(Millis, Record)], from: Millis, to: Millis) -> Vec<Vm
                 acc.detect.push(detected.saturating_sub(*onset));
                 acc.locate.push(located.saturating_sub(*detected));
             }
+            // A fault that came back within the flap window: down again
+            // from now (an outage) until it closes.
+            Record::Reopened { vm, id, kind, .. } if vm != crate::engine::HOST => {
+                open.insert(
+                    *id,
+                    (
+                        vm.clone(),
+                        Open {
+                            kind: *kind,
+                            onset: *t,
+                        },
+                    ),
+                );
+            }
             Record::Closed {
                 vm,
                 id,
                 how,
                 repair_ms,
+                at,
                 ..
             } => {
                 if let Some((_, o)) = open.remove(id) {
                     // A superseded outage overlaps its successor; merged below.
                     if o.kind.is_outage() {
-                        outages.entry(vm.clone()).or_default().push((o.onset, *t));
+                        let end = (*at).min(*t).max(o.onset);
+                        outages.entry(vm.clone()).or_default().push((o.onset, end));
                     }
                 }
                 if *how == Closure::Recovered && *t >= from && *t < to {
@@ -271,11 +287,17 @@ impl Uptime {
             } if kind.is_outage() => {
                 self.open.insert(*id, (vm.clone(), *onset));
             }
-            Record::Closed { id, .. } => {
+            Record::Reopened { vm, id, kind, .. }
+                if vm != crate::engine::HOST && kind.is_outage() =>
+            {
+                self.open.insert(*id, (vm.clone(), t));
+            }
+            Record::Closed { id, at, .. } => {
                 if let Some((vm, onset)) = self.open.remove(id) {
                     let from = self.from;
+                    let end = (*at).min(t).max(onset);
                     let u = self.vms.entry(vm).or_default();
-                    u.spans.push((onset.max(from), t.max(from)));
+                    u.spans.push((onset.max(from), end.max(from)));
                     if u.spans.len() > Self::KEEP_SPANS {
                         u.spans.sort_unstable();
                         let old: Vec<_> = u.spans.drain(..Self::KEEP_SPANS / 2).collect();
@@ -342,6 +364,7 @@ mod tests {
             detect_ms: 0,
             locate_ms: 0,
             repair_ms,
+            flaps: 0,
         };
         let recs = vec![
             (1_500, fault(1, FaultKind::GuestHang, 1_000, 1_400, 1_500)),
@@ -400,6 +423,7 @@ mod tests {
                     detect_ms: 400,
                     locate_ms: 100,
                     repair_ms: 2_500,
+                    flaps: 0,
                 },
             ));
         }

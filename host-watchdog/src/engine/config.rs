@@ -82,6 +82,11 @@ pub struct EngineConfig {
     /// recovery action closed continues that fault's ladder (the action did
     /// not hold) instead of starting it over.
     pub recurrence_window_ms: Millis,
+    /// A fault that closed and comes back within this window is reopened
+    /// (the same fault, a flap counted) and closes only once it stayed
+    /// away this long: a flapping condition is one fault, not a fault per
+    /// flap.
+    pub flap_window_ms: Millis,
     /// After a liveness probe or stats sample, how long a silent VM with I/O
     /// progress is given before it is called hung anyway.
     pub io_veto_limit_ms: Millis,
@@ -248,6 +253,7 @@ impl Default for EngineConfig {
             shutdown_grace_ms: 120_000,
             agent_stopped_grace_ms: 600_000,
             recurrence_window_ms: 600_000,
+            flap_window_ms: 120_000,
             io_veto_limit_ms: 60_000,
             corroborate_ms: 1_500,
             hang_min_vcpu_ms_per_s: 500,

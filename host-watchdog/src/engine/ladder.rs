@@ -19,6 +19,14 @@ impl Vm {
     pub fn drive(&mut self, now: Millis, ctx: &mut Ctx<'_>, out: &mut Output) {
         // Corroboration can complete on any input (probe result, stats).
         self.corroborate(now, ctx, out);
+        // A flapping fault that went quiet takes no step; it closes once
+        // it stayed away for the flap window.
+        if let Some(q) = self.fault.as_ref().and_then(|f| f.quiet_since) {
+            if now.saturating_sub(q) >= ctx.cfg.flap_window_ms {
+                self.close_quiet(now, out);
+            }
+            return;
+        }
         for _ in 0..8 {
             if self.frozen() || self.quarantined {
                 return;
@@ -62,7 +70,7 @@ impl Vm {
     }
 
     /// Move to the next attempt or rung; quarantine or hold at the end.
-    fn escalate(&mut self, now: Millis, why: &str, ctx: &mut Ctx<'_>, out: &mut Output) {
+    pub(super) fn escalate(&mut self, now: Millis, why: &str, ctx: &mut Ctx<'_>, out: &mut Output) {
         let Some(f) = self.fault.as_mut() else { return };
         let Some(ladder) = ctx.cfg.ladder(f.kind) else {
             return;

@@ -22,12 +22,17 @@ pub fn render(t: Millis, r: &Record) -> String {
                 None => format!("{t:>7} {vm:<8} ACTION #{} {}{mem}", action.id, action.kind),
             }
         }
+        Record::Reopened { vm, id, kind, flaps, evidence } => format!(
+            "{t:>7} {vm:<8} REOPENED #{id} {kind} flap {flaps} evidence: {}",
+            evidence.join("; ")
+        ),
         Record::Suppressed { vm, kind, why } => format!("{t:>7} {vm:<8} suppressed {kind}: {why}"),
         Record::Outcome { vm, id, ok, detail } => {
             format!("{t:>7} {vm:<8} outcome #{id} {}: {detail}", if *ok { "ok" } else { "FAILED" })
         }
-        Record::Closed { vm, id, kind, how, detect_ms, locate_ms, repair_ms, .. } => format!(
-            "{t:>7} {vm:<8} CLOSED #{id} {kind} {how:?} detect={detect_ms}ms locate={locate_ms}ms repair={repair_ms}ms"
+        Record::Closed { vm, id, kind, how, detect_ms, locate_ms, repair_ms, flaps, .. } => format!(
+            "{t:>7} {vm:<8} CLOSED #{id} {kind} {how:?} detect={detect_ms}ms locate={locate_ms}ms repair={repair_ms}ms{}",
+            if *flaps > 0 { format!(" after {flaps} flaps") } else { String::new() }
         )
         .replace("Recovered", "recovered")
         .replace("Cleared", "cleared")

@@ -687,6 +687,16 @@ impl Core {
                     .insert(action.id, action.kind.name().to_string());
             }
             Record::Suppressed { vm, kind, why } => log::warn!("vm={vm} suppressed {kind}: {why}"),
+            Record::Reopened {
+                vm,
+                id,
+                kind,
+                flaps,
+                evidence,
+            } => log::warn!(
+                "vm={vm} fault=#{id} kind={kind} came back (flap {flaps}): {}",
+                evidence.join("; ")
+            ),
             Record::Outcome { .. } => {}
             Record::Closed {
                 vm,

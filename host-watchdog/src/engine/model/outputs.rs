@@ -229,6 +229,25 @@ pub enum Record {
         locate_ms: Millis,
         /// Repair time (closed − located).
         repair_ms: Millis,
+        /// How often it came back within the flap window before it stayed
+        /// away (0: it did not flap).
+        #[serde(default)]
+        flaps: u32,
+    },
+    /// A fault closed moments ago came back within the flap window: the
+    /// same fault is open again (one fault, not one per flap; further
+    /// flaps are counted, not journaled, until it stays away).
+    Reopened {
+        /// VM.
+        vm: VmId,
+        /// Fault id (of the fault reopened).
+        id: u64,
+        /// Kind.
+        kind: FaultKind,
+        /// Flaps so far.
+        flaps: u32,
+        /// What shows it again.
+        evidence: Vec<String>,
     },
 }
 

@@ -18,6 +18,13 @@ impl Vm {
         out: &mut Output,
     ) {
         let mut kind = kind;
+        if let Some(f) = self.fault.as_mut() {
+            // A flapping fault that had gone quiet is back: one more flap.
+            if f.kind == kind && f.subject == subject && f.quiet_since.take().is_some() {
+                f.flaps += 1;
+                f.last_seen = now;
+            }
+        }
         if let Some(f) = &self.fault {
             // The same failure again after a recovery action: that action
             // did not work; do not wait for the verification window.
@@ -52,6 +59,9 @@ impl Vm {
         if ctx.host_wide && kind != FaultKind::HostWide {
             evidence.push(format!("would be {kind}; host-wide event in progress"));
             kind = FaultKind::HostWide;
+        }
+        if self.fault.is_none() && self.reopen(now, kind, &subject, &evidence, ctx, out) {
+            return;
         }
         self.close_fault(now, Closure::Superseded, out);
         self.suspect = None;
@@ -104,6 +114,9 @@ impl Vm {
             held: false,
             acted: false,
             suppressed_noted: false,
+            flaps: 0,
+            quiet_since: None,
+            reopened_at: None,
         });
         if matches!(kind, FaultKind::GuestPanic | FaultKind::GuestHang) {
             // Keep what there is to see before any recovery changes it.
@@ -172,6 +185,9 @@ impl Vm {
             held: false,
             acted,
             suppressed_noted: false,
+            flaps: 0,
+            quiet_since: None,
+            reopened_at: None,
         });
         self.settle(&format!("{} resumed from the journal", r.kind), out);
     }
@@ -208,8 +224,89 @@ impl Vm {
     }
 
     /// Close the active fault.
+    /// The fault closed last comes back within the flap window: open it
+    /// again (same id, one more flap) where its ladder stood. `false` if
+    /// there is no such fault.
+    fn reopen(
+        &mut self,
+        now: Millis,
+        kind: FaultKind,
+        subject: &Option<String>,
+        evidence: &[String],
+        ctx: &mut Ctx<'_>,
+        out: &mut Output,
+    ) -> bool {
+        let window = ctx.cfg.flap_window_ms;
+        let Some((mut f, _)) = self.last_closed.take().filter(|(f, at)| {
+            f.kind == kind && f.subject == *subject && now.saturating_sub(*at) <= window
+        }) else {
+            return false;
+        };
+        f.flaps += 1;
+        f.reopened_at = Some(now);
+        f.quiet_since = None;
+        f.last_seen = now;
+        // Recovery must be shown anew. A fault nothing was done about
+        // keeps where its ladder stood (an alert is not sent again); one an
+        // action closed goes on up its ladder (the action did not hold).
+        f.verify_from = now;
+        let again = f.acted && !f.held;
+        if again {
+            f.verify_until = None;
+        }
+        self.recovered.retain(|r| r.id != f.id);
+        out.records.push(Record::Reopened {
+            vm: self.name.clone(),
+            id: f.id,
+            kind,
+            flaps: f.flaps,
+            evidence: evidence.to_vec(),
+        });
+        ctx.located.push(self.name.clone());
+        self.suspect = None;
+        self.linger = None;
+        let flaps = f.flaps;
+        self.fault = Some(f);
+        let why = format!("{kind} came back (flap {flaps})");
+        if again {
+            // What it took did not hold: the ladder goes on from there.
+            self.escalate(now, &why, ctx, out);
+        } else {
+            self.settle(&why, out);
+        }
+        true
+    }
+
+    /// A flapping fault stayed away for the flap window: close it as of
+    /// when it went quiet.
+    pub fn close_quiet(&mut self, now: Millis, out: &mut Output) {
+        let Some(f) = &self.fault else { return };
+        let Some(quiet) = f.quiet_since else { return };
+        let (how, word) = if f.acted && !f.held {
+            (Closure::Recovered, "recovered")
+        } else {
+            (Closure::Cleared, "cleared")
+        };
+        let why = format!(
+            "{} {word}: away for {} s after {} flaps",
+            f.kind,
+            now.saturating_sub(quiet) / 1000,
+            f.flaps
+        );
+        self.close_fault_at(quiet, how, out);
+        self.settle(&why, out);
+    }
+
     pub fn close_fault(&mut self, now: Millis, how: Closure, out: &mut Output) {
+        self.close_fault_at(now, how, out);
+    }
+
+    /// Close the fault as of `now` (for a flapping one: when it went quiet).
+    fn close_fault_at(&mut self, now: Millis, how: Closure, out: &mut Output) {
         if let Some(f) = self.fault.take() {
+            if matches!(how, Closure::Recovered | Closure::Cleared) {
+                self.last_closed = Some((f.clone(), now));
+            }
             if how == Closure::Recovered {
                 self.remember_recovered(Recovered {
                     id: f.id,
@@ -228,7 +325,9 @@ impl Vm {
                 at: now,
                 detect_ms: f.detected.saturating_sub(f.onset),
                 locate_ms: f.located.saturating_sub(f.detected),
-                repair_ms: now.saturating_sub(f.located),
+                // For a reopened fault: since it came back.
+                repair_ms: now.saturating_sub(f.reopened_at.unwrap_or(f.located)),
+                flaps: f.flaps,
             });
         }
     }

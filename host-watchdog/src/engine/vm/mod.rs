@@ -132,6 +132,11 @@ impl Onset {
     }
 }
 
+/// From this many flaps on, a fault that clears stays open until it has
+/// stayed away for the flap window (before that, each clearing closes it
+/// and each return reopens it, journaled).
+pub(super) const FLAPS_HELD_OPEN: u32 = 3;
+
 /// The fault being handled.
 #[derive(Debug, Clone)]
 pub(super) struct ActiveFault {
@@ -160,6 +165,12 @@ pub(super) struct ActiveFault {
     pub acted: bool,
     /// A suppression was already recorded for this attempt.
     pub suppressed_noted: bool,
+    /// Times it came back within the flap window.
+    pub flaps: u32,
+    /// A flapping fault whose condition is gone: since when.
+    pub quiet_since: Option<Millis>,
+    /// When it last came back.
+    pub reopened_at: Option<Millis>,
 }
 
 /// One monitored VM.
@@ -209,6 +220,9 @@ pub(super) struct Vm {
     /// action of ours that just finished: the hypervisor's lifecycle
     /// events come on their own path and may arrive after the result.
     pub own_stop_until: Option<Millis>,
+    /// The last fault closed (cleared or recovered), and when: reopened if
+    /// it comes back within the flap window.
+    pub last_closed: Option<(ActiveFault, Millis)>,
     pub destructive_log: VecDeque<Millis>,
     /// Faults recovery actions closed within the recurrence window, and
     /// where on their ladders (one per kind and subject, at most
@@ -258,6 +272,7 @@ impl Vm {
             pressure_streak: 0,
             panic_seen: None,
             own_stop_until: None,
+            last_closed: None,
             destructive_log: VecDeque::new(),
             recovered: VecDeque::new(),
         }

@@ -150,6 +150,13 @@ impl Vm {
     /// Close the active fault: recovered if an action ran and holds, else
     /// cleared (a held ladder's actions did not do it: it went by itself).
     pub fn close_verified(&mut self, now: Millis, why: &str, out: &mut Output) {
+        // A fault that keeps flapping closes only once it stayed away for
+        // the flap window (see `close_quiet`): its journal stops growing
+        // with every flap.
+        if let Some(f) = self.fault.as_mut().filter(|f| f.flaps >= FLAPS_HELD_OPEN) {
+            f.quiet_since.get_or_insert(now);
+            return;
+        }
         let Some(f) = &self.fault else { return };
         let (how, word) = if f.acted && !f.held {
             (Closure::Recovered, "recovered")
