@@ -6,7 +6,8 @@
 # for each N: time for all agents to connect, vigild's CPU as a fraction
 # of one core over a steady window (BENCH_WINDOW s, default 60), RSS,
 # threads, open fds, /metrics scrape time, faults during the steady window
-# (false ones: every guest is healthy), then the detection latency of 10
+# (false ones: every guest is healthy), faults after vigild is stopped for
+# 3 s (SIGSTOP, SIGCONT; false ones too), then the detection latency of 10
 # agents silenced together (min / median / p99, from the moment each went
 # silent to its located fault). In-process test driver: libvirt calls cost
 # no RPC here (a real host pays one bulk call per poll through libvirtd).
@@ -54,8 +55,8 @@ scrape_ms() {
     echo $(((t1 - t0) / 1000000))
 }
 
-printf '%-6s %9s %8s %9s %8s %6s %10s %7s | %s\n' \
-    N CONNECT CPU RSS THREADS FDS SCRAPE FAULTS "DETECT min/median/p99 (10 silenced)"
+printf '%-6s %9s %8s %9s %8s %6s %10s %7s %8s | %s\n' \
+    N CONNECT CPU RSS THREADS FDS SCRAPE FAULTS STOP3S "DETECT min/median/p99 (10 silenced)"
 for n in "${SIZES[@]}"; do
     work="$(mktemp -d /tmp/vigil-bench.XXXXXX)"
     # The node: N running domains (no disks: the test driver's block
@@ -78,8 +79,10 @@ for n in "${SIZES[@]}"; do
             printf '[[vm]]\ndomain = "vm%d"\nagent = "unix://%s/vm%d.sock"\n' "$i" "$work" "$i"
         done
     } > "$work/vigild.toml"
-    # Agents' sockets and sessions: several descriptors per VM.
-    ulimit -n "$(ulimit -Hn)"
+    # Agents' sockets and sessions: several descriptors per VM. The
+    # packaged unit gives vigild LimitNOFILE=65536 (BENCH_NOFILE=65536 runs
+    # it under that limit; by default the hard limit here).
+    ulimit -n "${BENCH_NOFILE:-$(ulimit -Hn)}"
     RUST_LOG=warn "$BIN/vigild" --config "$work/vigild.toml" 2> "$work/vigild.log" &
     vpid=$!
     pids+=("$vpid")
@@ -110,6 +113,13 @@ for n in "${SIZES[@]}"; do
     fds=$(ls "/proc/$vpid/fd" | wc -l)
     scrape="$(scrape_ms "$port") ms"
     false_faults=$(faults_since "$ts")
+    # vigild stopped for 3 s: its own stall, not the guests'.
+    tstop=$(now_ms)
+    kill -STOP "$vpid"
+    sleep 3
+    kill -CONT "$vpid"
+    sleep 8
+    stop_faults=$(faults_since "$tstop")
     # Detection: 10 agents go silent together.
     kill -USR1 "$lpid"
     sleep 10
@@ -122,7 +132,7 @@ for n in "${SIZES[@]}"; do
         if (n == 0) {print "none detected"; exit}
         p99 = a[int((n - 1) * 0.99 + 0.5)]
         printf "%d / %d / %d ms (%d of 10)", a[0], a[int((n - 1) / 2)], p99, n}')
-    printf '%-6s %9s %8s %9s %8s %6s %10s %7s | %s\n' \
-        "$n" "$connect" "$cpu" "$rss" "$threads" "$fds" "$scrape" "$false_faults" "$detect"
+    printf '%-6s %9s %8s %9s %8s %6s %10s %7s %8s | %s\n' \
+        "$n" "$connect" "$cpu" "$rss" "$threads" "$fds" "$scrape" "$false_faults" "$stop_faults" "$detect"
     cleanup
 done

@@ -895,6 +895,10 @@ impl<'a> Harness<'a> {
                         for_ms: None,
                     },
                     OperatorCommand::Release => Request::Release { domain: vm.clone() },
+                    OperatorCommand::Act { kind } => Request::Act {
+                        domain: vm.clone(),
+                        action: kind.name().to_string(),
+                    },
                 };
                 match self.control(req).await {
                     Some(r) if r.ok => {}

@@ -23,7 +23,7 @@
 //! [psi=PCT] [blocked=N]`, `notice VM maintenance=SECS|maintenance-end`, `bye VM
 //! shutdown|reboot|stopped`, `closed VM`, `rebooted VM`, `stats VM
 //! cpu=+MS block=+N net=+N`, `operator VM maintenance-on [for=MS] |
-//! maintenance-off | release`, `stop heartbeat|stats|all VM`, `disarm`,
+//! maintenance-off | release | act=reset|reboot|shutdown|destroy|start|resume`, `stop heartbeat|stats|all VM`, `disarm`,
 //! `arm`, `removed VM`, `liveness VM RESULT`; for the core harness only
 //! (the engine alone ignores them): `restart` (vigild killed and started),
 //! `journal locked|unlocked`, `listed VM`, `unlisted VM`.

@@ -239,6 +239,10 @@ fn event(words: &[&str]) -> Result<Event, String> {
                 }
                 "maintenance-off" => OperatorCommand::MaintenanceOff,
                 "release" => OperatorCommand::Release,
+                a if a.starts_with("act=") => OperatorCommand::Act {
+                    kind: ActionKind::operator(&a[4..])
+                        .ok_or_else(|| format!("bad operator action {:?}", &a[4..]))?,
+                },
                 other => return Err(format!("bad operator command {other:?}")),
             };
             input(Input::Operator(cmd))

@@ -44,6 +44,24 @@ pub struct Engine {
     host_wide_until: Option<Millis>,
     /// Destructive actions started recently, host-wide.
     destructive_recent: VecDeque<Millis>,
+    /// What is known of VMs not monitored yet (seeded from the journal,
+    /// or seen before the hypervisor listed them): applied when they are
+    /// added, so a VM learned late needs no replay from the outside.
+    waiting: BTreeMap<VmId, Waiting>,
+    /// Actions a restart interrupted that the daemon is to finish, by VM:
+    /// (action id, kind, when it started).
+    resumes: BTreeMap<VmId, (u64, ActionKind, Millis)>,
+}
+
+/// Facts about a VM that is not monitored yet.
+#[derive(Debug, Default)]
+struct Waiting {
+    destructive: Vec<Millis>,
+    recovered: Vec<(RestoredFault, Millis)>,
+    fault: Option<RestoredFault>,
+    /// Its domain's last state, and its agent's boot if a session is open.
+    domain: Option<DomainState>,
+    hello: Option<String>,
 }
 
 impl Engine {
@@ -58,6 +76,8 @@ impl Engine {
             recent_faults: VecDeque::new(),
             host_wide_until: None,
             destructive_recent: VecDeque::new(),
+            waiting: BTreeMap::new(),
+            resumes: BTreeMap::new(),
         }
     }
 
@@ -70,6 +90,11 @@ impl Engine {
     /// After a restart: a fault the journal shows a recovery action closed
     /// at `at`, so that its recurrence continues its ladder.
     pub fn seed_recovered(&mut self, vm: &str, f: &RestoredFault, at: Millis) {
+        if !self.vms.contains_key(vm) {
+            let w = self.waiting.entry(vm.to_string()).or_default();
+            w.recovered.push((f.clone(), at));
+            return;
+        }
         let (Some(v), Some((rung, attempt, _, _))) = (self.vms.get_mut(vm), &f.last_step) else {
             return;
         };
@@ -86,25 +111,51 @@ impl Engine {
     /// Restore a VM's destructive-action history (after a restart), so the
     /// per-VM budget survives it.
     pub fn seed_destructive(&mut self, vm: &str, times: &[Millis]) {
-        if let Some(v) = self.vms.get_mut(vm) {
-            v.destructive_log.extend(times.iter().copied());
+        match self.vms.get_mut(vm) {
+            Some(v) => v.destructive_log.extend(times.iter().copied()),
+            None => self
+                .waiting
+                .entry(vm.to_string())
+                .or_default()
+                .destructive
+                .extend(times.iter().copied()),
         }
     }
 
-    /// Reserve an action id for an action taken outside the engine (an
-    /// operator's), so ids stay unique in the journal.
-    pub fn take_action_id(&mut self) -> u64 {
-        self.next_action += 1;
-        self.next_action - 1
-    }
-
-    /// Resume a fault from a previous run (the VM must have been added).
+    /// Resume a fault from a previous run (when its VM is added, if it is
+    /// not yet). An action the restart interrupted is then the daemon's to
+    /// finish: see [`Engine::take_resume`].
     pub fn restore_fault(&mut self, now: Millis, vm: &str, fault: &RestoredFault) -> Output {
         let mut out = Output::default();
-        if let Some(v) = self.vms.get_mut(vm) {
-            v.restore(now, fault, &self.cfg, &mut out);
+        match self.vms.get_mut(vm) {
+            Some(v) => {
+                v.restore(now, fault, &self.cfg, &mut out);
+                if let (Some((id, kind)), Some((_, _, _, at))) =
+                    (&fault.interrupted, &fault.last_step)
+                {
+                    self.resumes
+                        .insert(vm.to_string(), (*id, kind.clone(), *at));
+                }
+            }
+            None => {
+                self.waiting.entry(vm.to_string()).or_default().fault = Some(fault.clone());
+            }
         }
         out
+    }
+
+    /// An interrupted action of `vm`'s restored fault, to finish now:
+    /// (action id, kind, when it started).
+    pub fn take_resume(&mut self, vm: &str) -> Option<(u64, ActionKind, Millis)> {
+        self.resumes.remove(vm)
+    }
+
+    /// The domain state as last seen (also of a VM not monitored yet).
+    pub fn domain(&self, vm: &str) -> Option<DomainState> {
+        match self.vms.get(vm) {
+            Some(v) => Some(v.domain),
+            None => self.waiting.get(vm).and_then(|w| w.domain),
+        }
     }
 
     /// The settings.
@@ -152,12 +203,34 @@ impl Engine {
     pub fn step(&mut self, now: Millis, vm: &str, input: Input) -> Output {
         let mut out = Output::default();
         if let Input::VmAdded { agent, memory_kib } = input {
+            let new = !self.vms.contains_key(vm);
             let v = self
                 .vms
                 .entry(vm.to_string())
                 .or_insert_with(|| Vm::new(vm, now, &self.cfg));
             v.agent = agent;
             v.memory_kib = memory_kib;
+            if new {
+                self.added(now, vm, &mut out);
+            }
+            return out;
+        }
+        if !self.vms.contains_key(vm) {
+            // Not monitored yet: keep what will matter once it is.
+            match input {
+                Input::Domain(d) => {
+                    self.waiting.entry(vm.to_string()).or_default().domain = Some(d)
+                }
+                Input::Hello { boot_id } => {
+                    self.waiting.entry(vm.to_string()).or_default().hello = Some(boot_id)
+                }
+                Input::SessionClosed | Input::Bye(_) => {
+                    if let Some(w) = self.waiting.get_mut(vm) {
+                        w.hello = None;
+                    }
+                }
+                _ => {}
+            }
             return out;
         }
         if let Input::VmRemoved = input {
@@ -183,6 +256,33 @@ impl Engine {
         let effects = ctx.into_effects();
         self.absorb(effects, now, &mut out);
         out
+    }
+
+    /// A VM just added: what was known of it before applies now (its
+    /// journal history, its domain's state, its agent's open session).
+    fn added(&mut self, now: Millis, vm: &str, out: &mut Output) {
+        let Some(w) = self.waiting.remove(vm) else {
+            return;
+        };
+        self.seed_destructive(vm, &w.destructive);
+        for (f, at) in &w.recovered {
+            self.seed_recovered(vm, f, *at);
+        }
+        if let Some(f) = &w.fault {
+            let o = self.restore_fault(now, vm, f);
+            out.records.extend(o.records);
+            out.actions.extend(o.actions);
+        }
+        for input in w
+            .domain
+            .map(Input::Domain)
+            .into_iter()
+            .chain(w.hello.map(|boot_id| Input::Hello { boot_id }))
+        {
+            let o = self.step(now, vm, input);
+            out.records.extend(o.records);
+            out.actions.extend(o.actions);
+        }
     }
 
     /// Feed a host-wide observation.

@@ -12,8 +12,9 @@ impl Core {
             domain: name.to_string(),
             uuid: v.map(|v| v.uuid.clone()).unwrap_or_default(),
             state: state.name().to_string(),
-            domain_state: v
-                .and_then(|v| v.domain)
+            domain_state: self
+                .engine
+                .domain(name)
                 .map(|d| d.to_string())
                 .unwrap_or_else(|| "unknown".into()),
             agent_expected: v
@@ -180,15 +181,10 @@ impl Core {
                 }
             }
             Request::Act { domain, action } => {
-                let kind = match action.as_str() {
-                    "reset" => ActionKind::Reset,
-                    "reboot" => ActionKind::Reboot,
-                    "shutdown" => ActionKind::Shutdown,
-                    "destroy" => ActionKind::Destroy,
-                    "start" => ActionKind::Start,
-                    "resume" => ActionKind::Resume,
-                    other => {
-                        let msg = format!("unknown action {other:?} (reset, reboot, shutdown, destroy, start, resume)");
+                let kind = match ActionKind::operator(&action) {
+                    Some(k) => k,
+                    None => {
+                        let msg = format!("unknown action {action:?} ({})", ActionKind::OPERATOR);
                         let _ = reply.send(Response::err("usage", msg));
                         return;
                     }
@@ -196,31 +192,18 @@ impl Core {
                 if !known(self, &domain) {
                     Response::err("not-found", format!("no monitored domain named {domain:?}"))
                 } else {
-                    // An operator's action is journaled like the engine's:
-                    // intent first, then the outcome when it completes.
-                    let id = self.engine.take_action_id();
-                    let a = engine::Action {
-                        id,
-                        vm: domain.clone(),
-                        kind,
-                        fault: 0,
-                        memory_kib: None,
-                    };
-                    let rec = Record::Intent {
-                        vm: domain.clone(),
-                        action: a.clone(),
-                        rung: None,
-                        attempt: 1,
-                    };
-                    log::warn!("operator: {action} {domain} (action #{id})");
-                    // Dispatched once its intent is durable.
-                    self.apply(
+                    // An operator's action goes through the engine like
+                    // everything else: journaled (intent first, outcome
+                    // when it completes) and counted against the budgets;
+                    // dispatched once its intent is durable.
+                    let out = self.engine.step(
                         now,
-                        engine::Output {
-                            records: vec![rec],
-                            actions: vec![a],
-                        },
+                        &domain,
+                        Input::Operator(engine::OperatorCommand::Act { kind }),
                     );
+                    let id = out.actions.first().map_or(0, |a| a.id);
+                    log::warn!("operator: {action} {domain} (action #{id})");
+                    self.apply(now, out);
                     Response::ok(
                         serde_json::json!({ "domain": domain, "action": action, "id": id }),
                     )

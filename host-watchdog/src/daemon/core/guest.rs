@@ -9,7 +9,10 @@ impl Core {
         let Some(v) = self.vms.get(vm) else {
             return "no such VM".into();
         };
-        let state = v.domain.map_or("unknown".into(), |d| d.to_string());
+        let state = self
+            .engine
+            .domain(vm)
+            .map_or("unknown".into(), |d| d.to_string());
         let mut parts = vec![format!("domain {state}")];
         if let Some(r) = &v.last_report {
             parts.push(format!("last report at uptime {} s", r.uptime_ms / 1000));

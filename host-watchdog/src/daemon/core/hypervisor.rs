@@ -21,16 +21,18 @@ impl Core {
                 }
             };
             let known = self.engine.state(&name).is_some();
+            let was = self.engine.domain(&name);
             let v = self.vms.entry(name.clone()).or_default();
             v.uuid = def.uuid.clone();
             let agent = v.cfg.as_ref().is_some_and(|c| c.agent.is_some())
                 || (def.vsock_cid.is_some() && !self.cfg.listen.is_empty());
             v.def = Some(def);
-            let changed = v.domain != Some(poll.state);
-            v.domain = Some(poll.state);
-            if changed && poll.state.guest_gone() {
+            if was != Some(poll.state) && poll.state.guest_gone() {
                 v.boot_ended();
             }
+            // A VM new to the engine takes what the engine already knew of
+            // it (its journal history, a lifecycle event or an agent's
+            // Hello that came before the listing) when it is added.
             self.step(
                 now,
                 &name,
@@ -40,43 +42,15 @@ impl Core {
                 },
             );
             if !known {
-                if let Some(times) = self.pending_budgets.remove(&name) {
-                    self.engine.seed_destructive(&name, &times);
-                }
-                for (f, at) in self.pending_recovered.remove(&name).unwrap_or_default() {
-                    self.engine.seed_recovered(&name, &f, at);
-                }
-                if let Some(f) = self.pending_faults.remove(&name) {
-                    let out = self.engine.restore_fault(now, &name, &f);
-                    self.apply(now, out);
-                    if let (Some((id, kind)), Some((_, _, _, at))) = (&f.interrupted, &f.last_step)
-                    {
-                        self.resume_interrupted(&name, *id, kind.clone(), *at);
-                    }
+                if let Some((id, kind, at)) = self.engine.take_resume(&name) {
+                    self.resume_interrupted(&name, id, kind, at);
                 }
                 log::info!("monitoring vm={name} agent={agent}");
                 let uuid = uuid_of(&self.vms, &name);
                 self.metrics.set_state(&name, &uuid, State::Discovering);
             }
-            // A VM new to the engine gets its state even when the core had
-            // it already: a lifecycle event that came before the domain was
-            // listed updated the core, but the engine dropped it (it left
-            // the engine believing the state unknown: no hang detection, no
-            // agent actions).
-            if changed || !known {
+            if self.engine.domain(&name) != Some(poll.state) {
                 self.step(now, &name, Input::Domain(poll.state));
-            }
-            if !known {
-                // Likewise an agent that said Hello before its domain was
-                // listed: tell the engine the session is live.
-                let boot_id = self
-                    .vms
-                    .get(&name)
-                    .and_then(|v| v.session.as_ref())
-                    .map(|s| s.boot_id.clone());
-                if let Some(boot_id) = boot_id {
-                    self.step(now, &name, Input::Hello { boot_id });
-                }
             }
             self.step(now, &name, Input::Stats(poll.stats));
         }
@@ -129,12 +103,11 @@ impl Core {
                 let _ = self.backend.send(BackendReq::Relist);
             }
             HvEvent::State(name, st) => {
-                if let Some(v) = self.vms.get_mut(&name) {
-                    if v.domain == Some(st) {
-                        return;
-                    }
-                    v.domain = Some(st);
-                    if st.guest_gone() {
+                if self.engine.domain(&name) == Some(st) {
+                    return;
+                }
+                if st.guest_gone() {
+                    if let Some(v) = self.vms.get_mut(&name) {
                         v.boot_ended();
                     }
                 }

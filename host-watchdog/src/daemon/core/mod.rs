@@ -61,7 +61,6 @@ struct VmRt {
     uuid: String,
     def: Option<DomainDef>,
     cfg: Option<VmConfig>,
-    domain: Option<engine::DomainState>,
     session: Option<Session>,
     first_hostname: Option<String>,
     /// The boot the last agent session spoke for.
@@ -109,10 +108,6 @@ pub struct Core {
     last_metrics: Millis,
     /// When old journal records were last pruned.
     last_prune: Millis,
-    /// Destructive action times from the journal, applied when a VM is added.
-    pending_budgets: BTreeMap<String, Vec<Millis>>,
-    /// Recovered faults from the journal, applied when a VM is added.
-    pending_recovered: BTreeMap<String, Vec<(engine::RestoredFault, Millis)>>,
     /// Per VM: when a rejection was last logged, and how many were not.
     reject_logged: HashMap<String, LogLimit>,
     /// Sessions the previous vigild handed over, served once the first
@@ -122,8 +117,6 @@ pub struct Core {
         crate::daemon::session::Adopted,
         std::os::fd::OwnedFd,
     )>,
-    /// Open faults from the journal, resumed when their VM is added.
-    pending_faults: BTreeMap<String, engine::RestoredFault>,
     /// When the core last handled a message (a long gap is its own stall).
     last_ran: Millis,
     /// How a guest's liveness is probed.
@@ -235,27 +228,29 @@ impl Core {
         if !settle.is_empty() {
             journal.append(now, &settle)?;
         }
+        // What the journal knows of each VM goes to the engine, which
+        // applies it when the VM is added: the budget's destructive
+        // actions, recovered faults that may still recur, open faults.
         let mut budgets: BTreeMap<String, Vec<Millis>> = BTreeMap::new();
         for (vm, t) in u.destructive {
             budgets.entry(vm).or_default().push(t);
         }
-        // Only what can still recur matters; the engine prunes by time too.
-        let mut pending_recovered: BTreeMap<String, Vec<(engine::RestoredFault, Millis)>> =
-            BTreeMap::new();
+        for (vm, times) in &budgets {
+            engine.seed_destructive(vm, times);
+        }
         let window = cfg.engine.recurrence_window_ms;
         for (vm, f, at) in u.recovered {
             if now.saturating_sub(at) <= window {
-                pending_recovered.entry(vm).or_default().push((f, at));
+                engine.seed_recovered(&vm, &f, at);
             }
         }
-        let mut pending_faults: BTreeMap<String, engine::RestoredFault> = BTreeMap::new();
         for (vm, f) in u.faults {
             log::info!(
                 "vm={vm} fault #{} {} resumes from the journal",
                 f.id,
                 f.kind
             );
-            pending_faults.insert(vm, f);
+            let _ = engine.restore_fault(now, &vm, &f);
         }
         let mut vms: BTreeMap<String, VmRt> = BTreeMap::new();
         for v in &cfg.vm {
@@ -280,9 +275,6 @@ impl Core {
             probes: HashMap::new(),
             last_metrics: 0,
             last_prune: 0,
-            pending_budgets: budgets,
-            pending_recovered,
-            pending_faults,
             reject_logged: HashMap::new(),
             to_adopt: Vec::new(),
             last_ran: now,

@@ -144,6 +144,13 @@ pub enum OperatorCommand {
     MaintenanceOff,
     /// Release from quarantine.
     Release,
+    /// Take this action now (`vigilctl action`): journaled and counted
+    /// against the budgets like the engine's own, so they mean the same
+    /// before and after a restart; never refused (the operator decides).
+    Act {
+        /// What.
+        kind: ActionKind,
+    },
 }
 
 /// One observation fed to the engine.

@@ -72,6 +72,22 @@ impl ActionKind {
         )
     }
 
+    /// The actions an operator may take by name (`vigilctl action`).
+    pub const OPERATOR: &'static str = "reset, reboot, shutdown, destroy, start, resume";
+
+    /// An operator's action by name (one of [`ActionKind::OPERATOR`]).
+    pub fn operator(name: &str) -> Option<ActionKind> {
+        Some(match name {
+            "reset" => ActionKind::Reset,
+            "reboot" => ActionKind::Reboot,
+            "shutdown" => ActionKind::Shutdown,
+            "destroy" => ActionKind::Destroy,
+            "start" => ActionKind::Start,
+            "resume" => ActionKind::Resume,
+            _ => return None,
+        })
+    }
+
     /// Short name (without arguments).
     pub fn name(&self) -> &'static str {
         match self {

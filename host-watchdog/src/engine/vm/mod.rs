@@ -497,6 +497,13 @@ impl Vm {
             Input::Operator(OperatorCommand::MaintenanceOff) => {
                 self.end_maintenance(now, ctx, "operator ended maintenance", out)
             }
+            Input::Operator(OperatorCommand::Act { kind }) => {
+                if kind.is_destructive() {
+                    self.destructive_log.push_back(now);
+                    ctx.started_destructive(now);
+                }
+                self.side_action(kind, 0, ctx, out);
+            }
             Input::Operator(OperatorCommand::Release) => {
                 self.recovered.clear(); // the operator starts every ladder over
                 if self.quarantined {
