@@ -9,9 +9,12 @@
 # (false ones: every guest is healthy), faults after vigild is stopped for
 # 3 s (SIGSTOP, SIGCONT; false ones too), then the detection latency of 10
 # agents silenced together (min / median / p99, from the moment each went
-# silent to its located fault). In-process test driver: libvirt calls cost
-# no RPC here (a real host pays one bulk call per poll through libvirtd).
-# Kills what it started, by PID.
+# silent to its located fault). By default vigild opens the test driver
+# in-process (libvirt calls cost no RPC); with BENCH_RPC=1 a libvirtd
+# started for the benchmark (as the unprivileged user nobody, session mode,
+# its own socket under the work directory) serves the same node through
+# test+unix://, so every poll is an RPC as on a real host, and libvirtd's
+# CPU is printed too. Kills what it started, by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -55,8 +58,9 @@ scrape_ms() {
     echo $(((t1 - t0) / 1000000))
 }
 
-printf '%-6s %9s %8s %9s %8s %6s %10s %7s %8s | %s\n' \
-    N CONNECT CPU RSS THREADS FDS SCRAPE FAULTS STOP3S "DETECT min/median/p99 (10 silenced)"
+RPC="${BENCH_RPC:-0}"
+printf '%-6s %9s %8s %8s %9s %8s %6s %10s %7s %8s | %s\n' \
+    N CONNECT CPU LIBVIRTD RSS THREADS FDS SCRAPE FAULTS STOP3S "DETECT min/median/p99 (10 silenced)"
 for n in "${SIZES[@]}"; do
     work="$(mktemp -d /tmp/vigil-bench.XXXXXX)"
     # The node: N running domains (no disks: the test driver's block
@@ -70,8 +74,23 @@ for n in "${SIZES[@]}"; do
         echo "</node>"
     } > "$work/node.xml"
     port=$((20000 + RANDOM % 20000))
+    uri="test://$work/node.xml"
+    lvpid=""
+    if [ "$RPC" = 1 ]; then
+        chmod 755 "$work"
+        mkdir -p "$work/lv"
+        chown nobody:nogroup "$work/lv"
+        setpriv --reuid=nobody --regid=nogroup --clear-groups env -i HOME="$work/lv" \
+            XDG_RUNTIME_DIR="$work/lv/run" XDG_CONFIG_HOME="$work/lv/config" \
+            XDG_CACHE_HOME="$work/lv/cache" PATH=/usr/sbin:/usr/bin \
+            libvirtd > "$work/libvirtd.log" 2>&1 &
+        lvpid=$!
+        pids+=("$lvpid")
+        for _ in $(seq 1 100); do [ -S "$work/lv/run/libvirt/libvirt-sock" ] && break; sleep 0.1; done
+        uri="test+unix://$work/node.xml?socket=$work/lv/run/libvirt/libvirt-sock"
+    fi
     {
-        echo "libvirt_uri = \"test://$work/node.xml\""
+        echo "libvirt_uri = \"$uri\""
         echo "journal = \"$work/journal.db\""
         echo "control_socket = \"$work/control.sock\""
         echo "metrics_listen = \"127.0.0.1:$port\""
@@ -105,9 +124,13 @@ for n in "${SIZES[@]}"; do
     sleep 5
     ts=$(now_ms)
     c0=$(cpu_ticks "$vpid")
+    l0=0; [ -n "$lvpid" ] && l0=$(cpu_ticks "$lvpid")
     sleep "$WINDOW"
     c1=$(cpu_ticks "$vpid")
+    l1=0; [ -n "$lvpid" ] && l1=$(cpu_ticks "$lvpid")
     cpu=$(awk -v d=$((c1 - c0)) -v t="$TCK" -v w="$WINDOW" 'BEGIN {printf "%.3f", d / t / w}')
+    lvcpu="-"
+    [ -n "$lvpid" ] && lvcpu=$(awk -v d=$((l1 - l0)) -v t="$TCK" -v w="$WINDOW" 'BEGIN {printf "%.3f", d / t / w}')
     rss="$(( $(status_field "$vpid" VmRSS) / 1024 )) MiB"
     threads=$(status_field "$vpid" Threads)
     fds=$(ls "/proc/$vpid/fd" | wc -l)
@@ -132,7 +155,7 @@ for n in "${SIZES[@]}"; do
         if (n == 0) {print "none detected"; exit}
         p99 = a[int((n - 1) * 0.99 + 0.5)]
         printf "%d / %d / %d ms (%d of 10)", a[0], a[int((n - 1) / 2)], p99, n}')
-    printf '%-6s %9s %8s %9s %8s %6s %10s %7s %8s | %s\n' \
-        "$n" "$connect" "$cpu" "$rss" "$threads" "$fds" "$scrape" "$false_faults" "$stop_faults" "$detect"
+    printf '%-6s %9s %8s %8s %9s %8s %6s %10s %7s %8s | %s\n' \
+        "$n" "$connect" "$cpu" "$lvcpu" "$rss" "$threads" "$fds" "$scrape" "$false_faults" "$stop_faults" "$detect"
     cleanup
 done

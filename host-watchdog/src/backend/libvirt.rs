@@ -21,6 +21,11 @@ pub use bulk::{Bulk, IoFigures};
 pub struct Libvirt {
     uri: String,
     conn: Connect,
+    /// Domain handles the poll looked up, by name, with the UUID they were
+    /// for: one lookup per domain, not one per poll (each is an RPC on a
+    /// real host). A handle whose domain is gone or redefined is looked up
+    /// again.
+    handles: std::collections::HashMap<String, (String, Domain)>,
 }
 
 fn call(op: &'static str, domain: &str, e: virt::error::Error) -> BackendError {
@@ -46,6 +51,7 @@ impl Libvirt {
         Ok(Libvirt {
             uri: uri.into(),
             conn,
+            handles: Default::default(),
         })
     }
 
@@ -169,6 +175,7 @@ impl Hypervisor for Libvirt {
         Box::new(Libvirt {
             uri: self.uri.clone(),
             conn: self.conn.clone(), // one connection, reference-counted
+            handles: Default::default(),
         })
     }
 
@@ -178,21 +185,43 @@ impl Hypervisor for Libvirt {
             .list_all_domains(0)
             .map_err(|e| call("list", "*", e))?;
         let mut out = Vec::with_capacity(doms.len());
+        let mut handles = std::collections::HashMap::with_capacity(doms.len());
         for d in doms {
             let name = d.name().map_err(|e| call("name", "?", e))?;
             let uuid = d.uuid_string().unwrap_or_default();
             let xml = d.xml_desc(0).map_err(|e| call("xml", &name, e))?;
             out.push(parse_domain_xml(&name, &uuid, &xml));
+            handles.insert(name, (uuid, d));
         }
+        // The poll's handles: those of the domains defined now.
+        self.handles = handles;
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
     fn poll(&mut self, def: &DomainDef) -> Result<DomainPoll, BackendError> {
-        let d = self.domain(&def.name)?;
+        let d = match self.handles.get(&def.name) {
+            Some((uuid, d)) if *uuid == def.uuid => d.clone(),
+            _ => {
+                let d = self.domain(&def.name)?;
+                self.handles
+                    .insert(def.name.clone(), (def.uuid.clone(), d.clone()));
+                d
+            }
+        };
+        let forget = |me: &mut Libvirt, e: BackendError| {
+            me.handles.remove(&def.name);
+            e
+        };
         // info() reports errors; state() gives the reason but hides errors.
-        let info = d.info().map_err(|e| call("info", &def.name, e))?;
-        let (state, reason) = d.state().map_err(|e| call("state", &def.name, e))?;
+        let info = match d.info() {
+            Ok(i) => i,
+            Err(e) => return Err(forget(self, call("info", &def.name, e))),
+        };
+        let (state, reason) = match d.state() {
+            Ok(s) => s,
+            Err(e) => return Err(forget(self, call("state", &def.name, e))),
+        };
         let state = match state {
             Enum::Known(s) => map_state(
                 s,

@@ -34,7 +34,7 @@ pub const HOST: &str = "(host)";
 #[derive(Debug)]
 pub struct Engine {
     cfg: EngineConfig,
-    vms: BTreeMap<VmId, Vm>,
+    vms: VmTable,
     next_fault: u64,
     next_action: u64,
     armed: bool,
@@ -53,6 +53,61 @@ pub struct Engine {
     resumes: BTreeMap<VmId, (u64, ActionKind, Millis)>,
 }
 
+/// The monitored VMs: in name order (ticks and listings go in a stable
+/// order), found by name through a hash index (every input names its VM;
+/// with thousands of VMs an ordered map's string comparisons showed in
+/// profiles).
+#[derive(Debug, Default)]
+struct VmTable {
+    list: Vec<Vm>,
+    index: std::collections::HashMap<VmId, usize>,
+}
+
+impl VmTable {
+    fn get(&self, name: &str) -> Option<&Vm> {
+        self.index.get(name).map(|&i| &self.list[i])
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Vm> {
+        self.index.get(name).map(|&i| &mut self.list[i])
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// Add `vm` (none of its name may be there), keeping name order.
+    fn insert(&mut self, vm: Vm) {
+        let at = self.list.partition_point(|v| v.name < vm.name);
+        self.list.insert(at, vm);
+        self.reindex();
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Vm> {
+        let i = self.index.get(name).copied()?;
+        let v = self.list.remove(i);
+        self.reindex();
+        Some(v)
+    }
+
+    fn reindex(&mut self) {
+        self.index = self
+            .list
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.name.clone(), i))
+            .collect();
+    }
+
+    fn values(&self) -> std::slice::Iter<'_, Vm> {
+        self.list.iter()
+    }
+
+    fn values_mut(&mut self) -> std::slice::IterMut<'_, Vm> {
+        self.list.iter_mut()
+    }
+}
+
 /// Facts about a VM that is not monitored yet.
 #[derive(Debug, Default)]
 struct Waiting {
@@ -69,7 +124,7 @@ impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
         Engine {
             cfg,
-            vms: BTreeMap::new(),
+            vms: VmTable::default(),
             next_fault: 1,
             next_action: 1,
             armed: true,
@@ -188,7 +243,7 @@ impl Engine {
 
     /// Monitored VMs, in name order.
     pub fn vms(&self) -> impl Iterator<Item = (&str, State)> {
-        self.vms.iter().map(|(k, v)| (k.as_str(), v.state))
+        self.vms.values().map(|v| (v.name.as_str(), v.state))
     }
 
     /// Whether host→guest traffic is allowed now (never while paused or
@@ -204,12 +259,13 @@ impl Engine {
         let mut out = Output::default();
         if let Input::VmAdded { agent, memory_kib } = input {
             let new = !self.vms.contains_key(vm);
-            let v = self
-                .vms
-                .entry(vm.to_string())
-                .or_insert_with(|| Vm::new(vm, now, &self.cfg));
-            v.agent = agent;
-            v.memory_kib = memory_kib;
+            if new {
+                self.vms.insert(Vm::new(vm, now, &self.cfg));
+            }
+            if let Some(v) = self.vms.get_mut(vm) {
+                v.agent = agent;
+                v.memory_kib = memory_kib;
+            }
             if new {
                 self.added(now, vm, &mut out);
             }
