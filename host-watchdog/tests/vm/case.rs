@@ -27,6 +27,44 @@ pub fn action_name(k: &Value) -> String {
     }
 }
 
+/// The fault of `kind` located since `t0`: a new one, or one closed
+/// moments ago and reopened (it came back within the flap window), as its
+/// fault record with the reopening's time and evidence.
+fn located(vm: &Vm, name: &str, kind: &str, t0: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let recs = common::records(&vm.sock());
+        let found = recs.iter().find_map(|(t, r)| {
+            if r["vm"] != DOMAIN || r["kind"] != kind {
+                return None;
+            }
+            if r["record"] == "fault" && r["located"].as_u64().unwrap_or(0) >= t0 {
+                return Some(r.clone());
+            }
+            if r["record"] == "reopened" && *t >= t0 {
+                let (_, first) = recs
+                    .iter()
+                    .find(|(_, f)| f["record"] == "fault" && f["id"] == r["id"])?;
+                let mut f = first.clone();
+                f["located"] = (*t).into();
+                f["onset_window_ms"] = 0.into();
+                f["evidence"] = r["evidence"].clone();
+                return Some(f);
+            }
+            None
+        });
+        if let Some(f) = found {
+            return f;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: timed out waiting for fault {kind}; journal:\n{recs:#?}\n{}",
+            vm.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Inject, then check the fault vigild located and its recovery.
 #[allow(clippy::too_many_arguments)]
 pub fn case(
@@ -41,15 +79,13 @@ pub fn case(
 ) {
     let t0 = now_ms();
     inject(vm);
-    let fault = vm.wait(30, &format!("{name}: fault {kind}"), "fault", |r| {
-        r["kind"] == kind && r["located"].as_u64().unwrap_or(0) >= t0
-    });
+    let fault = located(vm, name, kind, t0);
     assert_eq!(fault["layer"], layer, "{name}: {fault}");
     eprintln!("{name}: {kind} located; evidence: {}", fault["evidence"]);
     heal(vm);
     let id = fault["id"].as_u64().unwrap();
     let closed = vm.wait(120, &format!("{name}: {kind} closed"), "closed", |r| {
-        r["id"].as_u64() == Some(id)
+        r["id"].as_u64() == Some(id) && r["at"].as_u64().unwrap_or(0) >= t0
     });
     let intents: Vec<Value> = vm
         .records_since(t0)

@@ -265,8 +265,12 @@ impl Vm {
         ctx.located.push(self.name.clone());
         self.suspect = None;
         self.linger = None;
-        let flaps = f.flaps;
+        let (flaps, id) = (f.flaps, f.id);
         self.fault = Some(f);
+        if matches!(kind, FaultKind::GuestPanic | FaultKind::GuestHang) {
+            // This time's state is evidence too.
+            self.side_action(ActionKind::CaptureEvidence, id, ctx, out);
+        }
         let why = format!("{kind} came back (flap {flaps})");
         if again {
             // What it took did not hold: the ladder goes on from there.
