@@ -26,6 +26,10 @@ pub struct Libvirt {
     /// real host). A handle whose domain is gone or redefined is looked up
     /// again.
     handles: std::collections::HashMap<String, (String, Domain)>,
+    /// Per domain: the run state its info last gave, and the state with
+    /// reason that went with it. The reason (one more call) is asked only
+    /// when the run state changed; lifecycle events carry reasons too.
+    states: std::collections::HashMap<String, (virt::domain::DomainStateEnum, DomainState)>,
 }
 
 fn call(op: &'static str, domain: &str, e: virt::error::Error) -> BackendError {
@@ -52,6 +56,7 @@ impl Libvirt {
             uri: uri.into(),
             conn,
             handles: Default::default(),
+            states: Default::default(),
         })
     }
 
@@ -176,6 +181,7 @@ impl Hypervisor for Libvirt {
             uri: self.uri.clone(),
             conn: self.conn.clone(), // one connection, reference-counted
             handles: Default::default(),
+            states: Default::default(),
         })
     }
 
@@ -194,6 +200,7 @@ impl Hypervisor for Libvirt {
             handles.insert(name, (uuid, d));
         }
         // The poll's handles: those of the domains defined now.
+        self.states.retain(|n, _| handles.contains_key(n));
         self.handles = handles;
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -211,6 +218,7 @@ impl Hypervisor for Libvirt {
         };
         let forget = |me: &mut Libvirt, e: BackendError| {
             me.handles.remove(&def.name);
+            me.states.remove(&def.name);
             e
         };
         // info() reports errors; state() gives the reason but hides errors.
@@ -218,19 +226,26 @@ impl Hypervisor for Libvirt {
             Ok(i) => i,
             Err(e) => return Err(forget(self, call("info", &def.name, e))),
         };
-        let (state, reason) = match d.state() {
-            Ok(s) => s,
-            Err(e) => return Err(forget(self, call("state", &def.name, e))),
-        };
-        let state = match state {
-            Enum::Known(s) => map_state(
-                s,
-                match reason {
-                    Enum::Known(r) => Some(r),
-                    Enum::Unknown(_) => None,
-                },
-            ),
-            Enum::Unknown(_) => DomainState::Unknown,
+        let state = match self.states.get(&def.name) {
+            Some((raw, known)) if *raw == info.state => *known,
+            _ => {
+                let (state, reason) = match d.state() {
+                    Ok(s) => s,
+                    Err(e) => return Err(forget(self, call("state", &def.name, e))),
+                };
+                let state = match state {
+                    Enum::Known(s) => map_state(
+                        s,
+                        match reason {
+                            Enum::Known(r) => Some(r),
+                            Enum::Unknown(_) => None,
+                        },
+                    ),
+                    Enum::Unknown(_) => DomainState::Unknown,
+                };
+                self.states.insert(def.name.clone(), (info.state, state));
+                state
+            }
         };
         let stats = DomainStats {
             cpu_time_ns: info.cpu_time,
