@@ -246,12 +246,14 @@ impl Vm {
         f.reopened_at = Some(now);
         f.quiet_since = None;
         f.last_seen = now;
-        // Recovery must be shown anew. A fault nothing was done about
-        // keeps where its ladder stood (an alert is not sent again); one an
-        // action closed goes on up its ladder (the action did not hold).
+        // Recovery must be shown anew. One an action closed goes on up its
+        // ladder (the action did not hold); one nothing was done about
+        // takes its current step again (an operator who fixed it hears it
+        // is back), unless its ladder was exhausted; from the third flap
+        // on it stays open and is not taken up again (`close_verified`).
         f.verify_from = now;
         let again = f.acted && !f.held;
-        if again {
+        if !f.held {
             f.verify_until = None;
         }
         self.recovered.retain(|r| r.id != f.id);
