@@ -254,6 +254,12 @@ impl Core {
             Message::Notice(n) => self.step(now, vm, Input::Notice(n)),
             Message::Bye(b) => {
                 log::info!("vm={vm} agent said bye: {:?}", b.reason);
+                if matches!(b.reason, ByeReason::Reboot | ByeReason::Shutdown) {
+                    // The guest is going down: no more writes to this boot.
+                    if let Some(v) = self.vms.get_mut(vm) {
+                        v.boot_ended();
+                    }
+                }
                 self.step(now, vm, Input::Bye(b.reason));
             }
             _ => {}

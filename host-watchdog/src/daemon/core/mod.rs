@@ -754,6 +754,7 @@ impl Core {
                         let cid = self.next_probe;
                         self.next_probe = self.next_probe.wrapping_add(1).max(1);
                         self.commands.insert(cid, (a.id, a.vm.clone()));
+                        let reboot = matches!(action, CommandAction::Reboot);
                         if tx
                             .try_send(Message::Command(Command { id: cid, action }))
                             .is_err()
@@ -761,6 +762,14 @@ impl Core {
                             self.commands.remove(&cid);
                             self.done(a.id, &a.vm, false, "agent queue full or closed");
                             return;
+                        }
+                        if reboot {
+                            // The guest is asked to reboot: this boot is
+                            // ending, its session takes no more writes (a
+                            // write racing the reset wedges hybrid vsock).
+                            if let Some(v) = self.vms.get_mut(&a.vm) {
+                                v.boot_ended();
+                            }
                         }
                         // Give up on an answer after the command timeout.
                         let core = self.tx.clone();
