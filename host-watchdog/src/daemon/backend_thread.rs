@@ -340,10 +340,10 @@ pub fn run(
                 Err(e) => log::warn!("cannot list domains: {e}"),
             }
         }
-        // One bulk call for every domain; the I/O counters the other
-        // thread gathered ride along (the busy-not-hung veto needs them),
-        // and memory: from there, else as last known, else asked of the
-        // domain once (its info needs no monitor).
+        // Every domain's state and vCPU time (its info, a reason only on a
+        // change); the I/O counters the other thread gathered in one bulk
+        // call ride along (the busy-not-hung veto needs them), and memory:
+        // from there, else as last known, else asked of the domain once.
         let io = io.lock().map(|m| m.clone()).unwrap_or_default();
         let polls = hv.poll_all(&defs);
         let mut polled = Vec::with_capacity(defs.len());

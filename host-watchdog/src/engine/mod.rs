@@ -18,6 +18,8 @@ pub mod evidence;
 mod ladder;
 pub mod model;
 mod render;
+mod table;
+use table::{VmTable, Waiting};
 mod vm;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -51,72 +53,6 @@ pub struct Engine {
     /// Actions a restart interrupted that the daemon is to finish, by VM:
     /// (action id, kind, when it started).
     resumes: BTreeMap<VmId, (u64, ActionKind, Millis)>,
-}
-
-/// The monitored VMs: in name order (ticks and listings go in a stable
-/// order), found by name through a hash index (every input names its VM;
-/// with thousands of VMs an ordered map's string comparisons showed in
-/// profiles).
-#[derive(Debug, Default)]
-struct VmTable {
-    list: Vec<Vm>,
-    index: std::collections::HashMap<VmId, usize>,
-}
-
-impl VmTable {
-    fn get(&self, name: &str) -> Option<&Vm> {
-        self.index.get(name).map(|&i| &self.list[i])
-    }
-
-    fn get_mut(&mut self, name: &str) -> Option<&mut Vm> {
-        self.index.get(name).map(|&i| &mut self.list[i])
-    }
-
-    fn contains_key(&self, name: &str) -> bool {
-        self.index.contains_key(name)
-    }
-
-    /// Add `vm` (none of its name may be there), keeping name order.
-    fn insert(&mut self, vm: Vm) {
-        let at = self.list.partition_point(|v| v.name < vm.name);
-        self.list.insert(at, vm);
-        self.reindex();
-    }
-
-    fn remove(&mut self, name: &str) -> Option<Vm> {
-        let i = self.index.get(name).copied()?;
-        let v = self.list.remove(i);
-        self.reindex();
-        Some(v)
-    }
-
-    fn reindex(&mut self) {
-        self.index = self
-            .list
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (v.name.clone(), i))
-            .collect();
-    }
-
-    fn values(&self) -> std::slice::Iter<'_, Vm> {
-        self.list.iter()
-    }
-
-    fn values_mut(&mut self) -> std::slice::IterMut<'_, Vm> {
-        self.list.iter_mut()
-    }
-}
-
-/// Facts about a VM that is not monitored yet.
-#[derive(Debug, Default)]
-struct Waiting {
-    destructive: Vec<Millis>,
-    recovered: Vec<(RestoredFault, Millis)>,
-    fault: Option<RestoredFault>,
-    /// Its domain's last state, and its agent's boot if a session is open.
-    domain: Option<DomainState>,
-    hello: Option<String>,
 }
 
 impl Engine {

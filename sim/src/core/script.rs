@@ -1,0 +1,213 @@
+//! What the scenario says happens, as the core hears it: agents' Hellos
+//! and messages on their sessions, the domain's lifecycle, operators'
+//! control requests, the journal locked by another process.
+
+use super::*;
+
+impl Harness<'_> {
+    pub(super) async fn hello(&mut self, vm: &str, boot: &str) {
+        let (reply, answer) = oneshot::channel();
+        let hello = Hello {
+            versions: VersionRange {
+                min: vigil_protocol::SUPPORTED.min,
+                max: vigil_protocol::SUPPORTED.max,
+            },
+            agent_version: "sim".into(),
+            boot_id: boot.into(),
+            hostname: vm.into(),
+            kernel_release: "sim".into(),
+            capabilities: Vec::new(),
+        };
+        self.deliver(CoreMsg::Hello {
+            vm: vm.into(),
+            hello,
+            handle: None,
+            reply,
+        })
+        .await;
+        self.hellos.push((vm.into(), boot.into(), answer));
+        self.answered();
+    }
+
+    /// Hellos the core has answered (one held while it was stalled is
+    /// answered when it runs again).
+    pub(super) fn answered(&mut self) -> bool {
+        let mut any = false;
+        for (vm, boot, mut answer) in std::mem::take(&mut self.hellos) {
+            let vm = vm.as_str();
+            let boot = boot.as_str();
+            match answer.try_recv() {
+                Ok(Ok((session, _, rx))) => {
+                    self.agents.insert(
+                        vm.into(),
+                        AgentLink {
+                            session,
+                            rx,
+                            boot: boot.into(),
+                        },
+                    );
+                }
+                Ok(Err(r)) => self.say(vm, format_args!("hello refused: {}", r.reason)),
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    self.hellos.push((vm.into(), boot.into(), answer));
+                    continue;
+                }
+                Err(_) => self.say(vm, format_args!("hello not answered")),
+            }
+            any = true;
+        }
+        any
+    }
+
+    pub(super) async fn control(&mut self, req: Request) -> Option<Response> {
+        let (tx, mut rx) = oneshot::channel();
+        self.deliver(CoreMsg::Control(req, tx)).await;
+        self.settle().await;
+        rx.try_recv().ok()
+    }
+
+    pub(super) async fn scripted(&mut self, e: Event) {
+        let now = self.now;
+        match e {
+            Event::Input(vm, input) => self.input(vm, input).await,
+            Event::Global(Global::Stalled { ms }) => {
+                let _ = writeln!(self.log, "{now:>7} *        vigild stalled for {ms} ms");
+                self.stalled_until = now + ms;
+            }
+            Event::Global(Global::Disarm) => {
+                self.control(Request::Disarm).await;
+            }
+            Event::Global(Global::Arm) => {
+                self.control(Request::Arm).await;
+            }
+            Event::Global(Global::Tick) => {}
+            Event::Stop(what, vm) => stop(&mut self.streams, &what, &vm),
+            Event::Liveness(vm, r) => {
+                self.liveness.insert(vm, r);
+            }
+            Event::Stats(vm, inc) => self.hv.with(|w| {
+                if let Some(d) = w.doms.get_mut(&vm) {
+                    d.stats.cpu_time_ns += inc.cpu_time_ns;
+                    d.stats.block_ops += inc.block_ops;
+                    d.stats.net_packets += inc.net_packets;
+                }
+            }),
+            Event::Restart => self.restart().await,
+            Event::JournalLocked(on) => {
+                let _ = writeln!(
+                    self.log,
+                    "{now:>7} *        journal {}",
+                    if on {
+                        "locked by another process"
+                    } else {
+                        "unlocked"
+                    }
+                );
+                self.lock = if on { self.lock_journal() } else { None };
+            }
+            Event::Listed(vm, on) => self.hv.with(|w| {
+                if let Some(d) = w.doms.get_mut(&vm) {
+                    d.listed = on;
+                }
+            }),
+        }
+    }
+
+    fn lock_journal(&mut self) -> Option<rusqlite::Connection> {
+        let db = rusqlite::Connection::open(&self.journal_path).ok()?;
+        db.execute_batch("BEGIN IMMEDIATE").ok()?;
+        Some(db)
+    }
+
+    async fn input(&mut self, vm: VmId, input: Input) {
+        let now = self.now;
+        let session = self.agents.get(&vm).map(|a| a.session);
+        match input {
+            Input::Domain(st) => {
+                let listed = self.hv.with(|w| {
+                    let d = w.doms.get_mut(&vm)?;
+                    d.state = Some(st);
+                    Some(d.listed)
+                });
+                if listed.is_some() {
+                    self.deliver(CoreMsg::Hv(HvEvent::State(vm, st))).await;
+                }
+            }
+            Input::Rebooted => self.deliver(CoreMsg::Hv(HvEvent::Rebooted(vm))).await,
+            Input::Hello { boot_id } => self.hello(&vm, &boot_id).await,
+            Input::Heartbeat { .. } => {
+                if let Some(s) = session {
+                    let msg = Message::Heartbeat(Heartbeat {
+                        seq: now / 500,
+                        uptime_ms: now,
+                    });
+                    self.send(&vm, s, msg).await;
+                }
+            }
+            Input::Report { mut snapshot, .. } => {
+                snapshot.uptime_ms = now;
+                for e in &mut snapshot.kernel_events {
+                    e.timestamp_us = now.saturating_sub(e.timestamp_us) * 1000;
+                }
+                if let Some(s) = session {
+                    let msg = Message::Report(Report {
+                        seq: now,
+                        trigger: ReportTrigger::Periodic,
+                        snapshot: *snapshot,
+                    });
+                    self.send(&vm, s, msg).await;
+                }
+            }
+            Input::Notice(n) => {
+                if let Some(s) = session {
+                    self.send(&vm, s, Message::Notice(n)).await;
+                }
+            }
+            Input::Bye(reason) => {
+                if let Some(s) = session {
+                    self.send(&vm, s, Message::Bye(Bye { reason })).await;
+                }
+            }
+            Input::SessionClosed => {
+                if let Some(a) = self.agents.remove(&vm) {
+                    self.deliver(CoreMsg::Closed {
+                        vm,
+                        session: a.session,
+                        why: "closed by the agent".into(),
+                    })
+                    .await;
+                }
+            }
+            Input::VmRemoved => self.hv.with(|w| {
+                if let Some(d) = w.doms.get_mut(&vm) {
+                    d.listed = false;
+                }
+            }),
+            Input::Operator(cmd) => {
+                let req = match cmd {
+                    OperatorCommand::MaintenanceOn { until } => Request::Maintenance {
+                        domain: vm.clone(),
+                        on: true,
+                        for_ms: until,
+                    },
+                    OperatorCommand::MaintenanceOff => Request::Maintenance {
+                        domain: vm.clone(),
+                        on: false,
+                        for_ms: None,
+                    },
+                    OperatorCommand::Release => Request::Release { domain: vm.clone() },
+                    OperatorCommand::Act { kind } => Request::Act {
+                        domain: vm.clone(),
+                        action: kind.name().to_string(),
+                    },
+                };
+                match self.control(req).await {
+                    Some(r) if r.ok => {}
+                    Some(r) => self.say(&vm, format_args!("operator refused: {}", r.data)),
+                    None => self.say(&vm, format_args!("operator got no answer")),
+                }
+            }
+            other => self.say(&vm, format_args!("not in the core harness: {other:?}")),
+        }
+    }
+}
