@@ -28,6 +28,27 @@ pub enum Cmd {
         #[arg(long, env = "VIGIL_AGENT_CONNECT")]
         connect: Option<String>,
     },
+    /// Declare maintenance from inside the guest (root): while it is on,
+    /// the host acts on no fault of this VM. Talks to the running agent.
+    Maintenance {
+        /// `on`, `off` or `status`.
+        #[arg(value_parser = ["on", "off", "status"])]
+        mode: String,
+        /// How long, with `on` (`30m`, `2h`, seconds); the host may cap it.
+        #[arg(long = "for", default_value = "30m")]
+        duration: String,
+        /// Why, with `on` (shown on the host).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Run as a package manager hook: never fails, does nothing when
+        /// the config turns the hook off, and `off` closes only the
+        /// hook's own window.
+        #[arg(long, value_parser = ["apt"])]
+        hook: Option<String>,
+        /// Config file (for the runtime directory and the hook switch).
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
     /// Take one snapshot and judge it: exit 0 healthy, 1 degraded, 2 faulted.
     Check {
         /// Config file.

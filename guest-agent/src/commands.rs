@@ -86,19 +86,7 @@ pub fn run(entry: &Allowed) -> CommandOutcome {
             }
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(entry.timeout_s);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(_) => break None,
-        }
-    };
+    let status = wait_for(&mut child, Duration::from_secs(entry.timeout_s));
     let mut tail = Vec::new();
     let mut out = out;
     if let Ok(len) = out.seek(SeekFrom::End(0)) {
@@ -123,6 +111,45 @@ pub fn run(entry: &Allowed) -> CommandOutcome {
             detail: Text::from(format!("timed out after {} s", entry.timeout_s)),
         },
     }
+}
+
+/// Wait for `child` at most `timeout`; past it, kill it (None).
+fn wait_for(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return Some(st),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// The standard output of a local query (not an allow-listed action):
+/// `argv` run with no input, killed at `timeout`; None when it cannot run,
+/// fails or times out. At most 64 KiB is kept.
+pub fn output(argv: &[&str], timeout: Duration) -> Option<String> {
+    let (prog, args) = argv.split_first()?;
+    let out = tempfile::tempfile().ok()?;
+    let mut child = Process::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out.try_clone().ok()?))
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    if !wait_for(&mut child, timeout)?.success() {
+        return None;
+    }
+    let mut out = out;
+    out.seek(SeekFrom::Start(0)).ok()?;
+    let mut text = String::new();
+    out.take(64 * 1024).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 #[cfg(test)]

@@ -80,6 +80,27 @@ pub struct Watch {
     pub units: Vec<String>,
 }
 
+/// Guest-declared maintenance (`vigil-agent maintenance`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Maintenance {
+    /// The APT hook the package ships declares maintenance while dpkg runs
+    /// (a service restarted by an upgrade is not "recovered" on top).
+    pub apt_hook: bool,
+    /// How long the APT hook's window lasts at most, in seconds (it ends
+    /// when dpkg is done).
+    pub apt_window_s: u32,
+}
+
+impl Default for Maintenance {
+    fn default() -> Self {
+        Self {
+            apt_hook: true,
+            apt_window_s: 1800,
+        }
+    }
+}
+
 /// Bounds on what the agent forwards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -121,6 +142,8 @@ pub struct Config {
     pub allow: Vec<Allowed>,
     /// Rate and size bounds.
     pub limits: Limits,
+    /// Guest-declared maintenance.
+    pub maintenance: Maintenance,
 }
 
 impl Default for Config {
@@ -135,6 +158,7 @@ impl Default for Config {
             watch: Watch::default(),
             allow: Vec::new(),
             limits: Limits::default(),
+            maintenance: Maintenance::default(),
         }
     }
 }
@@ -246,6 +270,12 @@ impl Config {
         if self.limits.kernel_events_per_minute == 0 || self.limits.kernel_events_per_minute > 6000
         {
             return bad("limits.kernel_events_per_minute must be 1..=6000".into());
+        }
+        if !(1..=crate::maintenance::MAX_WINDOW_S).contains(&self.maintenance.apt_window_s) {
+            return bad(format!(
+                "maintenance.apt_window_s must be 1..={}",
+                crate::maintenance::MAX_WINDOW_S
+            ));
         }
         if !(100..=600_000).contains(&self.limits.max_backoff_ms) {
             return bad("limits.max_backoff_ms must be 100..=600000".into());

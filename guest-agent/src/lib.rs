@@ -8,7 +8,9 @@
 //! - [`pstore`]: the previous boot's crash record;
 //! - [`health`]: rules for the `check` one-shot probe;
 //! - [`commands`]: the allow-list and running host commands;
-//! - [`client`]: connect, handshake, heartbeat, report, reconnect.
+//! - [`client`]: connect, handshake, heartbeat, report, reconnect;
+//! - [`maintenance`]: guest-declared maintenance windows and the local
+//!   socket `vigil-agent maintenance` talks to.
 
 pub mod check;
 pub mod cli;
@@ -18,4 +20,5 @@ pub mod commands;
 pub mod config;
 pub mod health;
 pub mod kmsg;
+pub mod maintenance;
 pub mod pstore;

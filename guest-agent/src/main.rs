@@ -49,6 +49,73 @@ fn run(config: Config) -> anyhow::Result<()> {
     agent.run()
 }
 
+/// `vigil-agent maintenance`: ask the running agent. As a hook it never
+/// fails (a package manager must not stop over it).
+fn maintenance(
+    mode: &str,
+    duration: &str,
+    reason: String,
+    hook: Option<String>,
+    config: &Path,
+) -> ExitCode {
+    use vigil_agent::maintenance::{ask, now_ms, render, Request};
+    let hooked = hook.is_some();
+    let fail = |code: u8, msg: String| {
+        eprintln!("vigil-agent: {msg}");
+        ExitCode::from(if hooked { 0 } else { code })
+    };
+    let config = match load(config, None) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_CONFIG, format!("{e:#}")),
+    };
+    if hooked && !config.maintenance.apt_hook {
+        return ExitCode::SUCCESS; // turned off: maintenance.apt_hook = false
+    }
+    let req = match mode {
+        "on" => {
+            let for_s = if hooked {
+                Ok(u64::from(config.maintenance.apt_window_s))
+            } else {
+                vigil_protocol::duration::parse_ms(duration).map(|ms| ms / 1000)
+            };
+            match for_s {
+                Ok(s) => Request::On {
+                    for_s: s.min(u64::from(u32::MAX)) as u32,
+                    reason: if reason.is_empty() && hooked {
+                        "package upgrade (apt)".into()
+                    } else {
+                        reason
+                    },
+                    hook,
+                },
+                Err(e) => return fail(2, e),
+            }
+        }
+        "off" => Request::Off { hook },
+        _ => Request::Status,
+    };
+    match ask(&config.state_dir, &req) {
+        Ok(r) => {
+            print!("{}", render(&r, now_ms()));
+            if r.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(
+            EXIT_FAILURE,
+            format!(
+                "the agent is not running or not reachable ({}: {e})",
+                config
+                    .state_dir
+                    .join(vigil_agent::maintenance::SOCKET)
+                    .display()
+            ),
+        ),
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
@@ -58,7 +125,9 @@ fn main() -> ExitCode {
     }
     match args.command {
         None => {
-            eprintln!("vigil-agent: a subcommand is required (run, check); see --help");
+            eprintln!(
+                "vigil-agent: a subcommand is required (run, check, maintenance); see --help"
+            );
             ExitCode::from(2)
         }
         Some(Cmd::Run { config, connect }) => {
@@ -77,6 +146,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Cmd::Maintenance {
+            mode,
+            duration,
+            reason,
+            hook,
+            config,
+        }) => maintenance(&mode, &duration, reason, hook, &config),
         Some(Cmd::Check { config, json }) => {
             let config = match load(&config, None) {
                 Ok(c) => c,

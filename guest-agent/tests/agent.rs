@@ -488,3 +488,95 @@ fn bad_config_is_a_clear_error() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(78));
 }
+
+fn maintenance(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .arg("maintenance")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `vigil-agent maintenance on|off|status` from inside the guest reaches
+/// the host as notices; a window outlives an agent restart (told again on
+/// the new session, with the time left); the APT hook never fails, closes
+/// only its own window, and the config can turn it off.
+#[test]
+fn guest_declared_maintenance_reaches_the_host() {
+    let f = fixture("");
+    // No agent running: a clear error, except as a hook.
+    let (code, _, err) = maintenance(&f.config, &["status"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("not running"), "{err}");
+    assert_eq!(maintenance(&f.config, &["on", "--hook", "apt"]).0, 0);
+    let (code, _, err) = maintenance(&f.config, &["on", "--for", "soon"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad duration"), "{err}");
+
+    let listener = UnixListener::bind(&f.sock).unwrap();
+    let agent = spawn_agent(&f.config);
+    let (mut host, _) = Host::accept(&listener, 200);
+    assert!(matches!(host.next(), Message::Report(_)));
+    let (code, out, err) = maintenance(&f.config, &["on", "--for", "10m", "--reason", "kernel update"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("maintenance: on") && out.contains("kernel update"), "{out}");
+    assert!(out.contains("host: connected"), "{out}");
+    assert_eq!(
+        host.next_interesting(),
+        Message::Notice(Notice::MaintenanceStart {
+            duration_s: 600,
+            reason: "kernel update".into()
+        })
+    );
+    // The APT hook's off leaves the operator's window alone.
+    let (code, out, _) = maintenance(&f.config, &["off", "--hook", "apt"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("left on"), "{out}");
+    // The agent restarts mid-window: the new session hears it again.
+    drop(agent);
+    drop(host);
+    let agent = spawn_agent(&f.config);
+    let (mut host, _) = Host::accept(&listener, 200);
+    match host.next_interesting() {
+        Message::Notice(Notice::MaintenanceStart { duration_s, reason }) => {
+            assert!((590..=600).contains(&duration_s), "{duration_s}");
+            assert_eq!(reason, "kernel update");
+        }
+        other => panic!("expected the window again, got {other:?}"),
+    }
+    let (code, out, _) = maintenance(&f.config, &["off"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("maintenance: off"), "{out}");
+    assert_eq!(
+        host.next_interesting(),
+        Message::Notice(Notice::MaintenanceEnd)
+    );
+    // The hook opens and closes its own window, with the config's length.
+    maintenance(&f.config, &["on", "--hook", "apt"]);
+    assert_eq!(
+        host.next_interesting(),
+        Message::Notice(Notice::MaintenanceStart {
+            duration_s: 1800,
+            reason: "package upgrade (apt)".into()
+        })
+    );
+    maintenance(&f.config, &["off", "--hook", "apt"]);
+    assert_eq!(
+        host.next_interesting(),
+        Message::Notice(Notice::MaintenanceEnd)
+    );
+    drop(agent);
+    // Turned off in the config: the hook does nothing, successfully.
+    let off = f.dir.path().join("off.toml");
+    let text = std::fs::read_to_string(&f.config).unwrap();
+    std::fs::write(&off, format!("{text}[maintenance]\napt_hook = false\n")).unwrap();
+    let (code, out, err) = maintenance(&off, &["on", "--hook", "apt"]);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
+}

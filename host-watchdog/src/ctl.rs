@@ -30,36 +30,18 @@ fn err(code: u8, message: impl Into<String>) -> CtlError {
 
 /// Parse `600`, `10m`, `2h`, `1d` (ago) or a ms-since-epoch timestamp into ms since the epoch.
 pub fn parse_since(s: &str, now_ms: Millis) -> Result<Millis, CtlError> {
-    let dur = parse_duration_ms(s)?;
     // Large bare numbers are absolute timestamps.
-    if s.chars().all(|c| c.is_ascii_digit()) && dur > 1_000_000_000_000 {
-        return Ok(s.parse().unwrap_or(0));
+    if let Ok(n) = s.parse::<Millis>() {
+        if n > 1_000_000_000_000 {
+            return Ok(n);
+        }
     }
-    Ok(now_ms.saturating_sub(dur))
+    Ok(now_ms.saturating_sub(parse_duration_ms(s)?))
 }
 
 /// Parse `90`, `90s`, `10m`, `2h`, `1d` into milliseconds.
 pub fn parse_duration_ms(s: &str) -> Result<Millis, CtlError> {
-    let bad = || {
-        err(
-            2,
-            format!("bad duration {s:?} (examples: 90, 90s, 10m, 2h, 1d)"),
-        )
-    };
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let mul = match unit {
-        "" if n > 1_000_000_000_000 => return Ok(n),
-        "" | "s" => 1_000,
-        "ms" => 1,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(mul).ok_or_else(bad)
+    vigil_protocol::duration::parse_ms(s).map_err(|m| err(2, m))
 }
 
 fn now_ms() -> Millis {

@@ -24,6 +24,7 @@
 /// report does not allocate per name.
 pub type Text = compact_str::CompactString;
 
+pub mod duration;
 pub mod frame;
 pub mod io;
 pub mod limits;

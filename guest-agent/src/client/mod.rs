@@ -59,6 +59,8 @@ enum Event {
     CommandDone(CommandResult),
     /// Stop was requested (wakes the main loop at once).
     Stop,
+    /// A maintenance window opened or closed (`vigil-agent maintenance`).
+    Maintenance(crate::maintenance::Change),
 }
 
 /// Asks a running agent to stop: say `Bye` and return from `run`.
@@ -134,6 +136,8 @@ pub struct Agent {
     /// often it says it will (protocol 2 keepalives).
     host_heard: Instant,
     keepalive_ms: u32,
+    /// The guest-declared maintenance window.
+    maint: crate::maintenance::Shared,
 }
 
 impl Agent {
@@ -155,6 +159,7 @@ impl Agent {
             version: 1,
             host_heard: Instant::now(),
             keepalive_ms: 2000,
+            maint: Arc::new(Mutex::new(crate::maintenance::State::load(&config.state_dir))),
             config,
             stop,
         }
@@ -191,6 +196,7 @@ impl Agent {
                 .name("heartbeat".into())
                 .spawn(move || heartbeat_thread(slot, ms, uptime, tx, stop))?;
         }
+        self.serve_maintenance();
         let max_backoff = Duration::from_millis(self.config.limits.max_backoff_ms);
         let mut backoff = Duration::from_millis(100);
         let mut notified = false;
@@ -238,6 +244,54 @@ impl Agent {
         }
         info!("stopped");
         Ok(())
+    }
+
+    /// Serve `vigil-agent maintenance` on the runtime directory's socket:
+    /// a change is passed to the main loop, which tells the host.
+    fn serve_maintenance(&self) {
+        use crate::maintenance::{bind, now_ms, serve};
+        let listener = match bind(&self.config.state_dir) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(
+                    "maintenance socket unavailable in {}: {e}",
+                    self.config.state_dir.display()
+                );
+                return;
+            }
+        };
+        let (maint, slot, tx) = (self.maint.clone(), self.slot.clone(), self.tx.clone());
+        let handle = move |req| {
+            let (mut reply, change) = maint
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply(req, now_ms());
+            if let Some(c) = change {
+                info!("maintenance: {}", reply.message);
+                let _ = tx.send(Event::Maintenance(c));
+            }
+            reply.connected = lock(&slot).is_some();
+            reply
+        };
+        if let Err(e) = thread::Builder::new()
+            .name("control".into())
+            .spawn(move || serve(listener, handle))
+        {
+            warn!("cannot serve the maintenance socket: {e}");
+        }
+    }
+
+    /// Tell the host about a maintenance window change.
+    fn tell_maintenance(&mut self, c: crate::maintenance::Change) -> io::Result<()> {
+        use crate::maintenance::Change;
+        let notice = match c {
+            Change::Start(duration_s, reason) => Notice::MaintenanceStart {
+                duration_s,
+                reason: Text::from(reason),
+            },
+            Change::End => Notice::MaintenanceEnd,
+        };
+        self.send(&Message::Notice(notice))
     }
 
     fn sleep_interruptibly(&self, d: Duration) {
@@ -348,6 +402,19 @@ impl Agent {
         if let Err(e) = self.report(seq, ReportTrigger::Connected) {
             return End::Lost(e.to_string());
         }
+        // A window open before this session (an agent restarted within
+        // it, a host that restarted) is told again, with the time left.
+        let open = {
+            let mut m = self.maint.lock().unwrap_or_else(|p| p.into_inner());
+            let now = crate::maintenance::now_ms();
+            m.current(now)
+                .map(|w| crate::maintenance::Change::Start(w.left_s(now), w.reason.clone()))
+        };
+        if let Some(c) = open {
+            if let Err(e) = self.tell_maintenance(c) {
+                return End::Lost(e.to_string());
+            }
+        }
         let mut next_report =
             Instant::now() + Duration::from_millis(settings.report_interval_ms.into());
         let mut next_watch = Instant::now() + WATCH_TICK;
@@ -357,11 +424,7 @@ impl Agent {
         self.host_heard = Instant::now();
         loop {
             if self.stop.load(Ordering::Relaxed) {
-                let reason = if shutting_down() {
-                    ByeReason::Shutdown
-                } else {
-                    ByeReason::Stopped
-                };
+                let reason = stop_reason();
                 info!("stopping: sending bye reason={reason:?}");
                 if let Err(e) = self.send(&Message::Bye(Bye { reason })) {
                     warn!("could not send bye: {e}");
@@ -435,6 +498,7 @@ impl Agent {
                     self.send(&Message::CommandResult(result))
                 }
                 Event::Stop => Ok(()), // the flag is checked at the top of the loop
+                Event::Maintenance(c) => self.tell_maintenance(c),
             };
             if let Err(e) = r {
                 return End::Lost(e.to_string());
@@ -527,21 +591,71 @@ fn jitter(d: Duration, seed: u32) -> Duration {
     d * (800 + x) / 1000
 }
 
-/// Whether systemd says the system is going down.
-fn shutting_down() -> bool {
+/// Why the agent is stopping: the system going down (and for a reboot or
+/// a power-off) or only the agent. Under systemd, its queued jobs tell: a
+/// `reboot.target` (or kexec, soft-reboot) or `poweroff.target` (or halt)
+/// start job is what `systemctl reboot` / `poweroff` queue; without one,
+/// the agent alone is being stopped. Asked with a 2 s bound.
+fn stop_reason() -> ByeReason {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return false;
+        return ByeReason::Stopped;
     }
-    std::process::Command::new("systemctl")
-        .arg("is-system-running")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "stopping")
-        .unwrap_or(false)
+    let jobs = crate::commands::output(
+        &["systemctl", "list-jobs", "--no-legend", "--no-pager", "--full"],
+        Duration::from_secs(2),
+    )
+    .unwrap_or_default();
+    bye_reason(&jobs)
+}
+
+/// The reason `systemctl list-jobs` output implies (pure).
+fn bye_reason(jobs: &str) -> ByeReason {
+    let queued = |t: &str| {
+        jobs.lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(t))
+    };
+    if ["reboot.target", "kexec.target", "soft-reboot.target"]
+        .iter()
+        .any(|t| queued(t))
+    {
+        ByeReason::Reboot
+    } else if ["poweroff.target", "halt.target", "shutdown.target"]
+        .iter()
+        .any(|t| queued(t))
+    {
+        ByeReason::Shutdown
+    } else {
+        ByeReason::Stopped
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_queued_jobs_tell_a_reboot_from_a_poweroff_from_a_stop() {
+        // As `systemctl list-jobs --no-legend` prints them mid-shutdown.
+        let reboot = "\
+1234 reboot.target            start waiting
+1240 vigil-agent.service      stop  running
+1236 shutdown.target          start waiting
+";
+        assert_eq!(bye_reason(reboot), ByeReason::Reboot);
+        let poweroff = "\
+98 poweroff.target start waiting
+99 shutdown.target start waiting
+";
+        assert_eq!(bye_reason(poweroff), ByeReason::Shutdown);
+        let stop = "1240 vigil-agent.service stop running\n";
+        assert_eq!(bye_reason(stop), ByeReason::Stopped);
+        assert_eq!(bye_reason(""), ByeReason::Stopped);
+        // A unit merely named like a target is not one.
+        assert_eq!(
+            bye_reason("7 my-reboot.target.service start running\n"),
+            ByeReason::Stopped
+        );
+    }
 
     #[test]
     fn jitter_stays_within_twenty_percent() {

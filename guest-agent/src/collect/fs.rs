@@ -1,4 +1,14 @@
 //! Filesystems: real mounts from mountinfo, with usage from statvfs.
+//!
+//! The guest's mounts are read from its init's mount table
+//! (`/proc/1/mountinfo`), not the agent's own: a sandboxed agent (systemd's
+//! `ProtectSystem=`, `ProtectHome=`, `PrivateTmp=`) lives in a mount
+//! namespace of read-only bind mounts, and its own table would report
+//! `/boot`, `/etc` or `/usr` read-only on a healthy guest. Usage and write
+//! probes go through a view of the same filesystem in the agent's own
+//! namespace (the same device, writable for a probe): a superblock's usage
+//! and whether it takes a write do not depend on the mount they are asked
+//! through.
 
 use std::path::Path;
 
@@ -57,6 +67,26 @@ pub struct Mount {
     /// The mount as the kernel describes it (id, options, superblock
     /// options): it changes when the filesystem is remounted or replaced.
     pub key: String,
+    /// The filesystem's device number (`major:minor`), the same in every
+    /// mount namespace.
+    pub dev: String,
+    /// This mount's own options allow writes (a read-only bind mount of a
+    /// writable filesystem says no).
+    pub mount_rw: bool,
+}
+
+/// Where, in the agent's own mount namespace (`own`, its parsed
+/// mountinfo), filesystem `m` can be reached: at the same mount point when
+/// that shows the same device, else at any mount of the device; with
+/// `writable`, only through a mount whose own options allow writes. None
+/// when the agent's namespace hides it.
+pub fn view<'a>(own: &'a [Mount], m: &Mount, writable: bool) -> Option<&'a str> {
+    let fits = |o: &&Mount| o.dev == m.dev && (!writable || o.mount_rw);
+    own.iter()
+        .filter(fits)
+        .find(|o| o.mount_point == m.mount_point)
+        .or_else(|| own.iter().find(fits))
+        .map(|o| o.mount_point.as_str())
 }
 
 fn unescape(s: &str) -> String {
@@ -79,7 +109,7 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Parse `/proc/self/mountinfo`, keeping real filesystems once per mount
+/// Parse a mountinfo table, keeping real filesystems once per mount
 /// point (the last mount on a point wins, as the kernel shows it): pure.
 pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
     let mut out: Vec<Mount> = Vec::new();
@@ -98,13 +128,16 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             continue;
         }
         let super_ro = r.get(2).is_some_and(|o| o.split(',').any(|o| o == "ro"));
-        let read_only = super_ro || l[5].split(',').any(|o| o == "ro");
+        let mount_ro = l[5].split(',').any(|o| o == "ro");
+        let read_only = super_ro || mount_ro;
         let m = Mount {
             mount_point: unescape(l[4]),
             device: unescape(r[1]),
             fs_type: fs_type.to_string(),
             read_only,
             key: format!("{} {} {}", l[0], l[5], r.get(2).unwrap_or(&"")),
+            dev: l[2].to_string(),
+            mount_rw: !mount_ro,
         };
         out.retain(|o| o.mount_point != m.mount_point);
         out.push(m);
@@ -113,12 +146,14 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
     out
 }
 
-/// Usage of one mounted filesystem (statvfs under `fs_root`).
-pub fn stat(fs_root: &Path, m: &Mount) -> Result<Filesystem, String> {
-    let path = fs_root.join(m.mount_point.trim_start_matches('/'));
+/// Usage of one mounted filesystem: statvfs of its view `at` (a mount
+/// point of the agent's namespace) under `fs_root`. Read-only as the
+/// guest's table says (statvfs's flag is the view's, which a sandbox's
+/// bind mount may make read-only).
+pub fn stat(fs_root: &Path, m: &Mount, at: &str) -> Result<Filesystem, String> {
+    let path = fs_root.join(at.trim_start_matches('/'));
     let st = nix::sys::statvfs::statvfs(&path).map_err(|e| format!("{}: {e}", m.mount_point))?;
     let frag = st.fragment_size() as u64;
-    let flags_ro = st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
     Ok(Filesystem {
         mount_point: Text::from(m.mount_point.as_str()),
         device: Text::from(m.device.as_str()),
@@ -127,7 +162,7 @@ pub fn stat(fs_root: &Path, m: &Mount) -> Result<Filesystem, String> {
         avail_bytes: st.blocks_available() as u64 * frag,
         inodes_total: st.files() as u64,
         inodes_free: st.files_available() as u64,
-        read_only: m.read_only || flags_ro,
+        read_only: m.read_only,
     })
 }
 
@@ -160,10 +195,11 @@ pub fn recorded_errors(sys_root: &Path, fs_root: &Path, m: &Mount) -> u64 {
 /// when the flags lie (ext4 after an error on newer kernels keeps `rw` in
 /// every table); only asked of a filesystem with recorded errors, since
 /// even an unnamed file costs a journal write.
-pub fn refuses_writes(fs_root: &Path, m: &Mount) -> bool {
+/// `at` is a writable view of the filesystem in the agent's namespace.
+pub fn refuses_writes(fs_root: &Path, at: &str) -> bool {
     use nix::fcntl::{open, OFlag};
     use nix::sys::stat::Mode;
-    let path = fs_root.join(m.mount_point.trim_start_matches('/'));
+    let path = fs_root.join(at.trim_start_matches('/'));
     match open(&path, OFlag::O_TMPFILE | OFlag::O_WRONLY, Mode::S_IRUSR) {
         Ok(fd) => {
             drop(fd);
@@ -220,6 +256,8 @@ broken line
                     fs_type: "xfs".into(),
                     read_only: true,
                     key: "26 ro,relatime ro,attr2".into(),
+                    dev: "253:16".into(),
+                    mount_rw: false,
                 },
                 Mount {
                     mount_point: "/".into(),
@@ -227,6 +265,8 @@ broken line
                     fs_type: "ext4".into(),
                     read_only: false,
                     key: "28 rw,relatime rw".into(),
+                    dev: "253:1".into(),
+                    mount_rw: true,
                 },
                 // Mounted rw, superblock read-only (after an ext4 error).
                 Mount {
@@ -235,6 +275,8 @@ broken line
                     fs_type: "ext4".into(),
                     read_only: true,
                     key: "29 rw,relatime ro,errors=remount-ro".into(),
+                    dev: "253:32".into(),
+                    mount_rw: true,
                 },
             ]
         );
@@ -252,6 +294,8 @@ broken line
             fs_type: "ext4".into(),
             read_only: false,
             key: String::new(),
+            dev: "253:32".into(),
+            mount_rw: true,
         };
         assert_eq!(recorded_errors(&sys, dir.path(), &m), 3);
         let xfs = Mount {
@@ -261,7 +305,56 @@ broken line
         assert_eq!(recorded_errors(&sys, dir.path(), &xfs), 0);
         // A writable directory accepts an unnamed temporary file.
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        assert!(!refuses_writes(dir.path(), &m));
+        assert!(!refuses_writes(dir.path(), "/data"));
+    }
+
+    /// The guest's table, and the same guest as a sandboxed agent sees it
+    /// (systemd's ProtectSystem=full, ProtectHome=read-only, PrivateTmp=):
+    /// read-only bind mounts of healthy writable filesystems.
+    const GUEST: &str = "\
+21 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda rw,errors=remount-ro
+30 21 254:2 / /boot rw,relatime shared:20 - ext4 /dev/vdb rw
+31 21 254:3 / /home rw,relatime shared:21 - ext4 /dev/vdc rw
+";
+    const SANDBOX: &str = "\
+400 390 254:1 / / rw,relatime master:1 - ext4 /dev/vda rw,errors=remount-ro
+401 400 254:1 /usr /usr ro,relatime master:1 - ext4 /dev/vda rw,errors=remount-ro
+402 400 254:1 /etc /etc ro,relatime master:1 - ext4 /dev/vda rw,errors=remount-ro
+403 400 254:2 / /boot ro,relatime master:20 - ext4 /dev/vdb rw
+404 400 254:3 / /home ro,relatime master:21 - ext4 /dev/vdc rw
+405 400 254:1 /tmp/systemd-private-x/tmp /tmp rw,relatime master:1 - ext4 /dev/vda rw,errors=remount-ro
+";
+
+    #[test]
+    fn a_sandboxed_agent_reports_the_guests_mounts_through_its_own_views() {
+        let guest = parse_mountinfo(GUEST);
+        let own = parse_mountinfo(SANDBOX);
+        // The guest's table: nothing read-only.
+        assert!(guest.iter().all(|m| !m.read_only), "{guest:?}");
+        // The sandbox's own table would have said /boot and /home are.
+        assert!(own
+            .iter()
+            .any(|m| m.mount_point == "/boot" && m.read_only));
+        let boot = &guest[1];
+        let home = &guest[2];
+        // Usage through the same mount point; a write probe only through a
+        // writable view, which /boot and /home do not have in the sandbox.
+        assert_eq!(view(&own, boot, false), Some("/boot"));
+        assert_eq!(view(&own, boot, true), None);
+        assert_eq!(view(&own, home, true), None);
+        // The root filesystem is writable at / itself.
+        assert_eq!(view(&own, &guest[0], true), Some("/"));
+        // A filesystem the sandbox hides has no view at all.
+        let hidden = Mount {
+            dev: "254:9".into(),
+            ..boot.clone()
+        };
+        assert_eq!(view(&own, &hidden, false), None);
+        // Another mount of the same device serves when the point differs.
+        let only_tmp = parse_mountinfo(
+            "405 400 254:1 /tmp/x /tmp rw,relatime master:1 - ext4 /dev/vda rw\n",
+        );
+        assert_eq!(view(&only_tmp, &guest[0], true), Some("/tmp"));
     }
 
     #[test]
@@ -274,14 +367,18 @@ broken line
             fs_type: "ext4".into(),
             read_only: false,
             key: String::new(),
+            dev: "253:32".into(),
+            mount_rw: true,
         };
-        let f = stat(dir.path(), &m).unwrap();
+        let f = stat(dir.path(), &m, "/srv").unwrap();
         assert!(f.size_bytes > 0 && f.avail_bytes <= f.size_bytes);
         let missing = Mount {
             mount_point: "/nope".into(),
             ..m
         };
-        assert!(stat(dir.path(), &missing).unwrap_err().contains("/nope"));
+        assert!(stat(dir.path(), &missing, "/nope")
+            .unwrap_err()
+            .contains("/nope"));
         let full = Filesystem {
             size_bytes: 100,
             avail_bytes: 3,

@@ -98,7 +98,9 @@ impl Collector {
             prev_ticks: None,
             fs_seen: Default::default(),
             write_probes: Default::default(),
-            mount_table: std::fs::File::open(config.proc_root.join("self/mountinfo")).ok(),
+            mount_table: std::fs::File::open(config.proc_root.join("1/mountinfo"))
+                .or_else(|_| std::fs::File::open(config.proc_root.join("self/mountinfo")))
+                .ok(),
             full_percent: 95,
         }
     }
@@ -117,24 +119,49 @@ impl Collector {
         if self.mounts_changed() {
             self.write_probes.clear(); // what a write said may not hold
         }
-        match std::fs::read_to_string(self.roots.proc_root.join("self/mountinfo")) {
-            Ok(text) => {
-                let mounts = fs::parse_mountinfo(&text);
-                self.write_probes
-                    .retain(|p, _| mounts.iter().any(|m| &m.mount_point == p));
-                for m in mounts {
-                    match fs::stat(&self.roots.fs_root, &m) {
-                        Ok(mut f) => {
-                            if !f.read_only && self.refuses_writes(&m) {
-                                f.read_only = true;
-                            }
-                            out.push(f);
-                        }
-                        Err(e) => errors.push(e),
-                    }
+        let table = |who: &str| {
+            std::fs::read_to_string(self.roots.proc_root.join(who).join("mountinfo"))
+                .map_err(|e| format!("{who}/mountinfo: {e}"))
+        };
+        // The guest's mounts as its init sees them, and the agent's own
+        // views of them (the same table when it has no namespace of its own).
+        let (guest, own) = match (table("1"), table("self")) {
+            (Ok(g), Ok(o)) => (g, o),
+            (Err(e), Ok(o)) => {
+                // A tree without an init (tests) is the agent's own; a
+                // refusal is named.
+                if !e.ends_with(&std::io::Error::from(std::io::ErrorKind::NotFound).to_string()) {
+                    errors.push(e);
                 }
+                (o.clone(), o)
             }
-            Err(e) => errors.push(format!("mountinfo: {e}")),
+            (_, Err(e)) => {
+                errors.push(e);
+                return (out, errors);
+            }
+        };
+        let mounts = fs::parse_mountinfo(&guest);
+        let own = if own == guest {
+            mounts.clone()
+        } else {
+            fs::parse_mountinfo(&own)
+        };
+        self.write_probes
+            .retain(|p, _| mounts.iter().any(|m| &m.mount_point == p));
+        for m in mounts {
+            let Some(at) = fs::view(&own, &m, false) else {
+                errors.push(format!("{}: not visible to the agent", m.mount_point));
+                continue;
+            };
+            match fs::stat(&self.roots.fs_root, &m, at) {
+                Ok(mut f) => {
+                    if !f.read_only && self.refuses_writes(&m, &own) {
+                        f.read_only = true;
+                    }
+                    out.push(f);
+                }
+                Err(e) => errors.push(e),
+            }
         }
         (out, errors)
     }
@@ -160,7 +187,7 @@ impl Collector {
     /// Whether a filesystem whose flags say writable refuses writes: asked
     /// only of one with recorded errors, and only again when the mount
     /// changed or (if it took the write) it recorded new errors.
-    fn refuses_writes(&mut self, m: &fs::Mount) -> bool {
+    fn refuses_writes(&mut self, m: &fs::Mount, own: &[fs::Mount]) -> bool {
         let r = &self.roots;
         let errors = fs::recorded_errors(&r.sys_root, &r.fs_root, m);
         if errors == 0 {
@@ -172,7 +199,12 @@ impl Collector {
                 return p.refuses;
             }
         }
-        let refuses = fs::refuses_writes(&r.fs_root, m);
+        // Asked through a writable view of the agent's namespace; with
+        // none (a sandbox's read-only bind), it cannot be asked.
+        let Some(at) = fs::view(own, m, true) else {
+            return false;
+        };
+        let refuses = fs::refuses_writes(&r.fs_root, at);
         self.write_probes.insert(
             m.mount_point.clone(),
             WriteProbe {
