@@ -56,6 +56,12 @@ pub struct VmConfig {
     /// safety snapshot of the broken disk, revert, start).
     #[serde(default)]
     pub snapshot: Option<String>,
+    /// The guest's vsock CID, for connections to `listen`'s vsock://
+    /// addresses, when the domain's XML does not carry it (a device added
+    /// outside libvirt's `<vsock>`, or 1, the loopback CID, for a vigild
+    /// inside the guest). Wins over the XML's.
+    #[serde(default)]
+    pub cid: Option<u32>,
 }
 
 /// The daemon's settings.
@@ -197,9 +203,19 @@ impl Config {
             return bad("max_messages_per_second must be > 0".into());
         }
         let mut names = BTreeSet::new();
+        let mut cids = BTreeSet::new();
         for v in &self.vm {
             if v.domain.is_empty() || !names.insert(v.domain.as_str()) {
                 return bad(format!("vm {:?}: empty or listed twice", v.domain));
+            }
+            if let Some(c) = v.cid {
+                // 0 is the hypervisor, 2 the host, u32::MAX "any".
+                if c == 0 || c == 2 || c == u32::MAX || !cids.insert(c) {
+                    return bad(format!(
+                        "vm {}: cid {c} is reserved or listed twice",
+                        v.domain
+                    ));
+                }
             }
             for (what, a) in [("agent", &v.agent), ("probe", &v.probe)] {
                 if let Some(a) = a {
@@ -230,6 +246,20 @@ mod tests {
         let c = Config::from_toml(text, Path::new("w.toml"))?;
         c.validate()?;
         Ok(c)
+    }
+
+    #[test]
+    fn a_vm_cid_must_be_a_guest_cid_and_unique() {
+        let vm = |d: &str, c: u32| format!("[[vm]]\ndomain = \"{d}\"\ncid = {c}\n");
+        assert_eq!(check(&vm("a", 1)).unwrap().vm[0].cid, Some(1));
+        for c in [0, 2, u32::MAX] {
+            let e = check(&vm("a", c)).unwrap_err().to_string();
+            assert!(e.contains("reserved"), "{e}");
+        }
+        let e = check(&format!("{}{}", vm("a", 5), vm("b", 5)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listed twice"), "{e}");
     }
 
     #[test]

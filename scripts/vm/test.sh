@@ -16,4 +16,4 @@ cleanup() {
 }
 trap cleanup EXIT
 start_libvirt
-cargo test --locked -p vigil-watchdog --test vm -- --ignored --nocapture --test-threads=1
+cargo test --locked -p vigil-watchdog --test vm fault_matrix_on_a_real_vm -- --ignored --nocapture --test-threads=1

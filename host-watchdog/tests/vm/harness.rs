@@ -115,6 +115,38 @@ impl Vm {
         panic!("cannot write to the guest shell");
     }
 
+    /// Run a command in the guest's root shell and return what the shell
+    /// printed until it finished (the tty's echo of the command included),
+    /// waiting at most `secs`.
+    pub fn shell_out(&mut self, cmd: &str, secs: u64) -> String {
+        use std::io::Read;
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Split in the command so that the tty's echo of it never matches.
+        let marker = format!("__VIGIL_END_{n}__");
+        self.shell(&format!("{cmd}; echo __VIGIL_\"\"END_{n}__"));
+        let s = self.shell.as_mut().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk) {
+                Ok(0) => panic!("the guest shell closed during {cmd:?}"),
+                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                Err(_) => {}
+            }
+            let text = String::from_utf8_lossy(&buf);
+            if let Some(i) = text.find(&marker) {
+                return text[..i].to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no answer from the guest shell to {cmd:?}: {text}"
+            );
+        }
+    }
+
     pub fn state(&self) -> String {
         common::ctl_json(&self.sock(), &["status", DOMAIN])["state"]
             .as_str()
@@ -197,25 +229,76 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// Boot the test domain on a fresh copy of the data disk, with a fresh
+/// A guest to boot: kernel, initramfs, the disk (copied fresh for each
+/// boot), the kernel command line and memory (maximum, current).
+pub struct Guest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub disk: PathBuf,
+    pub cmdline: String,
+    pub memory_mib: u32,
+    pub current_mib: u32,
+}
+
+impl Guest {
+    /// The busybox guest (scripts/vm/build-guest.sh): the agent in an
+    /// initramfs, a data disk.
+    pub fn busybox() -> Guest {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let g = Guest {
+            kernel: root.join("target/vm/vmlinuz"),
+            initrd: root.join("target/vm/initrd.img"),
+            disk: root.join("target/vm/disk.qcow2"),
+            cmdline: "console=ttyS0 panic=0 quiet".into(),
+            memory_mib: 512,
+            current_mib: 384,
+        };
+        assert!(
+            g.kernel.exists() && g.initrd.exists() && g.disk.exists(),
+            "build the guest first: bash scripts/vm/build-guest.sh"
+        );
+        g
+    }
+
+    /// The Debian 12 systemd guest with the packaged agent
+    /// (scripts/vm/build-debian.sh; its image directory in
+    /// `VIGIL_DEBIAN_IMAGE`), with more on the kernel command line.
+    pub fn debian(extra_cmdline: &str) -> Guest {
+        let dir = PathBuf::from(
+            std::env::var("VIGIL_DEBIAN_IMAGE")
+                .expect("VIGIL_DEBIAN_IMAGE: run bash scripts/vm/test-debian.sh"),
+        );
+        let g = Guest {
+            kernel: dir.join("vmlinuz"),
+            initrd: dir.join("initrd.img"),
+            disk: dir.join("root.qcow2"),
+            cmdline: format!("root=/dev/vda rw console=ttyS0 panic=0 quiet {extra_cmdline}"),
+            memory_mib: 768,
+            current_mib: 512,
+        };
+        assert!(g.disk.exists(), "no Debian image in {}", dir.display());
+        g
+    }
+}
+
+/// Boot the busybox test domain (see [`boot_guest`]).
+pub fn boot(known_good: Option<&str>) -> Vm {
+    boot_guest(&Guest::busybox(), known_good)
+}
+
+/// Boot the test domain on a fresh copy of the guest's disk, with a fresh
 /// vigild. With `known_good`, the shut-off domain's disk is snapshotted
 /// under that name before the first start and vigild is told to revert to
 /// it.
-pub fn boot(known_good: Option<&str>) -> Vm {
+pub fn boot_guest(g: &Guest, known_good: Option<&str>) -> Vm {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let kernel = root.join("target/vm/vmlinuz");
-    let initrd = root.join("target/vm/initrd.img");
-    let disk = root.join("target/vm/disk.qcow2");
-    assert!(
-        kernel.exists() && initrd.exists() && disk.exists(),
-        "build the guest first: bash scripts/vm/build-guest.sh"
-    );
+    let (kernel, initrd, disk) = (&g.kernel, &g.initrd, &g.disk);
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().to_path_buf();
     let w = w.as_path();
     let _ = virsh(&["destroy", DOMAIN]);
     let _ = virsh(&["undefine", DOMAIN, "--snapshots-metadata"]);
-    std::fs::copy(&disk, w.join("disk.qcow2")).unwrap();
+    std::fs::copy(disk, w.join("disk.qcow2")).unwrap();
     // vhost-device-vsock must be running before the domain starts.
     let vsock = Command::new("vhost-device-vsock")
         .arg("--vm")
@@ -266,6 +349,9 @@ pub fn boot(known_good: Option<&str>) -> Vm {
         .unwrap()
         .replace("@NAME@", DOMAIN)
         .replace("@UUID@", "5e1f0000-0000-4000-8000-000000000001")
+        .replace("@MEMORY@", &g.memory_mib.to_string())
+        .replace("@CURRENT@", &g.current_mib.to_string())
+        .replace("@CMDLINE@", &g.cmdline)
         .replace("@WORK@", &w.display().to_string())
         .replace(
             "@KERNEL@",

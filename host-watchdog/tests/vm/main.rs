@@ -15,6 +15,7 @@
 mod common;
 
 mod case;
+mod debian;
 mod harness;
 
 use std::io::Write;

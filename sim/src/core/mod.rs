@@ -154,6 +154,7 @@ impl<'a> Harness<'a> {
                 agent: agent.then(|| format!("unix://{}/{name}.sock", dir.display())),
                 probe: Some(format!("unix://{}/{name}.probe", dir.display())),
                 snapshot: Some("known-good".into()),
+                cid: None,
             });
             world.doms.insert(
                 name.clone(),

@@ -452,13 +452,17 @@ impl Core {
                 }
                 CoreMsg::Probed { vm, result } => self.step(now, &vm, Input::Probe(result)),
                 CoreMsg::ResolveCid { cid, reply } => {
-                    // Re-resolved on every connection from the current
-                    // definitions (refreshed on lifecycle events).
-                    let vm = self
-                        .vms
-                        .iter()
-                        .find(|(_, v)| v.def.as_ref().and_then(|d| d.vsock_cid) == Some(cid))
-                        .map(|(n, _)| n.clone());
+                    // Re-resolved on every connection from the config
+                    // and the current definitions (refreshed on lifecycle
+                    // events); the config's word wins.
+                    let by = |f: &dyn Fn(&VmRt) -> Option<u32>| {
+                        self.vms
+                            .iter()
+                            .find(|(_, v)| f(v) == Some(cid))
+                            .map(|(n, _)| n.clone())
+                    };
+                    let vm = by(&|v| v.cfg.as_ref().and_then(|c| c.cid))
+                        .or_else(|| by(&|v| v.def.as_ref().and_then(|d| d.vsock_cid)));
                     let _ = reply.send(vm);
                 }
                 CoreMsg::Control(req, reply) => self.on_control(now, req, reply),
