@@ -17,7 +17,8 @@ for d in "$agent_deb" "$wd_deb"; do dpkg-deb -c "$d"; done
 for r in "$OUT"/vigil-agent-*.rpm "$OUT"/vigil-watchdog-*.rpm; do echo "-- $r"; rpm -qlp "$r"; rpm -qp --configfiles "$r"; done
 agent_list=$(dpkg-deb -c "$agent_deb"); wd_list=$(dpkg-deb -c "$wd_deb")
 for want in ./usr/bin/vigil-agent ./etc/vigil/agent.toml ./usr/lib/systemd/system/vigil-agent.service \
-            ./usr/share/man/man1/vigil-agent.1.gz ./usr/share/bash-completion/completions/vigil-agent; do
+            ./usr/share/man/man1/vigil-agent.1.gz ./usr/share/bash-completion/completions/vigil-agent \
+            ./usr/lib/udev/rules.d/60-vigil-agent.rules ./etc/apt/apt.conf.d/90vigil-agent; do
     grep -q " $want\$" <<< "$agent_list" || { echo "vigil-agent.deb lacks $want"; exit 1; }
 done
 for want in ./usr/sbin/vigild ./usr/sbin/vigilctl ./etc/vigil/watchdog.toml ./usr/lib/systemd/system/vigild.service \
@@ -26,6 +27,7 @@ for want in ./usr/sbin/vigild ./usr/sbin/vigilctl ./etc/vigil/watchdog.toml ./us
 done
 [ "$(dpkg-deb -f "$agent_deb" Depends)" = "" ] || { echo "the static agent must not depend on anything"; exit 1; }
 grep -qx /etc/vigil/agent.toml <<< "$(dpkg-deb -I "$agent_deb" conffiles)"
+grep -qx /etc/apt/apt.conf.d/90vigil-agent <<< "$(dpkg-deb -I "$agent_deb" conffiles)"
 grep -qx /etc/vigil/watchdog.toml <<< "$(dpkg-deb -I "$wd_deb" conffiles)"
 echo "package contents OK"
 

@@ -19,4 +19,4 @@ cleanup() {
 }
 trap cleanup EXIT
 start_libvirt
-cargo test --locked -p vigil-watchdog --test vm debian -- --ignored --nocapture --test-threads=1
+cargo test --locked -p vigil-watchdog --test vm fault_matrix_on_a_debian_guest -- --ignored --nocapture --test-threads=1

@@ -327,3 +327,41 @@ fn fault_matrix_on_a_debian_guest() {
             .join(", ")
     );
 }
+
+/// Consecutive cold boots of the Debian guest (`VIGIL_BOOTS`, default 20;
+/// `virsh destroy` + `start`, as an operator would): every boot's agent
+/// connects, started by its device, and the time from `virsh start` to its
+/// first heartbeat is printed. Run with `bash scripts/vm/boots-debian.sh`.
+#[test]
+#[ignore = "needs qemu and the Debian image"]
+fn debian_boots() {
+    let n: usize = std::env::var("VIGIL_BOOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let t0 = now_ms();
+    let vm = boot_guest(&Guest::debian(""), None);
+    let mut times = vec![first_heartbeat(&vm, t0, 120) - t0];
+    for _ in 1..n {
+        vm.wait_healthy(30);
+        assert!(virsh(&["destroy", DOMAIN]).status.success());
+        common::wait_until(Duration::from_secs(30), "vigild to see it off", || {
+            vm.state() == "off"
+        });
+        let t = now_ms();
+        assert!(virsh(&["start", DOMAIN]).status.success());
+        times.push(first_heartbeat(&vm, t, 120) - t);
+        eprintln!("boot {}: first heartbeat after {} ms", times.len(), times[times.len() - 1]);
+    }
+    let f = faults_since(&vm, t0);
+    assert!(f.is_empty(), "faults across the boots: {f:?}");
+    let mut sorted = times.clone();
+    sorted.sort_unstable();
+    eprintln!(
+        "{n} boots, {} agents connected; virsh start -> first heartbeat: min {} ms, median {} ms, max {} ms",
+        times.len(),
+        sorted[0],
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1]
+    );
+}
