@@ -114,7 +114,10 @@ pub fn run(entry: &Allowed) -> CommandOutcome {
 }
 
 /// Wait for `child` at most `timeout`; past it, kill it (None).
-fn wait_for(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+fn wait_for(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {

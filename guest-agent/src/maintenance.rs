@@ -140,7 +140,10 @@ impl State {
             },
         };
         if let Err(e) = r {
-            log::warn!("cannot keep the maintenance window in {}: {e}", path.display());
+            log::warn!(
+                "cannot keep the maintenance window in {}: {e}",
+                path.display()
+            );
         }
         self.window = w;
     }
@@ -149,7 +152,11 @@ impl State {
     /// false for the caller to fill in) and what to tell the host.
     pub fn apply(&mut self, req: Request, now_ms: u64) -> (Reply, Option<Change>) {
         let (ok, message, change) = match req {
-            Request::On { for_s, reason, hook } => {
+            Request::On {
+                for_s,
+                reason,
+                hook,
+            } => {
                 if for_s == 0 || for_s > MAX_WINDOW_S {
                     (
                         false,
@@ -303,7 +310,7 @@ mod tests {
     fn a_window_opens_persists_expires_and_a_hook_closes_only_its_own() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = State::load(dir.path());
-        let t = 1_000_000;
+        let t = now_ms();
         let (r, c) = s.apply(on(60, None), t);
         assert!(r.ok);
         assert_eq!(c, Some(Change::Start(60, "upgrade".into())));
@@ -311,13 +318,23 @@ mod tests {
         let mut again = State::load(dir.path());
         assert_eq!(again.current(t).map(|w| w.until_ms), Some(t + 60_000));
         // The APT hook's "off" leaves an operator's window open.
-        let (r, c) = s.apply(Request::Off { hook: Some("apt".into()) }, t + 1);
+        let (r, c) = s.apply(
+            Request::Off {
+                hook: Some("apt".into()),
+            },
+            t + 1,
+        );
         assert!(r.ok && r.window.is_some() && c.is_none(), "{r:?}");
         let (r, c) = s.apply(Request::Off { hook: None }, t + 2);
         assert_eq!((r.window, c), (None, Some(Change::End)));
         // Its own window it closes.
         s.apply(on(60, Some("apt")), t);
-        let (_, c) = s.apply(Request::Off { hook: Some("apt".into()) }, t + 1);
+        let (_, c) = s.apply(
+            Request::Off {
+                hook: Some("apt".into()),
+            },
+            t + 1,
+        );
         assert_eq!(c, Some(Change::End));
         // Expiry forgets it, on disk too.
         s.apply(on(1, None), t);
@@ -341,9 +358,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let state = Arc::new(Mutex::new(State::load(dir.path())));
         let st = state.clone();
-        std::thread::spawn(move || {
-            serve(l, move |req| st.lock().unwrap().apply(req, now_ms()).0)
-        });
+        std::thread::spawn(move || serve(l, move |req| st.lock().unwrap().apply(req, now_ms()).0));
         let r = ask(dir.path(), &on(30, None)).unwrap();
         assert!(r.ok && r.window.is_some(), "{r:?}");
         assert!(render(&r, now_ms()).contains("maintenance: on"));

@@ -237,6 +237,68 @@ fn a_kernel_error_is_reported_at_once() {
     );
 }
 
+/// An agent restarted within a boot (a crash, systemd's watchdog, an
+/// upgrade) does not report the kernel events an earlier agent delivered:
+/// an OOM kill of hours ago is not news for the host to repair again. A
+/// new event still is.
+#[test]
+fn a_restarted_agent_does_not_report_delivered_kernel_events_again() {
+    let f = fixture("");
+    let mut k = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&f.kmsg)
+        .unwrap();
+    writeln!(
+        k,
+        "3,2,5000000,-;Out of memory: Killed process 77 (tail) total-vm:1kB"
+    )
+    .unwrap();
+    let listener = UnixListener::bind(&f.sock).unwrap();
+    let kernel_events = |host: &mut Host| -> Vec<u64> {
+        // The events in the first report (the one on connect).
+        match host.next() {
+            Message::Report(r) => r.snapshot.kernel_events.iter().map(|e| e.seq).collect(),
+            m => panic!("expected the connect report, got {m:?}"),
+        }
+    };
+    let agent = spawn_agent(&f.config);
+    let (mut host, _) = Host::accept(&listener, 200);
+    // The first agent of the boot reports it (at connect or at once after).
+    let mut seen = kernel_events(&mut host);
+    if seen.is_empty() {
+        match host.next_interesting() {
+            Message::Report(r) => seen = r.snapshot.kernel_events.iter().map(|e| e.seq).collect(),
+            m => panic!("expected the OOM kill, got {m:?}"),
+        }
+    }
+    assert_eq!(seen, [2]);
+    drop(agent);
+    drop(host);
+    let _agent = spawn_agent(&f.config);
+    let (mut host, _) = Host::accept(&listener, 200);
+    assert_eq!(
+        kernel_events(&mut host),
+        Vec::<u64>::new(),
+        "reported again"
+    );
+    writeln!(
+        k,
+        "3,3,6000000,-;I/O error, dev vdb, sector 2048 op 0x1:(WRITE) flags 0x800"
+    )
+    .unwrap();
+    match host.next_interesting() {
+        Message::Report(r) => assert_eq!(
+            r.snapshot
+                .kernel_events
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            [3]
+        ),
+        m => panic!("expected the new event, got {m:?}"),
+    }
+}
+
 #[test]
 fn probe_and_commands_allowed_and_denied() {
     let f = fixture("");
@@ -524,9 +586,15 @@ fn guest_declared_maintenance_reaches_the_host() {
     let agent = spawn_agent(&f.config);
     let (mut host, _) = Host::accept(&listener, 200);
     assert!(matches!(host.next(), Message::Report(_)));
-    let (code, out, err) = maintenance(&f.config, &["on", "--for", "10m", "--reason", "kernel update"]);
+    let (code, out, err) = maintenance(
+        &f.config,
+        &["on", "--for", "10m", "--reason", "kernel update"],
+    );
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("maintenance: on") && out.contains("kernel update"), "{out}");
+    assert!(
+        out.contains("maintenance: on") && out.contains("kernel update"),
+        "{out}"
+    );
     assert!(out.contains("host: connected"), "{out}");
     assert_eq!(
         host.next_interesting(),

@@ -159,7 +159,9 @@ impl Agent {
             version: 1,
             host_heard: Instant::now(),
             keepalive_ms: 2000,
-            maint: Arc::new(Mutex::new(crate::maintenance::State::load(&config.state_dir))),
+            maint: Arc::new(Mutex::new(crate::maintenance::State::load(
+                &config.state_dir,
+            ))),
             config,
             stop,
         }
@@ -320,6 +322,17 @@ impl Agent {
         Ok(())
     }
 
+    /// Remember how far into this boot's kernel log the host was told
+    /// (a snapshot with `events` was delivered).
+    fn delivered(&self, events: &[vigil_protocol::snapshot::KernelEvent]) {
+        if let Some(seq) = events.iter().map(|e| e.seq).max() {
+            let boot = crate::kmsg::boot_id(&self.config.proc_root);
+            if let Err(e) = crate::kmsg::mark_reported_up_to(&self.config.state_dir, &boot, seq) {
+                warn!("cannot remember the kernel log position: {e}");
+            }
+        }
+    }
+
     fn snapshot(&mut self) -> (Snapshot, Changes) {
         let (mut s, changes) = self.collector.snapshot();
         let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
@@ -348,6 +361,7 @@ impl Agent {
             snapshot,
         })) {
             Ok(()) => {
+                self.delivered(&events);
                 if crash.is_some() {
                     if let Err(e) = pstore::mark_reported(&self.config.state_dir) {
                         warn!("cannot remember pstore record as reported: {e}");
@@ -510,7 +524,10 @@ impl Agent {
         match msg {
             Message::Probe(Probe { id }) => {
                 let (snapshot, _) = self.snapshot();
-                self.send(&Message::ProbeReply(ProbeReply { id, snapshot }))
+                let events = snapshot.kernel_events.clone();
+                self.send(&Message::ProbeReply(ProbeReply { id, snapshot }))?;
+                self.delivered(&events);
+                Ok(())
             }
             Message::Command(Command { id, action }) => self.on_command(id, action),
             Message::Keepalive(k) => {
@@ -601,7 +618,13 @@ fn stop_reason() -> ByeReason {
         return ByeReason::Stopped;
     }
     let jobs = crate::commands::output(
-        &["systemctl", "list-jobs", "--no-legend", "--no-pager", "--full"],
+        &[
+            "systemctl",
+            "list-jobs",
+            "--no-legend",
+            "--no-pager",
+            "--full",
+        ],
         Duration::from_secs(2),
     )
     .unwrap_or_default();
@@ -610,10 +633,7 @@ fn stop_reason() -> ByeReason {
 
 /// The reason `systemctl list-jobs` output implies (pure).
 fn bye_reason(jobs: &str) -> ByeReason {
-    let queued = |t: &str| {
-        jobs.lines()
-            .any(|l| l.split_whitespace().nth(1) == Some(t))
-    };
+    let queued = |t: &str| jobs.lines().any(|l| l.split_whitespace().nth(1) == Some(t));
     if ["reboot.target", "kexec.target", "soft-reboot.target"]
         .iter()
         .any(|t| queued(t))

@@ -63,6 +63,12 @@ pub(super) fn kmsg_thread(
             return;
         }
     };
+    // What an earlier agent of this boot delivered is not news.
+    let boot = crate::kmsg::boot_id(&config.proc_root);
+    let reported = crate::kmsg::reported_up_to(&config.state_dir, &boot);
+    if let Some(seq) = reported {
+        info!("kernel log: events up to #{seq} of this boot were reported before; skipping them");
+    }
     let mut limit = RateLimit::new(config.limits.kernel_events_per_minute);
     let mut segv_limit = RateLimit::new(1);
     loop {
@@ -81,8 +87,11 @@ pub(super) fn kmsg_thread(
                     .counters
                     .overwritten += 1;
             }
-            ReadOutcome::Records(events) if events.is_empty() => {}
-            ReadOutcome::Records(events) => {
+            ReadOutcome::Records(mut events) => {
+                events.retain(|e| reported.is_none_or(|r| e.seq > r));
+                if events.is_empty() {
+                    continue;
+                }
                 let now_ms = start.elapsed().as_millis() as u64;
                 let mut urgent = false;
                 let mut k = log.lock().unwrap_or_else(|p| p.into_inner());

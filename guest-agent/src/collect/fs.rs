@@ -332,9 +332,7 @@ broken line
         // The guest's table: nothing read-only.
         assert!(guest.iter().all(|m| !m.read_only), "{guest:?}");
         // The sandbox's own table would have said /boot and /home are.
-        assert!(own
-            .iter()
-            .any(|m| m.mount_point == "/boot" && m.read_only));
+        assert!(own.iter().any(|m| m.mount_point == "/boot" && m.read_only));
         let boot = &guest[1];
         let home = &guest[2];
         // Usage through the same mount point; a write probe only through a
@@ -351,9 +349,8 @@ broken line
         };
         assert_eq!(view(&own, &hidden, false), None);
         // Another mount of the same device serves when the point differs.
-        let only_tmp = parse_mountinfo(
-            "405 400 254:1 /tmp/x /tmp rw,relatime master:1 - ext4 /dev/vda rw\n",
-        );
+        let only_tmp =
+            parse_mountinfo("405 400 254:1 /tmp/x /tmp rw,relatime master:1 - ext4 /dev/vda rw\n");
         assert_eq!(view(&only_tmp, &guest[0], true), Some("/tmp"));
     }
 

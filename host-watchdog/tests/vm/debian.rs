@@ -14,7 +14,9 @@ fn first_heartbeat(vm: &Vm, t0: u64, secs: u64) -> u64 {
             *t >= t0
                 && r["record"] == "transition"
                 && r["to"] == "healthy"
-                && r["why"].as_str().is_some_and(|w| w.contains("first heartbeat"))
+                && r["why"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("first heartbeat"))
         });
         if let Some((t, _)) = found {
             return t;
@@ -42,9 +44,15 @@ fn no_destructive_since(vm: &Vm, t0: u64, what: &str) {
         .into_iter()
         .filter(|r| {
             r["record"] == "intent"
-                && ["reset", "destroy-start", "snapshot-revert", "reboot", "start"]
-                    .iter()
-                    .any(|d| r["action"]["kind"] == *d)
+                && [
+                    "reset",
+                    "destroy-start",
+                    "snapshot-revert",
+                    "reboot",
+                    "start",
+                ]
+                .iter()
+                .any(|d| r["action"]["kind"] == *d)
         })
         .collect();
     assert!(bad.is_empty(), "{what}: no repair expected: {bad:?}");
@@ -56,6 +64,63 @@ fn bye_logged(vm: &Vm, reason: &str) -> usize {
         .count()
 }
 
+/// Kernel vsock at last: a vigild inside the guest listens on AF_VSOCK,
+/// a second agent connects over vsock_loopback (CID 1), mapped to a
+/// test-driver domain by the config; a watched process dies and is
+/// restarted end to end (scripts/vm/debian/vsock-loopback.sh).
+fn kernel_vsock_loopback(vm: &mut Vm, rows: &mut Vec<Row>) {
+    let t0 = now_ms();
+    let out = vm.shell_out("vigil-vsock-loopback", 180);
+    assert!(out.contains("LOOPBACK-PASS"), "{out}");
+    let journal: Vec<Value> = out
+        .split("__JOURNAL_BEGIN__")
+        .nth(1)
+        .and_then(|j| j.split("__JOURNAL_END__").next())
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .map(|v| v["record"].clone())
+        .collect();
+    let fault = journal
+        .iter()
+        .find(|r| r["record"] == "fault")
+        .unwrap_or_else(|| panic!("a fault in the guest's journal: {out}"));
+    let closed = journal
+        .iter()
+        .find(|r| r["record"] == "closed" && r["id"] == fault["id"])
+        .unwrap_or_else(|| panic!("closed in the guest's journal: {out}"));
+    assert_eq!(
+        (
+            fault["kind"].as_str(),
+            fault["layer"].as_str(),
+            closed["how"].as_str()
+        ),
+        (
+            Some("service-down"),
+            Some("guest-service"),
+            Some("recovered")
+        )
+    );
+    rows.push(Row {
+        case: "kernel vsock lo",
+        kind: "service-down".into(),
+        layer: "guest-service".into(),
+        action: journal
+            .iter()
+            .filter(|r| r["record"] == "intent" && r["rung"].is_number())
+            .map(|r| action_name(&r["action"]["kind"]))
+            .collect::<Vec<_>>()
+            .join(">"),
+        detect: closed["detect_ms"].as_u64().unwrap_or(0),
+        window: fault["onset_window_ms"].as_u64().unwrap_or(0),
+        locate: closed["locate_ms"].as_u64().unwrap_or(0),
+        repair: closed["repair_ms"].as_u64(),
+        injected: 0,
+    });
+    let f = faults_since(vm, t0);
+    assert!(f.is_empty(), "the loopback case disturbed the guest: {f:?}");
+}
+
 #[test]
 #[ignore = "needs qemu and the Debian image"]
 fn fault_matrix_on_a_debian_guest() {
@@ -63,13 +128,20 @@ fn fault_matrix_on_a_debian_guest() {
     let mut vm = boot_guest(&Guest::debian(""), None);
     let hb = first_heartbeat(&vm, t_boot, 120);
     let mut boots = vec![hb - t_boot];
-    eprintln!("debian: first heartbeat {} ms after virsh start", hb - t_boot);
+    eprintln!(
+        "debian: first heartbeat {} ms after virsh start",
+        hb - t_boot
+    );
     vm.wait_healthy(30);
     // A healthy Debian guest raises no fault at all after boot: its
     // sandboxed agent reports the guest's mounts, not its read-only binds.
     std::thread::sleep(Duration::from_secs(20));
     let f = faults_since(&vm, t_boot);
-    assert!(f.is_empty(), "faults on a healthy guest: {f:?}\n{}", vm.log());
+    assert!(
+        f.is_empty(),
+        "faults on a healthy guest: {f:?}\n{}",
+        vm.log()
+    );
     // The unit runs as packaged: started by its device, hardened.
     let unit = vm.shell_out(
         "systemctl show -p ActiveState,ProtectSystem,WantedBy,BindsTo vigil-agent.service; \
@@ -85,6 +157,7 @@ fn fault_matrix_on_a_debian_guest() {
         assert!(unit.contains(want), "{want} in {unit}");
     }
     let mut rows = Vec::new();
+    kernel_vsock_loopback(&mut vm, &mut rows);
 
     case(
         &mut vm,
@@ -191,53 +264,6 @@ fn fault_matrix_on_a_debian_guest() {
     assert!(f.is_empty(), "an upgrade is no fault: {f:?}");
     eprintln!("apt-get install --reinstall cron: maintenance around dpkg, no fault");
 
-    // Kernel vsock at last: a vigild inside the guest listens on AF_VSOCK,
-    // a second agent connects over vsock_loopback (CID 1), mapped to a
-    // test-driver domain by the config; a watched process dies and is
-    // restarted end to end (scripts/vm/debian/vsock-loopback.sh).
-    let t0 = now_ms();
-    let out = vm.shell_out("vigil-vsock-loopback", 180);
-    assert!(out.contains("LOOPBACK-PASS"), "{out}");
-    let journal: Vec<Value> = out
-        .split("__JOURNAL_BEGIN__")
-        .nth(1)
-        .and_then(|j| j.split("__JOURNAL_END__").next())
-        .unwrap_or("")
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
-        .map(|v| v["record"].clone())
-        .collect();
-    let fault = journal
-        .iter()
-        .find(|r| r["record"] == "fault")
-        .unwrap_or_else(|| panic!("a fault in the guest's journal: {out}"));
-    let closed = journal
-        .iter()
-        .find(|r| r["record"] == "closed" && r["id"] == fault["id"])
-        .unwrap_or_else(|| panic!("closed in the guest's journal: {out}"));
-    assert_eq!(
-        (fault["kind"].as_str(), fault["layer"].as_str(), closed["how"].as_str()),
-        (Some("service-down"), Some("guest-service"), Some("recovered"))
-    );
-    rows.push(Row {
-        case: "kernel vsock lo",
-        kind: "service-down".into(),
-        layer: "guest-service".into(),
-        action: journal
-            .iter()
-            .filter(|r| r["record"] == "intent" && r["rung"].is_number())
-            .map(|r| action_name(&r["action"]["kind"]))
-            .collect::<Vec<_>>()
-            .join(">"),
-        detect: closed["detect_ms"].as_u64().unwrap_or(0),
-        window: fault["onset_window_ms"].as_u64().unwrap_or(0),
-        locate: closed["locate_ms"].as_u64().unwrap_or(0),
-        repair: closed["repair_ms"].as_u64(),
-        injected: 0,
-    });
-    let f = faults_since(&vm, t0);
-    assert!(f.is_empty(), "the loopback case disturbed the guest: {f:?}");
-
     // Lifecycle: a reboot from inside says so (Bye(Reboot)) and is no
     // fault; its new boot's agent comes back.
     let t0 = now_ms();
@@ -250,7 +276,10 @@ fn fault_matrix_on_a_debian_guest() {
     let f = faults_since(&vm, t0);
     assert!(f.is_empty(), "systemctl reboot made faults: {f:?}");
     no_destructive_since(&vm, t0, "systemctl reboot");
-    eprintln!("systemctl reboot: bye(reboot), back in {} ms, no fault", hb - t0);
+    eprintln!(
+        "systemctl reboot: bye(reboot), back in {} ms, no fault",
+        hb - t0
+    );
 
     // The kernel panics: reset, the new boot's agent is back.
     vm.shell = None;
@@ -351,7 +380,11 @@ fn debian_boots() {
         let t = now_ms();
         assert!(virsh(&["start", DOMAIN]).status.success());
         times.push(first_heartbeat(&vm, t, 120) - t);
-        eprintln!("boot {}: first heartbeat after {} ms", times.len(), times[times.len() - 1]);
+        eprintln!(
+            "boot {}: first heartbeat after {} ms",
+            times.len(),
+            times[times.len() - 1]
+        );
     }
     let f = faults_since(&vm, t0);
     assert!(f.is_empty(), "faults across the boots: {f:?}");

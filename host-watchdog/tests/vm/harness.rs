@@ -126,7 +126,8 @@ impl Vm {
         let marker = format!("__VIGIL_END_{n}__");
         self.shell(&format!("{cmd}; echo __VIGIL_\"\"END_{n}__"));
         let s = self.shell.as_mut().unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(secs);
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
