@@ -89,13 +89,14 @@ pub enum Verb {
         /// Domain name.
         domain: String,
     },
-    /// Run a hypervisor action by hand (journaled): reset, reboot,
-    /// shutdown, destroy, start, resume.
+    /// Run an action by hand (journaled): reset, reboot, shutdown,
+    /// destroy, start, resume (the hypervisor), or agent-reboot (the
+    /// guest's agent runs its allow-listed reboot command).
     Action {
         /// Domain name.
         domain: String,
         /// The action.
-        #[arg(value_parser = ["reset", "reboot", "shutdown", "destroy", "start", "resume"])]
+        #[arg(value_parser = ["reset", "reboot", "shutdown", "destroy", "start", "resume", "agent-reboot"])]
         action: String,
     },
     /// Stop taking recovery actions (detect and record only).

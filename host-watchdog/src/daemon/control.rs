@@ -55,7 +55,7 @@ pub enum Request {
         domain: String,
     },
     /// Run a hypervisor action by hand (journaled like the engine's own):
-    /// reset, reboot, shutdown, destroy, start, resume.
+    /// reset, reboot, shutdown, destroy, start, resume, agent-reboot.
     Act {
         /// Domain name.
         domain: String,

@@ -280,6 +280,36 @@ fn fault_matrix_on_a_debian_guest() {
         "systemctl reboot: bye(reboot), back in {} ms, no fault",
         hb - t0
     );
+    // The same through the agent's allow-listed reboot command, run from
+    // its sandbox at the operator's word (vigilctl action agent-reboot).
+    let t0 = now_ms();
+    let out = common::ctl(&vm.sock(), &["action", DOMAIN, "agent-reboot"]);
+    assert!(out.status.success(), "{out:?}");
+    let hb = first_heartbeat(&vm, t0, 120);
+    boots.push(hb - t0);
+    vm.wait_healthy(30);
+    assert_eq!(bye_logged(&vm, "Reboot"), before + 2, "{}", vm.log());
+    let f = faults_since(&vm, t0);
+    assert!(f.is_empty(), "agent-reboot made faults: {f:?}");
+    eprintln!(
+        "vigilctl action agent-reboot: the agent's reboot command ran, back in {} ms",
+        hb - t0
+    );
+    // The agent stopped by the operator says so (Bye(stopped)): no fault.
+    let t0 = now_ms();
+    vm.shell("systemctl stop vigil-agent");
+    common::wait_until(Duration::from_secs(30), "bye(stopped)", || {
+        bye_logged(&vm, "Stopped") >= 1
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    vm.shell("systemctl start vigil-agent");
+    vm.wait_healthy(30);
+    let f = faults_since(&vm, t0);
+    assert!(
+        f.is_empty(),
+        "systemctl stop vigil-agent made faults: {f:?}"
+    );
+    eprintln!("systemctl stop vigil-agent: bye(stopped), no fault");
 
     // The kernel panics: reset, the new boot's agent is back.
     vm.shell = None;

@@ -73,7 +73,8 @@ impl ActionKind {
     }
 
     /// The actions an operator may take by name (`vigilctl action`).
-    pub const OPERATOR: &'static str = "reset, reboot, shutdown, destroy, start, resume";
+    pub const OPERATOR: &'static str =
+        "reset, reboot, shutdown, destroy, start, resume, agent-reboot";
 
     /// An operator's action by name (one of [`ActionKind::OPERATOR`]).
     pub fn operator(name: &str) -> Option<ActionKind> {
@@ -84,6 +85,9 @@ impl ActionKind {
             "destroy" => ActionKind::Destroy,
             "start" => ActionKind::Start,
             "resume" => ActionKind::Resume,
+            // The guest reboots itself: its agent runs its allow-listed
+            // reboot command (a clean in-guest reboot, not ACPI).
+            "agent-reboot" => ActionKind::AgentReboot,
             _ => return None,
         })
     }
