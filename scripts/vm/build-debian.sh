@@ -66,6 +66,8 @@ if [ ! -e "$IMG/.done" ]; then
     # Install the packages the way an image builder does.
     cp "$AGENT_DEB" "$WATCHDOG_DEB" "$T/var/tmp/"
     chroot "$T" sh -c 'dpkg -i /var/tmp/vigil-agent_*.deb /var/tmp/vigil-watchdog_*.deb && rm -f /var/tmp/vigil-*.deb'
+    # The agent's .deb again, for the in-guest upgrade case.
+    cp "$AGENT_DEB" "$T/var/lib/vigil-test/"
     # The host does not run vigild in the guest; the kernel-vsock case
     # starts its own.
     chroot "$T" systemctl disable vigild.service >/dev/null 2>&1 || true

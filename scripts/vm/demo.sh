@@ -60,6 +60,7 @@ wait_for 10 test -S "$work/control.sock"
 say "booting $DOM (QEMU, TCG): Debian cloud kernel, busybox, vigil-agent, a watched test service"
 sed -e "s|@NAME@|$DOM|; s|@UUID@|5e1f0000-0000-4000-8000-000000000002|; s|@WORK@|$work|g" \
     -e "s|@KERNEL@|$ROOT/target/vm/vmlinuz|; s|@INITRD@|$ROOT/target/vm/initrd.img|" \
+    -e "s|@MEMORY@|512|; s|@CURRENT@|384|; s|@CMDLINE@|console=ttyS0 panic=0 quiet|" \
     tests/fixtures/vm.xml.in > "$work/vm.xml"
 virsh -c qemu:///system define "$work/vm.xml" >/dev/null
 virsh -c qemu:///system start "$DOM"
