@@ -109,7 +109,8 @@ tmp=$(mktemp -d)
 echo "vigil known-good data" > "$tmp/known-good"
 rm -f "$OUT/data.raw"
 truncate -s 64M "$OUT/data.raw"
-mke2fs -q -F -t ext4 -d "$tmp" "$OUT/data.raw"
+# Few inodes (512), so the inode-exhaustion case fills them in a moment.
+mke2fs -q -F -t ext4 -N 512 -d "$tmp" "$OUT/data.raw"
 qemu-img convert -f raw -O qcow2 "$OUT/data.raw" "$OUT/disk.qcow2"
 rm -rf "$tmp" "$OUT/data.raw"
 ls -l "$OUT/vmlinuz" "$OUT/initrd.img" "$OUT/disk.qcow2"

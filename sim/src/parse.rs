@@ -99,6 +99,21 @@ fn report(args: &[&str]) -> Result<Snapshot, String> {
                     read_only: false,
                 });
             }
+            "inodes" => {
+                // inodes=MOUNT:PCT: half full by bytes, PCT % of inodes used.
+                let (mount, pct) = v.split_once(':').ok_or(format!("bad inodes {v:?}"))?;
+                let pct = num(pct, "percent")?.min(100);
+                s.filesystems.push(Filesystem {
+                    mount_point: mount.into(),
+                    device: "/dev/vda".into(),
+                    fs_type: "ext4".into(),
+                    size_bytes: 100 << 20,
+                    avail_bytes: 50 << 20,
+                    inodes_total: 1000,
+                    inodes_free: (100 - pct) * 10,
+                    read_only: false,
+                });
+            }
             "ro" => s.filesystems.push(Filesystem {
                 mount_point: v.into(),
                 device: "/dev/vda".into(),

@@ -385,8 +385,10 @@ impl Agent {
         let mut settings = clamp(welcome.settings);
         self.heartbeat_ms
             .store(settings.heartbeat_interval_ms, Ordering::Relaxed);
-        self.collector
-            .set_full_percent(settings.thresholds.disk_full_percent);
+        self.collector.set_full_percent(
+            settings.thresholds.disk_full_percent,
+            settings.thresholds.inodes_full_percent,
+        );
         self.version = welcome.version;
         let closer = match stream.try_clone() {
             Ok(c) => c,

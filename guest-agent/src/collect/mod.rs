@@ -85,6 +85,8 @@ pub struct Collector {
     /// Use (percent) at which a filesystem counts as full (the host's
     /// threshold, from the handshake).
     full_percent: u8,
+    /// Inode use (percent) at which it counts as full.
+    inodes_full_percent: u8,
 }
 
 impl Collector {
@@ -102,12 +104,15 @@ impl Collector {
                 .or_else(|_| std::fs::File::open(config.proc_root.join("self/mountinfo")))
                 .ok(),
             full_percent: 95,
+            inodes_full_percent: 95,
         }
     }
 
-    /// The host's threshold for a full filesystem.
-    pub fn set_full_percent(&mut self, p: u8) {
-        self.full_percent = p.clamp(1, 100);
+    /// The host's thresholds for a full filesystem: blocks and inodes
+    /// used, in percent.
+    pub fn set_full_percent(&mut self, blocks: u8, inodes: u8) {
+        self.full_percent = blocks.clamp(1, 100);
+        self.inodes_full_percent = inodes.clamp(1, 100);
     }
 
     /// Real filesystems with usage, and what failed. A filesystem the ext4
@@ -222,7 +227,8 @@ impl Collector {
     ) -> std::collections::BTreeSet<(String, bool, bool)> {
         fss.iter()
             .map(|f| {
-                let full = fs::used_percent(f) >= self.full_percent;
+                let full = fs::used_percent(f) >= self.full_percent
+                    || fs::inodes_used_percent(f) >= self.inodes_full_percent;
                 (f.mount_point.to_string(), f.read_only, full)
             })
             .collect()

@@ -129,6 +129,8 @@ pub struct EngineConfig {
     pub memory_pressure_reports: u32,
     /// Disk use percent that is full.
     pub disk_full_percent: u8,
+    /// Inode use percent that is full (no file can be made).
+    pub inodes_full_percent: u8,
     /// Grow memory by this share of the current size per step (percent).
     pub memory_step_percent: u8,
     /// Longest guest-declared maintenance window.
@@ -269,6 +271,7 @@ impl Default for EngineConfig {
             memory_pressure_avg10: 4_000,
             memory_pressure_reports: 2,
             disk_full_percent: 95,
+            inodes_full_percent: 95,
             memory_step_percent: 25,
             max_guest_maintenance_ms: 3_600_000,
             ladders: default_ladders(),
@@ -315,6 +318,14 @@ impl EngineConfig {
         }
         if self.event_quiet_ms == 0 {
             return Err("event_quiet_ms must be > 0".into());
+        }
+        for (name, p) in [
+            ("disk_full_percent", self.disk_full_percent),
+            ("inodes_full_percent", self.inodes_full_percent),
+        ] {
+            if !(1..=100).contains(&p) {
+                return Err(format!("{name} must be 1..=100"));
+            }
         }
         if self.reset_budget == 0 || self.reset_window_ms == 0 {
             return Err("reset_budget and reset_window_ms must be > 0".into());

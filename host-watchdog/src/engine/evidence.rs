@@ -62,14 +62,29 @@ pub fn filesystems(s: &Snapshot, cfg: &EngineConfig) -> Vec<Condition> {
             .size_bytes
             .saturating_sub(f.avail_bytes)
             .saturating_mul(100);
-        if let Some(used) = used_bytes.checked_div(f.size_bytes) {
-            if used >= u64::from(cfg.disk_full_percent) {
-                out.push(cond(
-                    FaultKind::DiskFull,
-                    Some(f.mount_point.to_string()),
-                    format!("{} {used}% full", f.mount_point),
-                ));
+        let used_inodes = f
+            .inodes_total
+            .saturating_sub(f.inodes_free)
+            .saturating_mul(100);
+        // Out of inodes is as full as out of blocks: no file can be made.
+        let full = match (
+            used_bytes.checked_div(f.size_bytes),
+            used_inodes.checked_div(f.inodes_total),
+        ) {
+            (Some(used), _) if used >= u64::from(cfg.disk_full_percent) => {
+                Some(format!("{} {used}% full", f.mount_point))
             }
+            (_, Some(used)) if used >= u64::from(cfg.inodes_full_percent) => {
+                Some(format!("{} {used}% of inodes used", f.mount_point))
+            }
+            _ => None,
+        };
+        if let Some(why) = full {
+            out.push(cond(
+                FaultKind::DiskFull,
+                Some(f.mount_point.to_string()),
+                why,
+            ));
         }
         let writable = matches!(
             f.fs_type.as_str(),

@@ -134,6 +134,18 @@ fn fault_matrix_on_a_real_vm() {
         |vm| vm.shell("dd if=/dev/zero of=/data/fill bs=1M 2>/dev/null; sync"),
         |vm| vm.shell("rm -f /data/fill; sync"),
     );
+    // Out of inodes with most blocks free (a spool of tiny files): as
+    // full as full.
+    case(
+        &mut vm,
+        &mut rows,
+        "inodes used up",
+        "disk-full",
+        "guest-storage",
+        Some("alert"),
+        |vm| vm.shell("i=0; while : > /data/i$i 2>/dev/null; do i=$((i+1)); done; sync"),
+        |vm| vm.shell("rm -f /data/i*; sync"),
+    );
     case(
         &mut vm,
         &mut rows,

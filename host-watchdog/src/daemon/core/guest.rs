@@ -131,6 +131,7 @@ impl Core {
             report_interval_ms: 5000,
             thresholds: Thresholds {
                 disk_full_percent: self.cfg.engine.disk_full_percent,
+                inodes_full_percent: self.cfg.engine.inodes_full_percent,
                 ..Thresholds::default()
             },
         };
