@@ -124,25 +124,26 @@ impl Collector {
         if self.mounts_changed() {
             self.write_probes.clear(); // what a write said may not hold
         }
-        let table = |who: &str| {
-            std::fs::read_to_string(self.roots.proc_root.join(who).join("mountinfo"))
-                .map_err(|e| format!("{who}/mountinfo: {e}"))
-        };
+        let table =
+            |who: &str| std::fs::read_to_string(self.roots.proc_root.join(who).join("mountinfo"));
         // The guest's mounts as its init sees them, and the agent's own
         // views of them (the same table when it has no namespace of its own).
-        let (guest, own) = match (table("1"), table("self")) {
-            (Ok(g), Ok(o)) => (g, o),
-            (Err(e), Ok(o)) => {
+        let own = match table("self") {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(format!("self/mountinfo: {e}"));
+                return (out, errors);
+            }
+        };
+        let guest = match table("1") {
+            Ok(t) => t,
+            Err(e) => {
                 // A tree without an init (tests) is the agent's own; a
                 // refusal is named.
-                if !e.ends_with(&std::io::Error::from(std::io::ErrorKind::NotFound).to_string()) {
-                    errors.push(e);
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    errors.push(format!("1/mountinfo: {e}"));
                 }
-                (o.clone(), o)
-            }
-            (_, Err(e)) => {
-                errors.push(e);
-                return (out, errors);
+                own.clone()
             }
         };
         let mounts = fs::parse_mountinfo(&guest);
