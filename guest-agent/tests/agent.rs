@@ -272,6 +272,14 @@ fn a_restarted_agent_does_not_report_delivered_kernel_events_again() {
         }
     }
     assert_eq!(seen, [2]);
+    // Delivery is remembered once the send returned (at least once: an
+    // agent killed in between reports the event again); wait for it.
+    let mark = f.dir.path().join("run/kmsg-reported");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !mark.exists() {
+        assert!(Instant::now() < deadline, "delivery not remembered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(agent);
     drop(host);
     let _agent = spawn_agent(&f.config);
