@@ -389,6 +389,12 @@ impl Vm {
                     self.awaiting_first = true;
                 }
                 self.boot_id = Some(boot_id);
+                // A guest whose agent says hello after our stop-and-start
+                // booted after it: that action's late stop events are
+                // long in, so a stop from now on is someone else's (an
+                // operator's destroy right after our reset was taken for
+                // ours and left the VM's state stale).
+                self.own_stop_until = None;
                 self.session_open = true;
                 self.clean_bye = None;
                 self.closed_at = None;
