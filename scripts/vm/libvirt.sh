@@ -26,3 +26,16 @@ stop_libvirt() { # and wait until they are gone
         for _ in $(seq 100); do pid_alive "$p" || break; sleep 0.1; done
     done
 }
+# Run the gated real-VM test(s) matching FILTER under libvirtd (started by
+# hand if it is not running); on exit, even a failing one, the test domain
+# is destroyed and undefined and the daemons started here are stopped.
+run_vm_test() { # run_vm_test FILTER
+    trap vm_cleanup EXIT
+    start_libvirt
+    cargo test --locked -p vigil-watchdog --test vm "$1" -- --ignored --nocapture --test-threads=1
+}
+vm_cleanup() {
+    virsh -c qemu:///system destroy vigil-e2e >/dev/null 2>&1 || true
+    virsh -c qemu:///system undefine vigil-e2e --snapshots-metadata >/dev/null 2>&1 || true
+    stop_libvirt
+}

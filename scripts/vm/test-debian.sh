@@ -12,11 +12,4 @@ export VIGIL_DEBIAN_IMAGE="$IMG"
 export PATH="$HOME/.cargo/bin:$PATH"
 
 . scripts/vm/libvirt.sh
-cleanup() {
-    virsh -c qemu:///system destroy vigil-e2e >/dev/null 2>&1 || true
-    virsh -c qemu:///system undefine vigil-e2e --snapshots-metadata >/dev/null 2>&1 || true
-    stop_libvirt
-}
-trap cleanup EXIT
-start_libvirt
-cargo test --locked -p vigil-watchdog --test vm fault_matrix_on_a_debian_guest -- --ignored --nocapture --test-threads=1
+run_vm_test fault_matrix_on_a_debian_guest

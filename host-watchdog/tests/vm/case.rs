@@ -18,6 +18,21 @@ pub struct Row {
     pub injected: u64,
 }
 
+/// Whether a journal record is the intent of an action that stops or
+/// restarts the guest: what a healthy guest must never get.
+pub fn destructive(r: &Value) -> bool {
+    r["record"] == "intent"
+        && [
+            "reset",
+            "destroy-start",
+            "snapshot-revert",
+            "reboot",
+            "start",
+        ]
+        .iter()
+        .any(|d| r["action"]["kind"] == *d)
+}
+
 /// An action kind as journaled: a name, or an object keyed by the name.
 pub fn action_name(k: &Value) -> String {
     match k {
@@ -104,15 +119,7 @@ pub fn case(
             assert!(matches, "{name}: expected {a}, got {k}; {}", vm.log());
         }
         None => assert!(
-            intents.iter().all(|r| ![
-                "reset",
-                "destroy-start",
-                "snapshot-revert",
-                "reboot",
-                "start"
-            ]
-            .iter()
-            .any(|d| r["action"]["kind"] == *d)),
+            !intents.iter().any(destructive),
             "{name}: no destructive action expected: {intents:?}"
         ),
     }

@@ -42,18 +42,7 @@ fn no_destructive_since(vm: &Vm, t0: u64, what: &str) {
     let bad: Vec<Value> = vm
         .records_since(t0)
         .into_iter()
-        .filter(|r| {
-            r["record"] == "intent"
-                && [
-                    "reset",
-                    "destroy-start",
-                    "snapshot-revert",
-                    "reboot",
-                    "start",
-                ]
-                .iter()
-                .any(|d| r["action"]["kind"] == *d)
-        })
+        .filter(destructive)
         .collect();
     assert!(bad.is_empty(), "{what}: no repair expected: {bad:?}");
 }
