@@ -66,6 +66,21 @@ fn kernel_kind(s: &str) -> Result<KernelEventKind, String> {
     })
 }
 
+/// A 100 MiB ext4 filesystem of 1,000 inodes with `used` % of its blocks
+/// and `inodes_used` % of its inodes taken.
+fn filesystem(mount: &str, used: u64, inodes_used: u64, read_only: bool) -> Filesystem {
+    Filesystem {
+        mount_point: mount.into(),
+        device: "/dev/vda".into(),
+        fs_type: "ext4".into(),
+        size_bytes: 100 << 20,
+        avail_bytes: (100 - used) << 20,
+        inodes_total: 1000,
+        inodes_free: (100 - inodes_used) * 10,
+        read_only,
+    }
+}
+
 fn report(args: &[&str]) -> Result<Snapshot, String> {
     let mut s = Snapshot::default();
     for a in args {
@@ -88,42 +103,15 @@ fn report(args: &[&str]) -> Result<Snapshot, String> {
             "disk" => {
                 let (mount, pct) = v.split_once(':').ok_or(format!("bad disk {v:?}"))?;
                 let pct = num(pct, "percent")?.min(100);
-                s.filesystems.push(Filesystem {
-                    mount_point: mount.into(),
-                    device: "/dev/vda".into(),
-                    fs_type: "ext4".into(),
-                    size_bytes: 100 << 20,
-                    avail_bytes: (100 - pct) << 20,
-                    inodes_total: 1000,
-                    inodes_free: 900,
-                    read_only: false,
-                });
+                s.filesystems.push(filesystem(mount, pct, 10, false));
             }
             "inodes" => {
                 // inodes=MOUNT:PCT: half full by bytes, PCT % of inodes used.
                 let (mount, pct) = v.split_once(':').ok_or(format!("bad inodes {v:?}"))?;
                 let pct = num(pct, "percent")?.min(100);
-                s.filesystems.push(Filesystem {
-                    mount_point: mount.into(),
-                    device: "/dev/vda".into(),
-                    fs_type: "ext4".into(),
-                    size_bytes: 100 << 20,
-                    avail_bytes: 50 << 20,
-                    inodes_total: 1000,
-                    inodes_free: (100 - pct) * 10,
-                    read_only: false,
-                });
+                s.filesystems.push(filesystem(mount, 50, pct, false));
             }
-            "ro" => s.filesystems.push(Filesystem {
-                mount_point: v.into(),
-                device: "/dev/vda".into(),
-                fs_type: "ext4".into(),
-                size_bytes: 100 << 20,
-                avail_bytes: 50 << 20,
-                inodes_total: 1000,
-                inodes_free: 900,
-                read_only: true,
-            }),
+            "ro" => s.filesystems.push(filesystem(v, 50, 10, true)),
             "kernel" => {
                 // kernel=KIND[@-MS]: the line was logged MS before the report.
                 let (v, ago) = match v.split_once("@-") {
