@@ -27,9 +27,11 @@ use crate::{commands, pstore};
 use vigil_protocol::limits::RateLimit;
 
 mod handshake;
+mod shutdown;
 mod threads;
 
 use handshake::{handshake, HandshakeError};
+use shutdown::{going_down, stop_reason};
 use threads::{heartbeat_thread, kmsg_thread, reader_thread, systemd_notify};
 
 /// How long to wait for `Welcome` after `Hello`.
@@ -46,6 +48,9 @@ const WATCH_TICK: Duration = Duration::from_secs(1);
 const KEEPALIVES_MISSED: u32 = 3;
 /// The least host silence taken for a dead session.
 const MIN_HOST_SILENCE: Duration = Duration::from_secs(6);
+/// How long an agent that said the system is going down waits to be
+/// stopped before it takes the shutdown for cancelled and connects again.
+const GOING_DOWN_WAIT: Duration = Duration::from_secs(120);
 
 /// Something for the main thread.
 enum Event {
@@ -112,6 +117,9 @@ fn source_text(e: &dyn std::error::Error) -> String {
 enum End {
     /// Stop requested; `Bye` was sent.
     Stopped,
+    /// The system is going down (a reboot or power-off under way); `Bye`
+    /// was sent, the agent waits for its own stop.
+    GoingDown,
     /// The connection broke or the host closed it.
     Lost(String),
 }
@@ -138,6 +146,9 @@ pub struct Agent {
     keepalive_ms: u32,
     /// The guest-declared maintenance window.
     maint: crate::maintenance::Shared,
+    /// Set when the system was found going down (a reboot or power-off
+    /// queued): the session says `Bye` with it and reports nothing more.
+    going_down: Option<ByeReason>,
 }
 
 impl Agent {
@@ -162,6 +173,7 @@ impl Agent {
             maint: Arc::new(Mutex::new(crate::maintenance::State::load(
                 &config.state_dir,
             ))),
+            going_down: None,
             config,
             stop,
         }
@@ -227,6 +239,15 @@ impl Agent {
                     let began = Instant::now();
                     match self.session(stream, welcome, reader) {
                         End::Stopped => break,
+                        End::GoingDown => {
+                            // The system stops the agent soon; if it does
+                            // not (a shutdown cancelled), connect again.
+                            self.sleep_interruptibly(GOING_DOWN_WAIT);
+                            if self.stop.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            warn!("the system did not go down; connecting again");
+                        }
                         End::Lost(why) => warn!("disconnected: addr={addr} reason={why}"),
                     }
                     if began.elapsed() > Duration::from_secs(10) {
@@ -333,6 +354,27 @@ impl Agent {
         }
     }
 
+    /// Whether a snapshot with a watched service down was taken while the
+    /// system is going down: then the service was stopped by the shutdown,
+    /// not lost, and the session ends with a `Bye` instead of a report.
+    /// Asked of systemd only when something is down (a fork, 2 s bound).
+    /// The snapshot's kernel events go back to the queue, unsent.
+    fn shutting_down(&mut self, snapshot: &mut Snapshot) -> bool {
+        if self.going_down.is_none() && snapshot.watched.iter().any(|w| !w.running) {
+            self.going_down = going_down();
+            if let Some(r) = &self.going_down {
+                info!("a watched service stopped while the system is going down ({r:?})");
+            }
+        }
+        if self.going_down.is_some() {
+            self.kernel
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .requeue(std::mem::take(&mut snapshot.kernel_events));
+        }
+        self.going_down.is_some()
+    }
+
     fn snapshot(&mut self) -> (Snapshot, Changes) {
         let (mut s, changes) = self.collector.snapshot();
         let mut k = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
@@ -343,6 +385,9 @@ impl Agent {
 
     fn report(&mut self, seq: &mut u64, trigger: ReportTrigger) -> io::Result<()> {
         let (mut snapshot, changes) = self.snapshot();
+        if self.shutting_down(&mut snapshot) {
+            return Ok(());
+        }
         let trigger = match trigger {
             ReportTrigger::Periodic if changes.read_only => ReportTrigger::ReadOnlyRemount,
             ReportTrigger::Periodic if changes.service => ReportTrigger::ServiceChange,
@@ -439,13 +484,18 @@ impl Agent {
         let mut last_good = uptime(&self.config);
         self.host_heard = Instant::now();
         loop {
-            if self.stop.load(Ordering::Relaxed) {
-                let reason = stop_reason();
+            let stopping = self.stop.load(Ordering::Relaxed);
+            if stopping || self.going_down.is_some() {
+                let reason = self.going_down.take().unwrap_or_else(stop_reason);
                 info!("stopping: sending bye reason={reason:?}");
                 if let Err(e) = self.send(&Message::Bye(Bye { reason })) {
                     warn!("could not send bye: {e}");
                 }
-                return End::Stopped;
+                return if stopping {
+                    End::Stopped
+                } else {
+                    End::GoingDown
+                };
             }
             let now = Instant::now();
             if let Some(deadline) = self.host_deadline() {
@@ -511,6 +561,12 @@ impl Agent {
                 Event::Host(..) => Ok(()),
                 Event::CommandDone(result) => {
                     self.command_running = false;
+                    // A command that queued a reboot or power-off (the
+                    // reboot command, a repair that reboots): the host
+                    // hears it now, not from services stopping one by one.
+                    if result.outcome == CommandOutcome::Succeeded {
+                        self.going_down = self.going_down.take().or_else(going_down);
+                    }
                     self.send(&Message::CommandResult(result))
                 }
                 Event::Stop => Ok(()), // the flag is checked at the top of the loop
@@ -525,7 +581,10 @@ impl Agent {
     fn on_host(&mut self, msg: Message, settings: &mut Settings) -> io::Result<()> {
         match msg {
             Message::Probe(Probe { id }) => {
-                let (snapshot, _) = self.snapshot();
+                let (mut snapshot, _) = self.snapshot();
+                if self.shutting_down(&mut snapshot) {
+                    return Ok(());
+                }
                 let events = snapshot.kernel_events.clone();
                 self.send(&Message::ProbeReply(ProbeReply { id, snapshot }))?;
                 self.delivered(&events);
@@ -610,74 +669,9 @@ fn jitter(d: Duration, seed: u32) -> Duration {
     d * (800 + x) / 1000
 }
 
-/// Why the agent is stopping: the system going down (and for a reboot or
-/// a power-off) or only the agent. Under systemd, its queued jobs tell: a
-/// `reboot.target` (or kexec, soft-reboot) or `poweroff.target` (or halt)
-/// start job is what `systemctl reboot` / `poweroff` queue; without one,
-/// the agent alone is being stopped. Asked with a 2 s bound.
-fn stop_reason() -> ByeReason {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return ByeReason::Stopped;
-    }
-    let jobs = crate::commands::output(
-        &[
-            "systemctl",
-            "list-jobs",
-            "--no-legend",
-            "--no-pager",
-            "--full",
-        ],
-        Duration::from_secs(2),
-    )
-    .unwrap_or_default();
-    bye_reason(&jobs)
-}
-
-/// The reason `systemctl list-jobs` output implies (pure).
-fn bye_reason(jobs: &str) -> ByeReason {
-    let queued = |t: &str| jobs.lines().any(|l| l.split_whitespace().nth(1) == Some(t));
-    if ["reboot.target", "kexec.target", "soft-reboot.target"]
-        .iter()
-        .any(|t| queued(t))
-    {
-        ByeReason::Reboot
-    } else if ["poweroff.target", "halt.target", "shutdown.target"]
-        .iter()
-        .any(|t| queued(t))
-    {
-        ByeReason::Shutdown
-    } else {
-        ByeReason::Stopped
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_queued_jobs_tell_a_reboot_from_a_poweroff_from_a_stop() {
-        // As `systemctl list-jobs --no-legend` prints them mid-shutdown.
-        let reboot = "\
-1234 reboot.target            start waiting
-1240 vigil-agent.service      stop  running
-1236 shutdown.target          start waiting
-";
-        assert_eq!(bye_reason(reboot), ByeReason::Reboot);
-        let poweroff = "\
-98 poweroff.target start waiting
-99 shutdown.target start waiting
-";
-        assert_eq!(bye_reason(poweroff), ByeReason::Shutdown);
-        let stop = "1240 vigil-agent.service stop running\n";
-        assert_eq!(bye_reason(stop), ByeReason::Stopped);
-        assert_eq!(bye_reason(""), ByeReason::Stopped);
-        // A unit merely named like a target is not one.
-        assert_eq!(
-            bye_reason("7 my-reboot.target.service start running\n"),
-            ByeReason::Stopped
-        );
-    }
 
     #[test]
     fn jitter_stays_within_twenty_percent() {

@@ -112,14 +112,15 @@ impl Vm {
     }
 
     /// Journal and emit an action outside the ladder (evidence capture,
-    /// quarantine alert): intent first, like every action.
+    /// quarantine alert, an operator's): intent first, like every action.
+    /// Returns its id.
     pub fn side_action(
         &mut self,
         kind: ActionKind,
         fault: u64,
         ctx: &mut Ctx<'_>,
         out: &mut Output,
-    ) {
+    ) -> u64 {
         let action = Action {
             id: ctx.action_id(),
             vm: self.name.clone(),
@@ -133,7 +134,9 @@ impl Vm {
             rung: None,
             attempt: 1,
         });
+        let id = action.id;
         out.actions.push(action);
+        id
     }
 
     fn suppress(

@@ -52,6 +52,15 @@ impl ActionKind {
         )
     }
 
+    /// Whether the guest goes down through it and comes back (or stays
+    /// off): until it has, what the guest shows is the action's doing.
+    pub fn takes_guest_down(&self) -> bool {
+        matches!(
+            self,
+            ActionKind::AgentReboot | ActionKind::Reboot | ActionKind::Reset | ActionKind::Shutdown
+        )
+    }
+
     /// Whether a restart that interrupted it resumes what is left of it
     /// (a start after the destroy) instead of leaving the domain half done.
     pub fn resumable(&self) -> bool {

@@ -41,6 +41,11 @@ impl Vm {
     ) {
         let was = self.domain;
         self.domain = d;
+        if matches!(d, DomainState::ShutOff(_) | DomainState::Crashed { .. }) {
+            // Off (or crashed): the operator's action is over either way;
+            // what follows is judged as a stop.
+            self.operator_down = None;
+        }
         let ours = self
             .fault
             .as_ref()

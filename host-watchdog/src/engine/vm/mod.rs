@@ -220,6 +220,12 @@ pub(super) struct Vm {
     /// action of ours that just finished: the hypervisor's lifecycle
     /// events come on their own path and may arrive after the result.
     pub own_stop_until: Option<Millis>,
+    /// An operator's action that takes the guest down (a reboot, a reset,
+    /// a shutdown): its id, and until when what it causes is expected —
+    /// services stopping, silence, a close without a bye. No fault is
+    /// taken from them until the guest is back or off, the action failed,
+    /// or the boot grace passed.
+    pub operator_down: Option<(u64, Millis)>,
     /// The last fault closed (cleared or recovered), and when: reopened if
     /// it comes back within the flap window.
     pub last_closed: Option<(ActiveFault, Millis)>,
@@ -272,6 +278,7 @@ impl Vm {
             pressure_streak: 0,
             panic_seen: None,
             own_stop_until: None,
+            operator_down: None,
             last_closed: None,
             destructive_log: VecDeque::new(),
             recovered: VecDeque::new(),
@@ -335,7 +342,28 @@ impl Vm {
     /// Frozen: no deadlines, no faults from reports, no actions.
     /// (Quarantine is not frozen: it stops actions, never seeing.)
     pub fn frozen(&self) -> bool {
-        self.maintenance.is_some() || self.off || self.paused_on_purpose()
+        self.maintenance.is_some()
+            || self.off
+            || self.paused_on_purpose()
+            || self.operator_down.is_some()
+    }
+
+    /// The operator's action that took the guest down is over: the guest
+    /// is back or off (the paths that say so rearm), or it failed, or its
+    /// window passed (then silence counts again from now).
+    pub fn operator_down_over(
+        &mut self,
+        now: Millis,
+        grace: Option<Millis>,
+        why: &str,
+        out: &mut Output,
+    ) {
+        if self.operator_down.take().is_some() {
+            if let Some(g) = grace {
+                self.rearm(now, g);
+            }
+            self.settle(why, out);
+        }
     }
 
     /// A guest time (ms since its boot) on the host's clock, once the
@@ -387,6 +415,7 @@ impl Vm {
             Input::Hello { boot_id } => {
                 if self.boot_id.as_deref().is_some_and(|b| b != boot_id) {
                     self.awaiting_first = true;
+                    self.operator_down_over(now, None, "guest booted again", out);
                 }
                 self.boot_id = Some(boot_id);
                 // A guest whose agent says hello after our stop-and-start
@@ -454,6 +483,9 @@ impl Vm {
                     ByeReason::Stopped | ByeReason::Other(_) => ctx.cfg.agent_stopped_grace_ms,
                 };
                 let had_suspect = self.suspect.is_some();
+                if matches!(reason, ByeReason::Reboot | ByeReason::Shutdown) {
+                    self.operator_down = None;
+                }
                 self.rearm(now, grace);
                 self.clean_bye = Some(reason);
                 if had_suspect {
@@ -485,6 +517,7 @@ impl Vm {
             }
             Input::Domain(d) => self.on_domain(now, d, ctx, out),
             Input::Rebooted => {
+                self.operator_down = None;
                 self.awaiting_first = true;
                 self.rearm(now, ctx.cfg.boot_grace_ms);
                 self.settle("guest rebooted", out);
@@ -508,7 +541,12 @@ impl Vm {
                     self.destructive_log.push_back(now);
                     ctx.started_destructive(now);
                 }
-                self.side_action(kind, 0, ctx, out);
+                let id = self.side_action(kind.clone(), 0, ctx, out);
+                if kind.takes_guest_down() {
+                    self.operator_down = Some((id, now + ctx.cfg.boot_grace_ms));
+                    self.suspect = None;
+                    self.settle("the operator takes the guest down", out);
+                }
             }
             Input::Operator(OperatorCommand::Release) => {
                 self.recovered.clear(); // the operator starts every ladder over
@@ -529,6 +567,10 @@ impl Vm {
                 }
             }
             Input::ActionDone { id, ok, detail } => {
+                if !ok && self.operator_down.is_some_and(|(op, _)| op == id) {
+                    let why = "the operator's action failed";
+                    self.operator_down_over(now, Some(ctx.cfg.resume_grace_ms), why, out);
+                }
                 self.on_action_done(now, id, ok, detail, ctx, out)
             }
         }

@@ -46,6 +46,10 @@ impl Vm {
 
     /// Deadlines and corroboration at a tick.
     pub fn tick(&mut self, now: Millis, ctx: &mut Ctx<'_>, out: &mut Output) {
+        if self.operator_down.is_some_and(|(_, until)| now >= until) {
+            let why = "the operator's action left the guest as it was";
+            self.operator_down_over(now, Some(ctx.cfg.resume_grace_ms), why, out);
+        }
         if let Some(Some(until)) = self.maintenance {
             if now >= until {
                 self.end_maintenance(now, ctx, "maintenance window ended", out);
