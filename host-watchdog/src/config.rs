@@ -82,8 +82,14 @@ pub struct Config {
     /// Kernel-vsock listen addresses (`vsock://any:1217`); VMs are found by
     /// the CID in their domain XML.
     pub listen: Vec<String>,
-    /// How often domains are polled, ms.
+    /// How often domains that need watching are polled, ms: those not
+    /// healthy (discovering, suspect, faulted, recovering, ...). A VM that
+    /// turns suspect is polled at once.
     pub poll_interval_ms: u64,
+    /// How often every domain is polled, ms (one bulk call): healthy VMs
+    /// with a heartbeating agent need the hypervisor's word only as a
+    /// fallback; their lifecycle events come at once anyway.
+    pub quiet_poll_interval_ms: u64,
     /// Largest frame payload accepted from a guest.
     pub max_frame_bytes: u32,
     /// Messages per second a guest may send (burst of the same size).
@@ -120,6 +126,7 @@ impl Default for Config {
             metrics_listen: "127.0.0.1:9717".into(),
             listen: Vec::new(),
             poll_interval_ms: 1000,
+            quiet_poll_interval_ms: 5000,
             max_frame_bytes: vigil_protocol::DEFAULT_MAX_PAYLOAD,
             max_messages_per_second: 50,
             slow_sender_timeout_ms: 5000,
@@ -195,6 +202,11 @@ impl Config {
         }
         if self.poll_interval_ms < 100 || self.poll_interval_ms > 60_000 {
             return bad("poll_interval_ms must be 100..=60000".into());
+        }
+        if self.quiet_poll_interval_ms < self.poll_interval_ms
+            || self.quiet_poll_interval_ms > 300_000
+        {
+            return bad("quiet_poll_interval_ms must be poll_interval_ms..=300000".into());
         }
         if self.max_frame_bytes < 1024 || self.max_frame_bytes > 16 << 20 {
             return bad("max_frame_bytes must be 1024..=16777216".into());
@@ -293,6 +305,7 @@ mod tests {
             ),
             ("[engine]\nheartbeat_timeout_ms = 10", "engine:"),
             ("poll_interval_ms = 5", "poll_interval_ms"),
+            ("quiet_poll_interval_ms = 500", "quiet_poll_interval_ms"),
         ];
         for (text, want) in cases {
             let e = check(text).unwrap_err().to_string();

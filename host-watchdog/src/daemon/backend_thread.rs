@@ -1,5 +1,7 @@
 //! The backend thread: owns the hypervisor connection (all calls block),
-//! polls every domain at the poll interval, and carries out actions.
+//! polls the domains as the schedule says (`schedule.rs`: every one at the
+//! quiet interval, those that need watching at the poll interval), and
+//! hands actions to the executor.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -8,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::Sender;
 
+use super::schedule::Due;
 use super::CoreMsg;
 use crate::backend::{DomainDef, Hypervisor};
 use crate::engine::{ActionKind, DomainState, Millis, PauseReason};
@@ -38,6 +41,14 @@ pub enum BackendReq {
     },
     /// Re-read domain definitions now.
     Relist,
+    /// A domain needs watching (polled at once, then at the poll
+    /// interval) or is healthy again (left to the quiet pass).
+    Watch {
+        /// Domain.
+        vm: String,
+        /// Needs watching.
+        hot: bool,
+    },
     /// An executor thread finished an action.
     Finished(super::executor::Done),
 }
@@ -232,8 +243,15 @@ type IoCounters = Arc<Mutex<HashMap<String, crate::backend::libvirt::IoFigures>>
 /// The I/O-counter thread: block and network counters need the VMM's
 /// monitor, which a stuck QEMU does not answer; here that stalls only these
 /// counters (which then show no progress), never the state and vCPU polls or
-/// the actions.
-fn io_thread(uri: String, defs: Arc<Mutex<Vec<DomainDef>>>, out: IoCounters, interval: Duration) {
+/// the actions. Every domain's in one bulk call at the quiet interval; the
+/// hot ones' (`hot`, kept by the backend thread) at the poll interval.
+fn io_thread(
+    uri: String,
+    defs: Arc<Mutex<Vec<DomainDef>>>,
+    hot: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    out: IoCounters,
+    every: Cadence,
+) {
     // Its own connection, opened after the main one is set up.
     let mut hv = loop {
         match crate::backend::libvirt::Libvirt::open(&uri) {
@@ -244,38 +262,62 @@ fn io_thread(uri: String, defs: Arc<Mutex<Vec<DomainDef>>>, out: IoCounters, int
             }
         }
     };
+    let mut next_all = Instant::now();
     loop {
         let list = defs.lock().map(|d| d.clone()).unwrap_or_default();
-        let counters = hv.io_all(&list);
-        if let Ok(mut m) = out.lock() {
-            *m = counters;
+        let now = Instant::now();
+        if now >= next_all {
+            next_all = now + every.quiet;
+            let counters = hv.io_all(&list);
+            if let Ok(mut m) = out.lock() {
+                *m = counters;
+            }
+        } else {
+            let hot = hot.lock().map(|h| h.clone()).unwrap_or_default();
+            let some: Vec<DomainDef> = list.into_iter().filter(|d| hot.contains(&d.name)).collect();
+            if !some.is_empty() {
+                let counters = hv.io_some(&some);
+                if let Ok(mut m) = out.lock() {
+                    m.extend(counters);
+                }
+            }
         }
-        std::thread::sleep(interval);
+        std::thread::sleep(every.hot);
     }
 }
 
-/// Run until the core goes away: poll at `interval`, hand actions to the
-/// executor (its threads report back on `me`, this thread's own channel,
-/// each action given `action_timeout`). The I/O-counter thread opens a
-/// second connection to `io_uri`.
+/// How often domains are polled: those that need watching, and all.
+#[derive(Debug, Clone, Copy)]
+pub struct Cadence {
+    /// The poll interval (hot domains).
+    pub hot: Duration,
+    /// The quiet pass (every domain).
+    pub quiet: Duration,
+}
+
+/// Run until the core goes away: poll as the schedule says, hand actions
+/// to the executor (its threads report back on `me`, this thread's own
+/// channel, each action given `action_timeout`). The I/O-counter thread
+/// opens a second connection to `io_uri`.
 pub fn run(
     mut hv: Box<dyn Hypervisor>,
     io_uri: String,
     rx: Receiver<BackendReq>,
     me: std::sync::mpsc::Sender<BackendReq>,
     core: Sender<CoreMsg>,
-    interval: Duration,
+    every: Cadence,
     action_timeout: Duration,
 ) {
     let mut executor =
         super::executor::Executor::new(hv.as_ref(), super::executor::WORKERS, action_timeout, me);
     let shared_defs: Arc<Mutex<Vec<DomainDef>>> = Arc::default();
+    let shared_hot: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
     let io: IoCounters = Arc::default();
     {
-        let (d, o) = (shared_defs.clone(), io.clone());
+        let (d, h, o) = (shared_defs.clone(), shared_hot.clone(), io.clone());
         let spawned = std::thread::Builder::new()
             .name("io-counters".into())
-            .spawn(move || io_thread(io_uri, d, o, interval));
+            .spawn(move || io_thread(io_uri, d, h, o, every));
         if let Err(e) = spawned {
             log::error!("cannot start the I/O counter thread: {e}");
         }
@@ -285,7 +327,7 @@ pub fn run(
     let mut memory: HashMap<String, (u64, u64)> = HashMap::new();
     let live = |s: DomainState| matches!(s, DomainState::Running | DomainState::Paused(_));
     let mut relist = true;
-    let mut next_poll = Instant::now();
+    let mut schedule = super::schedule::Schedule::new(every.hot, every.quiet, Instant::now());
     let mut last_list = Instant::now();
     let tell = |d: super::executor::Done| {
         core.blocking_send(CoreMsg::ActionDone {
@@ -298,20 +340,30 @@ pub fn run(
     };
     loop {
         // Wake at least every 250 ms while actions run, for their timeouts.
-        let mut wait = next_poll.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let mut wait = schedule.next(now).saturating_duration_since(now);
         if executor.busy() {
             wait = wait.min(Duration::from_millis(250));
         }
         match rx.recv_timeout(wait) {
-            Ok(BackendReq::Relist) => relist = true,
+            Ok(BackendReq::Relist) => {
+                relist = true;
+                schedule.all_soon(Instant::now());
+            }
+            Ok(BackendReq::Watch { vm, hot }) => {
+                schedule.watch(&vm, hot, Instant::now());
+                if let Ok(mut h) = shared_hot.lock() {
+                    *h = schedule.hot();
+                }
+            }
             Ok(req @ BackendReq::Act { .. }) => executor.submit(req),
             Ok(BackendReq::Finished(d)) => {
+                schedule.soon(&d.vm); // show the effect at once
                 if let Some(d) = executor.finished(d) {
                     if !tell(d) {
                         return;
                     }
                 }
-                next_poll = Instant::now(); // show the effect at once
             }
             Err(RecvTimeoutError::Disconnected) => return,
             Err(RecvTimeoutError::Timeout) => {}
@@ -321,10 +373,10 @@ pub fn run(
                 return;
             }
         }
-        if Instant::now() < next_poll {
+        let due = schedule.due(Instant::now());
+        if due == Due::Nothing {
             continue;
         }
-        next_poll = Instant::now() + interval;
         // Definitions change with define/undefine events (a relist each);
         // a slow full relist only in case an event was missed.
         if relist || last_list.elapsed() > RELIST_EVERY {
@@ -344,10 +396,20 @@ pub fn run(
         // change); the I/O counters the other thread gathered in one bulk
         // call ride along (the busy-not-hung veto needs them), and memory:
         // from there, else as last known, else asked of the domain once.
+        let (full, these): (bool, Vec<DomainDef>) = match due {
+            Due::Some(vms) => (
+                false,
+                defs.iter()
+                    .filter(|d| vms.contains(&d.name))
+                    .cloned()
+                    .collect(),
+            ),
+            _ => (true, defs.clone()),
+        };
         let io = io.lock().map(|m| m.clone()).unwrap_or_default();
-        let polls = hv.poll_all(&defs);
-        let mut polled = Vec::with_capacity(defs.len());
-        for (d, p) in defs.iter().zip(polls) {
+        let polls = hv.poll_all(&these);
+        let mut polled = Vec::with_capacity(these.len());
+        for (d, p) in these.iter().zip(polls) {
             let p = p.map(|mut p| {
                 let f = io.get(&d.name);
                 if let Some(f) = f {
@@ -369,8 +431,17 @@ pub fn run(
             });
             polled.push((d.clone(), p.map_err(|e| e.to_string())));
         }
-        memory.retain(|n, _| defs.iter().any(|d| &d.name == n));
-        if core.blocking_send(CoreMsg::Polled(polled)).is_err() {
+        if full {
+            memory.retain(|n, _| defs.iter().any(|d| &d.name == n));
+            schedule.retain(|n| defs.iter().any(|d| d.name == n));
+        }
+        if core
+            .blocking_send(CoreMsg::Polled {
+                polls: polled,
+                full,
+            })
+            .is_err()
+        {
             return;
         }
     }

@@ -13,6 +13,7 @@ pub mod executor;
 pub mod handover;
 pub mod metrics;
 pub mod probe;
+pub mod schedule;
 pub mod session;
 pub mod vsock;
 pub mod writer;
@@ -70,8 +71,14 @@ pub enum CoreMsg {
         /// Metrics label.
         reason: &'static str,
     },
-    /// Domain polls.
-    Polled(Vec<(DomainDef, Result<DomainPoll, String>)>),
+    /// Domain polls: every domain's (`full`, so a domain missing from it
+    /// is no longer defined), or only those that need watching.
+    Polled {
+        /// Each polled domain's result.
+        polls: Vec<(DomainDef, Result<DomainPoll, String>)>,
+        /// Every defined domain was polled.
+        full: bool,
+    },
     /// A hypervisor event.
     Hv(crate::backend::events::HvEvent),
     /// An action finished.
@@ -167,14 +174,17 @@ async fn run_async(
     let (be_tx, be_rx) = std::sync::mpsc::channel();
     {
         let tx = core_tx.clone();
-        let interval = Duration::from_millis(config.poll_interval_ms);
+        let every = backend_thread::Cadence {
+            hot: Duration::from_millis(config.poll_interval_ms),
+            quiet: Duration::from_millis(config.quiet_poll_interval_ms),
+        };
         let io_uri = config.libvirt_uri.clone();
         let me = be_tx.clone();
         let timeout = Duration::from_millis(config.action_timeout_ms);
         std::thread::Builder::new()
             .name("backend".into())
             .spawn(move || {
-                backend_thread::run(Box::new(lv), io_uri, be_rx, me, tx, interval, timeout)
+                backend_thread::run(Box::new(lv), io_uri, be_rx, me, tx, every, timeout)
             })?;
     }
     let metrics = Arc::new(metrics::Metrics::new());

@@ -545,6 +545,59 @@ mod tests {
         );
     }
 
+    /// A healthy VM is polled only at the quiet pass (every 5 s). It hangs
+    /// at 8 s; the sample polled at once when it turns suspect still holds
+    /// the I/O it did before it hung. Compared with the quiet sample from
+    /// before its last heartbeat that looks like a busy guest and holds the
+    /// verdict; compared with the sample polled at once, a second later
+    /// nothing moved: guest-hang.
+    #[test]
+    fn a_quiet_vms_hang_is_judged_on_samples_from_after_it_went_silent() {
+        let stats = |cpu_s: u64, block: u64| {
+            Input::Stats(DomainStats {
+                cpu_time_ns: cpu_s * 1_000_000_000,
+                block_ops: block,
+                net_packets: 0,
+            })
+        };
+        let mut e = engine_with_vm();
+        e.step(0, "vm", stats(0, 0));
+        for i in 1..=16 {
+            if i * 500 == 5_000 {
+                e.step(5_000, "vm", stats(2, 100));
+            }
+            e.step(
+                i * 500,
+                "vm",
+                Input::Heartbeat {
+                    seq: i,
+                    uptime_ms: i * 500,
+                },
+            );
+            e.global(i * 500, Global::Tick);
+        }
+        e.global(9_500, Global::Tick);
+        assert_eq!(e.state("vm"), Some(State::Suspect));
+        e.step(9_500, "vm", stats(6, 180)); // polled at once
+        e.step(10_300, "vm", Input::Probe(ProbeResult::TimedOut));
+        e.global(10_300, Global::Tick);
+        assert_eq!(
+            e.state("vm"),
+            Some(State::Suspect),
+            "one sample is not a trend"
+        );
+        let out = e.step(10_500, "vm", stats(7, 180));
+        let kinds: Vec<_> = out
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Fault { kind, .. } => Some(*kind),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kinds, [FaultKind::GuestHang], "{out:?}");
+    }
+
     /// vigild was killed between the destroy and the start of a reset:
     /// after the restart the step is resumed within the same fault, and the
     /// domain its destroy left shut off is not a new vm-crashed fault.

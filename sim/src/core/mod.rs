@@ -36,6 +36,7 @@ use vigil_watchdog::daemon::clock::Clock;
 use vigil_watchdog::daemon::control::{Request, Response};
 use vigil_watchdog::daemon::core::{Core, Journals};
 use vigil_watchdog::daemon::metrics::Metrics;
+use vigil_watchdog::daemon::schedule::{self, Schedule};
 use vigil_watchdog::daemon::session::HelloReply;
 use vigil_watchdog::daemon::writer::Written;
 use vigil_watchdog::daemon::CoreMsg;
@@ -44,8 +45,6 @@ use vigil_watchdog::journal::Journal;
 
 use crate::{action_ms, metrics_lines, settings, stop, Event, Scenario, Stream, PROBE_MS, TICK_MS};
 
-/// vigild's poll interval.
-const POLL_MS: Millis = 1000;
 /// How long an agent takes to reconnect after vigild went away.
 const RECONNECT_MS: Millis = 1000;
 
@@ -108,6 +107,10 @@ struct Harness<'a> {
     reader: Journal,
     read_to: i64,
     log: String,
+    /// The backend's polling schedule (the real one), on the virtual
+    /// clock: `t0` is virtual time 0.
+    schedule: Schedule,
+    t0: std::time::Instant,
     now: Millis,
 }
 
@@ -139,6 +142,8 @@ pub fn run_core(sc: &Scenario, engine: EngineConfig) -> String {
 
 impl<'a> Harness<'a> {
     fn new(sc: &'a Scenario, engine: EngineConfig, dir: &Path) -> anyhow::Result<Harness<'a>> {
+        let t0 = std::time::Instant::now();
+        let schedule = new_schedule(&Config::default(), t0);
         let journal_path = dir.join("journal.db");
         let mut cfg = Config {
             journal: journal_path.clone(),
@@ -203,6 +208,8 @@ impl<'a> Harness<'a> {
             read_to: 0,
             log: String::new(),
             now: 0,
+            schedule,
+            t0,
         })
     }
 
@@ -255,8 +262,11 @@ impl<'a> Harness<'a> {
             self.happen(d).await;
             self.settle().await;
         }
-        if now % POLL_MS == 0 {
-            self.poll().await;
+        let at = self.at(now);
+        match self.schedule.due(at) {
+            schedule::Due::Nothing => {}
+            schedule::Due::All => self.poll(None).await,
+            schedule::Due::Some(vms) => self.poll(Some(vms)).await,
         }
         if now % TICK_MS == 0 {
             self.deliver(CoreMsg::Tick).await;
@@ -271,17 +281,25 @@ impl<'a> Harness<'a> {
         }
     }
 
-    async fn poll(&mut self) {
+    /// Virtual time `ms` as the schedule's instant.
+    fn at(&self, ms: Millis) -> std::time::Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+
+    /// Poll every domain (`None`) or these.
+    async fn poll(&mut self, only: Option<Vec<String>>) {
         let mut hv = self.hv.clone();
         let defs = hv.list().unwrap_or_default();
+        let full = only.is_none();
         let polls = defs
             .into_iter()
+            .filter(|d| only.as_ref().is_none_or(|o| o.contains(&d.name)))
             .map(|d| {
                 let p = hv.poll(&d).map_err(|e| e.to_string());
                 (d, p)
             })
             .collect();
-        self.deliver(CoreMsg::Polled(polls)).await;
+        self.deliver(CoreMsg::Polled { polls, full }).await;
     }
 
     /// Hand a message to the core (or hold it while the core is stalled).
@@ -431,6 +449,12 @@ impl<'a> Harness<'a> {
     /// The executor's contract: one action at a time per VM, concurrently
     /// across VMs.
     fn execute(&mut self, req: BackendReq) {
+        let at = self.at(self.now);
+        match &req {
+            BackendReq::Watch { vm, hot } => return self.schedule.watch(vm, *hot, at),
+            BackendReq::Relist => return self.schedule.all_soon(at),
+            _ => {}
+        }
         let BackendReq::Act { vm, kind, .. } = &req else {
             return; // relists: the harness polls the world as it is
         };
@@ -462,6 +486,7 @@ impl<'a> Harness<'a> {
             self.react(&name, &vm, 0);
         }
         self.busy.remove(&vm);
+        self.schedule.soon(&vm); // the backend shows an action's effect at once
         if generation == self.generation {
             self.deliver(CoreMsg::ActionDone {
                 id,
@@ -549,6 +574,8 @@ impl<'a> Harness<'a> {
                 self.core_rx = rx;
                 self.written = written;
                 self.be_rx = be;
+                // A new vigild's backend starts its schedule over.
+                self.schedule = new_schedule(&self.cfg, self.at(self.now));
             }
             Err(e) => {
                 let _ = writeln!(self.log, "{:>7} *        restart failed: {e:#}", self.now);
@@ -622,4 +649,13 @@ fn start_core(
         .take_written()
         .ok_or_else(|| anyhow::anyhow!("no journal writer"))?;
     Ok((core, rx, written, be_rx))
+}
+
+/// The backend's schedule for `cfg`, its first pass due at `now`.
+fn new_schedule(cfg: &Config, now: std::time::Instant) -> Schedule {
+    Schedule::new(
+        Duration::from_millis(cfg.poll_interval_ms),
+        Duration::from_millis(cfg.quiet_poll_interval_ms),
+        now,
+    )
 }

@@ -8,6 +8,7 @@ impl Core {
         &mut self,
         now: Millis,
         polls: Vec<(DomainDef, Result<crate::backend::DomainPoll, String>)>,
+        full: bool,
     ) {
         let seen: std::collections::BTreeSet<String> =
             polls.iter().map(|(d, _)| d.name.clone()).collect();
@@ -46,6 +47,11 @@ impl Core {
                     self.resume_interrupted(&name, id, kind, at);
                 }
                 log::info!("monitoring vm={name} agent={agent}");
+                // Discovering: watched closely until healthy.
+                let _ = self.backend.send(BackendReq::Watch {
+                    vm: name.clone(),
+                    hot: true,
+                });
                 let uuid = uuid_of(&self.vms, &name);
                 self.metrics.set_state(&name, &uuid, State::Discovering);
             }
@@ -53,6 +59,9 @@ impl Core {
                 self.step(now, &name, Input::Domain(poll.state));
             }
             self.step(now, &name, Input::Stats(poll.stats));
+        }
+        if !full {
+            return; // only the domains that need watching were polled
         }
         let gone: Vec<String> = self
             .vms

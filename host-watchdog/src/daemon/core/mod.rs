@@ -432,8 +432,8 @@ impl Core {
                     };
                     self.metrics.rejected.get_or_create(&l).inc();
                 }
-                CoreMsg::Polled(polls) => {
-                    self.on_polled(now, polls);
+                CoreMsg::Polled { polls, full } => {
+                    self.on_polled(now, polls, full);
                     self.adopt_handed_over();
                 }
                 CoreMsg::Hv(ev) => self.on_hv(now, ev),

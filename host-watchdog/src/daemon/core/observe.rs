@@ -8,6 +8,16 @@ impl Core {
         match r {
             Record::Transition { vm, from, to, why } => {
                 log::info!("vm={vm} state {from} -> {to}: {why}");
+                // Healthy VMs are left to the quiet poll; any other state
+                // is watched at the poll interval (a suspect one polled at
+                // once, for a fresh sample to compare with).
+                let hot = *to != State::Healthy;
+                if hot != (*from != State::Healthy) {
+                    let _ = self.backend.send(BackendReq::Watch {
+                        vm: vm.clone(),
+                        hot,
+                    });
+                }
                 let uuid = uuid_of(&self.vms, vm);
                 self.metrics.set_state(vm, &uuid, *to);
                 let up = !matches!(

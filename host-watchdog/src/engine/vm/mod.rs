@@ -21,6 +21,9 @@ const PANIC_EXPLAINS_MS: Millis = 30_000;
 const MAX_RECOVERED: usize = 32;
 /// Longest wait for a stats sample before calling a hang without one.
 const STATS_WAIT_MS: Millis = 10_000;
+/// The least time between the baseline and the sample compared with it
+/// (vCPU time over a shorter span says little).
+const MIN_SAMPLE_SPAN_MS: Millis = 900;
 
 /// Step-wide context: settings and host-wide counters.
 pub(super) struct Ctx<'a> {
@@ -522,7 +525,19 @@ impl Vm {
                 self.rearm(now, ctx.cfg.boot_grace_ms);
                 self.settle("guest rebooted", out);
             }
-            Input::Stats(s) => self.stats = Some((now, s)),
+            Input::Stats(s) => {
+                // A healthy VM is polled only every few seconds: counters
+                // from before it was last seen alive (its last heartbeat)
+                // hold what it did before it went silent, so the first
+                // sample after the suspicion began (polled at once) is
+                // what later samples are compared with.
+                if let Some(sus) = self.suspect.as_mut() {
+                    if now >= sus.since && sus.baseline.is_some_and(|(t, _)| t < sus.onset.at) {
+                        sus.baseline = Some((now, s));
+                    }
+                }
+                self.stats = Some((now, s));
+            }
             Input::Probe(r) => {
                 if let Some(s) = self.suspect.as_mut() {
                     s.probe = Some(r);

@@ -128,7 +128,9 @@ impl Vm {
         // The hypervisor's word since the suspicion began: a connection
         // that closes because the VMM died looks like an agent that quit
         // until the hypervisor says the domain is still running.
-        let sample = self.stats.filter(|(t, _)| *t > s.since);
+        let sample = self.stats.filter(|(t, _)| {
+            *t > s.since && s.baseline.is_none_or(|(b, _)| *t >= b + MIN_SAMPLE_SPAN_MS)
+        });
         let Some((cur_t, cur)) = sample else {
             if probe_done && now >= s.since + STATS_WAIT_MS {
                 // The hypervisor itself does not answer: a host problem,
