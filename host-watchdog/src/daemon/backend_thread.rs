@@ -41,8 +41,9 @@ pub enum BackendReq {
     },
     /// Re-read domain definitions now.
     Relist,
-    /// A domain needs watching (polled at once, then at the poll
-    /// interval) or is healthy again (left to the quiet pass).
+    /// A domain needs watching (its I/O counters gathered at once, then
+    /// polled at the poll interval) or is healthy again (left to the
+    /// quiet pass).
     Watch {
         /// Domain.
         vm: String,
@@ -51,6 +52,10 @@ pub enum BackendReq {
     },
     /// An executor thread finished an action.
     Finished(super::executor::Done),
+    /// The I/O thread has fresh counters for a domain that just turned
+    /// hot: poll it now (a suspicion's first sample holds I/O gathered
+    /// after the guest went silent, never the quiet pass's).
+    IoFresh(String),
 }
 
 /// Carry out one action (on an executor thread).
@@ -244,11 +249,14 @@ type IoCounters = Arc<Mutex<HashMap<String, crate::backend::libvirt::IoFigures>>
 /// monitor, which a stuck QEMU does not answer; here that stalls only these
 /// counters (which then show no progress), never the state and vCPU polls or
 /// the actions. Every domain's in one bulk call at the quiet interval; the
-/// hot ones' (`hot`, kept by the backend thread) at the poll interval.
+/// hot ones' (`hot`, kept by the backend thread) at the poll interval, and
+/// a domain's at once when it turns hot (`now`), told back on `me`.
 fn io_thread(
     uri: String,
     defs: Arc<Mutex<Vec<DomainDef>>>,
     hot: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    now_rx: Receiver<String>,
+    me: std::sync::mpsc::Sender<BackendReq>,
     out: IoCounters,
     every: Cadence,
 ) {
@@ -263,7 +271,27 @@ fn io_thread(
         }
     };
     let mut next_all = Instant::now();
+    let mut next_hot = Instant::now();
     loop {
+        match now_rx.recv_timeout(next_hot.saturating_duration_since(Instant::now())) {
+            Ok(vm) => {
+                let one: Vec<DomainDef> = defs
+                    .lock()
+                    .map(|d| d.iter().filter(|d| d.name == vm).cloned().collect())
+                    .unwrap_or_default();
+                let counters = hv.io_some(&one);
+                if let Ok(mut m) = out.lock() {
+                    m.extend(counters);
+                }
+                if me.send(BackendReq::IoFresh(vm)).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        next_hot = Instant::now() + every.hot;
         let list = defs.lock().map(|d| d.clone()).unwrap_or_default();
         let now = Instant::now();
         if now >= next_all {
@@ -282,7 +310,6 @@ fn io_thread(
                 }
             }
         }
-        std::thread::sleep(every.hot);
     }
 }
 
@@ -308,16 +335,22 @@ pub fn run(
     every: Cadence,
     action_timeout: Duration,
 ) {
-    let mut executor =
-        super::executor::Executor::new(hv.as_ref(), super::executor::WORKERS, action_timeout, me);
+    let mut executor = super::executor::Executor::new(
+        hv.as_ref(),
+        super::executor::WORKERS,
+        action_timeout,
+        me.clone(),
+    );
     let shared_defs: Arc<Mutex<Vec<DomainDef>>> = Arc::default();
     let shared_hot: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
     let io: IoCounters = Arc::default();
+    let (io_now, io_now_rx) = std::sync::mpsc::channel::<String>();
     {
         let (d, h, o) = (shared_defs.clone(), shared_hot.clone(), io.clone());
+        let me = me.clone();
         let spawned = std::thread::Builder::new()
             .name("io-counters".into())
-            .spawn(move || io_thread(io_uri, d, h, o, every));
+            .spawn(move || io_thread(io_uri, d, h, io_now_rx, me, o, every));
         if let Err(e) = spawned {
             log::error!("cannot start the I/O counter thread: {e}");
         }
@@ -355,7 +388,11 @@ pub fn run(
                 if let Ok(mut h) = shared_hot.lock() {
                     *h = schedule.hot();
                 }
+                if hot {
+                    let _ = io_now.send(vm);
+                }
             }
+            Ok(BackendReq::IoFresh(vm)) => schedule.soon(&vm),
             Ok(req @ BackendReq::Act { .. }) => executor.submit(req),
             Ok(BackendReq::Finished(d)) => {
                 schedule.soon(&d.vm); // show the effect at once

@@ -1,8 +1,9 @@
 //! When each domain is polled. Every domain at the quiet interval, in one
 //! pass; the domains that need watching (anything but healthy: a VM
 //! discovering, suspect, faulted, recovering, paused, off) at the hot
-//! interval, each from the moment it turned hot, its first poll at once,
-//! so a suspicion gets a fresh sample to compare with. A healthy VM with a
+//! interval, each from the moment it turned hot; its first poll comes as
+//! soon as its I/O counters were gathered afresh (`soon`), so a suspicion
+//! gets a fresh sample to compare with. A healthy VM with a
 //! heartbeating agent needs the hypervisor's word only as a fallback: its
 //! lifecycle events come at once anyway, and its agent is the fast signal.
 
@@ -44,11 +45,12 @@ impl Schedule {
         }
     }
 
-    /// A domain turned hot (polled at once, then at the hot interval) or
-    /// quiet (left to the quiet pass).
+    /// A domain turned hot (polled at the hot interval from now; `soon`
+    /// polls it at once) or quiet (left to the quiet pass).
     pub fn watch(&mut self, vm: &str, hot: bool, now: Instant) {
         if hot {
-            self.hot.entry(vm.to_string()).or_insert(now);
+            let next = now + self.hot_every;
+            self.hot.entry(vm.to_string()).or_insert(next);
         } else {
             self.hot.remove(vm);
         }
@@ -127,11 +129,13 @@ mod tests {
         assert_eq!(s.due(t0), Due::All);
         assert_eq!(s.next(t0), t0 + ms(5000));
         assert_eq!(s.due(t0 + ms(1000)), Due::Nothing);
-        // Turns suspect at 1.3 s: polled at once, then every second from then.
+        // Turns suspect at 1.3 s: polled once its counters are fresh, and
+        // every second from then.
         s.watch("web", true, t0 + ms(1300));
-        assert_eq!(s.next(t0 + ms(1300)), t0 + ms(1300));
-        assert_eq!(s.due(t0 + ms(1300)), Due::Some(vec!["web".into()]));
         assert_eq!(s.next(t0 + ms(1300)), t0 + ms(2300));
+        s.soon("web");
+        assert_eq!(s.due(t0 + ms(1310)), Due::Some(vec!["web".into()]));
+        assert_eq!(s.next(t0 + ms(1310)), t0 + ms(2300));
         assert_eq!(s.due(t0 + ms(2000)), Due::Nothing);
         assert_eq!(s.due(t0 + ms(2300)), Due::Some(vec!["web".into()]));
         // Told again that it is hot: its cadence does not restart.

@@ -451,7 +451,14 @@ impl<'a> Harness<'a> {
     fn execute(&mut self, req: BackendReq) {
         let at = self.at(self.now);
         match &req {
-            BackendReq::Watch { vm, hot } => return self.schedule.watch(vm, *hot, at),
+            BackendReq::Watch { vm, hot } => {
+                // The fake's I/O counters are fresh at once.
+                self.schedule.watch(vm, *hot, at);
+                if *hot {
+                    self.schedule.soon(vm);
+                }
+                return;
+            }
             BackendReq::Relist => return self.schedule.all_soon(at),
             _ => {}
         }
