@@ -275,16 +275,25 @@ fn io_thread(
     loop {
         match now_rx.recv_timeout(next_hot.saturating_duration_since(Instant::now())) {
             Ok(vm) => {
-                let one: Vec<DomainDef> = defs
-                    .lock()
-                    .map(|d| d.iter().filter(|d| d.name == vm).cloned().collect())
-                    .unwrap_or_default();
-                let counters = hv.io_some(&one);
+                // Many at once (vigild starting: every VM discovering):
+                // one bulk call instead of one call each.
+                let mut vms: std::collections::BTreeSet<String> = [vm].into();
+                vms.extend(now_rx.try_iter());
+                let list = defs.lock().map(|d| d.clone()).unwrap_or_default();
+                let counters = if vms.len() > BULK_FROM {
+                    hv.io_all(&list)
+                } else {
+                    let some: Vec<DomainDef> =
+                        list.into_iter().filter(|d| vms.contains(&d.name)).collect();
+                    hv.io_some(&some)
+                };
                 if let Ok(mut m) = out.lock() {
                     m.extend(counters);
                 }
-                if me.send(BackendReq::IoFresh(vm)).is_err() {
-                    return;
+                for vm in vms {
+                    if me.send(BackendReq::IoFresh(vm)).is_err() {
+                        return;
+                    }
                 }
                 continue;
             }
@@ -312,6 +321,10 @@ fn io_thread(
         }
     }
 }
+
+/// More domains than this turning hot at once get their I/O counters in
+/// one bulk call.
+const BULK_FROM: usize = 16;
 
 /// How often domains are polled: those that need watching, and all.
 #[derive(Debug, Clone, Copy)]
