@@ -11,6 +11,7 @@ pub mod clock;
 pub mod control;
 pub mod executor;
 pub mod handover;
+mod io_counters;
 pub mod metrics;
 pub mod probe;
 pub mod schedule;

@@ -468,10 +468,9 @@ mod tests {
         e
     }
 
-    #[test]
-    fn heartbeats_keep_a_vm_healthy_and_silence_makes_it_suspect() {
-        let mut e = engine_with_vm();
-        for i in 1..=20 {
+    /// Heartbeats `seq` in `range`, every 500 ms, each with a tick.
+    fn heartbeats(e: &mut Engine, range: std::ops::RangeInclusive<u64>) {
+        for i in range {
             e.step(
                 i * 500,
                 "vm",
@@ -482,6 +481,12 @@ mod tests {
             );
             e.global(i * 500, Global::Tick);
         }
+    }
+
+    #[test]
+    fn heartbeats_keep_a_vm_healthy_and_silence_makes_it_suspect() {
+        let mut e = engine_with_vm();
+        heartbeats(&mut e, 1..=20);
         assert_eq!(e.state("vm"), Some(State::Healthy));
         let out = e.global(10_000 + 1_500, Global::Tick);
         assert_eq!(e.state("vm"), Some(State::Suspect));
@@ -498,17 +503,7 @@ mod tests {
     #[test]
     fn a_watchdog_stall_is_not_the_guests_silence() {
         let mut e = engine_with_vm();
-        for i in 1..=20 {
-            e.step(
-                i * 500,
-                "vm",
-                Input::Heartbeat {
-                    seq: i,
-                    uptime_ms: i * 500,
-                },
-            );
-            e.global(i * 500, Global::Tick);
-        }
+        heartbeats(&mut e, 1..=20);
         let out = e.global(13_000, Global::Stalled { ms: 3_000 });
         assert!(out.records.is_empty() && out.actions.is_empty(), "{out:?}");
         let out = e.global(13_000, Global::Tick);
@@ -562,20 +557,9 @@ mod tests {
         };
         let mut e = engine_with_vm();
         e.step(0, "vm", stats(0, 0));
-        for i in 1..=16 {
-            if i * 500 == 5_000 {
-                e.step(5_000, "vm", stats(2, 100));
-            }
-            e.step(
-                i * 500,
-                "vm",
-                Input::Heartbeat {
-                    seq: i,
-                    uptime_ms: i * 500,
-                },
-            );
-            e.global(i * 500, Global::Tick);
-        }
+        heartbeats(&mut e, 1..=9);
+        e.step(5_000, "vm", stats(2, 100));
+        heartbeats(&mut e, 10..=16);
         e.global(9_500, Global::Tick);
         assert_eq!(e.state("vm"), Some(State::Suspect));
         e.step(9_500, "vm", stats(6, 180)); // polled at once
