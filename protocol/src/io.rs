@@ -136,20 +136,32 @@ pub use self::async_io::{write_message_async, AsyncMessageReader};
 
 #[cfg(feature = "tokio")]
 mod async_io {
-    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    use std::cell::RefCell;
+    use std::future::poll_fn;
+    use std::pin::Pin;
+    use std::task::Poll;
 
-    use super::{Chunk, ReadError, WriteError};
+    use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+    use super::{ReadError, WriteError, READ_CHUNK};
     use crate::frame::{encode_into, MessageDecoder};
     use crate::message::Message;
 
-    /// Reads messages from a tokio stream.
+    /// Reads messages from a tokio stream. Holds no read buffer of its
+    /// own while it waits (a watchdog waits on thousands of these): each
+    /// read goes into a per-thread scratch buffer and straight into the
+    /// decoder; only bytes past a complete message are kept.
     #[derive(Debug)]
     pub struct AsyncMessageReader<R> {
         inner: R,
         decoder: MessageDecoder,
-        chunk: Chunk,
-        /// Bytes another reader took off this stream and did not use.
+        /// Read and not yet pushed into the decoder (bytes past a message,
+        /// or what another reader took off this stream and did not use).
         carry: Vec<u8>,
+    }
+
+    thread_local! {
+        static SCRATCH: RefCell<Box<[u8; READ_CHUNK]>> = RefCell::new(Box::new([0; READ_CHUNK]));
     }
 
     impl<R: AsyncRead + Unpin> AsyncMessageReader<R> {
@@ -164,7 +176,6 @@ mod async_io {
             Self {
                 inner,
                 decoder: MessageDecoder::new(max_payload),
-                chunk: Chunk::new(),
                 carry: unread,
             }
         }
@@ -174,28 +185,38 @@ mod async_io {
         pub fn unread(&self) -> Vec<u8> {
             let mut out = self.decoder.frames().held();
             out.extend_from_slice(&self.carry);
-            out.extend_from_slice(&self.chunk.buf[self.chunk.start..self.chunk.end]);
             out
         }
 
         /// The next message; `Ok(None)` at a clean end of stream.
-        /// Cancel-safe: buffered input survives a dropped future.
+        /// Cancel-safe: a read either completes inside one poll (its bytes
+        /// go to the decoder or `carry`) or takes nothing.
         pub async fn read_message(&mut self) -> Result<Option<Message>, ReadError> {
-            if !self.carry.is_empty() {
-                let mut input = &self.carry[..];
-                let r = self.decoder.push(&mut input);
-                let used = self.carry.len() - input.len();
-                self.carry.drain(..used);
-                if let Some(m) = r? {
-                    return Ok(Some(m));
-                }
-            }
             loop {
-                if let Some(m) = self.chunk.drain(&mut self.decoder)? {
-                    return Ok(Some(m));
+                if !self.carry.is_empty() {
+                    let mut input = &self.carry[..];
+                    let r = self.decoder.push(&mut input);
+                    let used = self.carry.len() - input.len();
+                    self.carry.drain(..used);
+                    if self.carry.is_empty() {
+                        self.carry = Vec::new(); // nothing held while idle
+                    }
+                    if let Some(m) = r? {
+                        return Ok(Some(m));
+                    }
                 }
-                let n = self.inner.read(&mut self.chunk.buf[..]).await?;
-                if !self.chunk.on_read(n, &self.decoder)? {
+                let (inner, carry) = (&mut self.inner, &mut self.carry);
+                let n = poll_fn(|cx| {
+                    SCRATCH.with_borrow_mut(|buf| {
+                        let mut rb = ReadBuf::new(&mut buf[..]);
+                        std::task::ready!(Pin::new(&mut *inner).poll_read(cx, &mut rb))?;
+                        carry.extend_from_slice(rb.filled());
+                        Poll::Ready(Ok::<usize, std::io::Error>(rb.filled().len()))
+                    })
+                })
+                .await?;
+                if n == 0 {
+                    self.decoder.frames().finish()?;
                     return Ok(None);
                 }
             }

@@ -17,6 +17,15 @@ mod bulk;
 use crate::engine::{DomainState, DomainStats, PauseReason, StopReason};
 pub use bulk::{Bulk, IoFigures};
 
+/// What one bulk call gave, by domain name.
+#[derive(Debug, Default)]
+pub struct FullPass {
+    /// I/O counters and memory.
+    pub io: std::collections::HashMap<String, IoFigures>,
+    /// State with reason and vCPU time.
+    pub polls: std::collections::HashMap<String, DomainPoll>,
+}
+
 /// A libvirt connection.
 pub struct Libvirt {
     uri: String,
@@ -26,11 +35,23 @@ pub struct Libvirt {
     /// real host). A handle whose domain is gone or redefined is looked up
     /// again.
     handles: std::collections::HashMap<String, (String, Domain)>,
-    /// Per domain: the run state its info last gave, and the state with
-    /// reason that went with it. The reason (one more call) is asked only
-    /// when the run state changed; lifecycle events carry reasons too.
-    states: std::collections::HashMap<String, (virt::domain::DomainStateEnum, DomainState)>,
+    /// Per domain: the run state its info last gave, the state with reason
+    /// that went with it, and when. The reason (one more call) is asked
+    /// only when the run state changed since a recent poll; lifecycle
+    /// events carry reasons too.
+    states: std::collections::HashMap<
+        String,
+        (
+            virt::domain::DomainStateEnum,
+            DomainState,
+            std::time::Instant,
+        ),
+    >,
 }
+
+/// How long a domain's state reason is taken as still good while its run
+/// state is unchanged (a few hot polls; a quiet domain is asked again).
+const REASON_KEPT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn call(op: &'static str, domain: &str, e: virt::error::Error) -> BackendError {
     if e.code() == Enum::Known(virt::error::ErrorNumber::NoDomain) {
@@ -120,6 +141,30 @@ pub fn parse_domain_xml(name: &str, uuid: &str, xml: &str) -> DomainDef {
         }
     }
     def
+}
+
+/// Map libvirt's raw state and reason numbers (a bulk stats record's) to
+/// the engine's: pure.
+pub fn map_raw(state: i32, reason: i32) -> DomainState {
+    use virt::domain::{
+        DomainCrashedReasonEnum, DomainPausedReasonEnum, DomainShutoffReasonEnum, DomainStateEnum,
+    };
+    let Enum::Known(state) = DomainStateEnum::from_raw(state as virt::sys::virDomainState) else {
+        return DomainState::Unknown;
+    };
+    let reason = match state {
+        LvState::Paused => Some(DomainStateReason::Paused(DomainPausedReasonEnum::from_raw(
+            reason as virt::sys::virDomainPausedReason,
+        ))),
+        LvState::Shutoff => Some(DomainStateReason::Shutoff(
+            DomainShutoffReasonEnum::from_raw(reason as virt::sys::virDomainShutoffReason),
+        )),
+        LvState::Crashed => Some(DomainStateReason::Crashed(
+            DomainCrashedReasonEnum::from_raw(reason as virt::sys::virDomainCrashedReason),
+        )),
+        _ => None,
+    };
+    map_state(state, reason)
 }
 
 /// Map libvirt's state and reason to the engine's: pure.
@@ -226,8 +271,11 @@ impl Hypervisor for Libvirt {
             Ok(i) => i,
             Err(e) => return Err(forget(self, call("info", &def.name, e))),
         };
+        // A reason known from long ago may not be this state's (paused by
+        // the user then, by an I/O error now): asked again after a while.
+        let recent = |at: &std::time::Instant| at.elapsed() < REASON_KEPT;
         let state = match self.states.get(&def.name) {
-            Some((raw, known)) if *raw == info.state => *known,
+            Some((raw, known, at)) if *raw == info.state && recent(at) => *known,
             _ => {
                 let (state, reason) = match d.state() {
                     Ok(s) => s,
@@ -243,7 +291,10 @@ impl Hypervisor for Libvirt {
                     ),
                     Enum::Unknown(_) => DomainState::Unknown,
                 };
-                self.states.insert(def.name.clone(), (info.state, state));
+                self.states.insert(
+                    def.name.clone(),
+                    (info.state, state, std::time::Instant::now()),
+                );
                 state
             }
         };
@@ -253,16 +304,16 @@ impl Hypervisor for Libvirt {
         };
         Ok(DomainPoll {
             state,
-            stats,
+            stats: Some(stats),
             memory_kib: (info.memory, info.max_mem),
         })
     }
 
     // No bulk call here: on libvirt 9.0 virConnectGetAllDomainStats,
     // even for state and vCPU time only and with NOWAIT, blocked 13.8 s on
-    // a SIGSTOPped QEMU (after a suspend/resume), stalling every domain's
-    // poll; per-domain info and state do not (measured). The default, one
-    // poll per domain, stands; the I/O thread uses the bulk call.
+    // a SIGSTOPped QEMU (after a suspend/resume), and would stall every
+    // domain's poll; per-domain info and state do not (measured). The
+    // quiet pass takes the I/O thread's bulk call when it answers in time.
     fn reset(&mut self, name: &str) -> Result<(), BackendError> {
         self.domain(name)?
             .reset()
@@ -337,37 +388,45 @@ impl Hypervisor for Libvirt {
 }
 
 impl Libvirt {
-    /// Cumulative block requests and network packets, and memory, of every
-    /// listed domain that has them, by name: one bulk call (it may need a
-    /// VMM's monitor, so it runs on a thread of its own), else one domain
-    /// at a time.
-    pub fn io_all(&mut self, defs: &[DomainDef]) -> std::collections::HashMap<String, IoFigures> {
+    /// One bulk call for every listed domain: its I/O counters and memory,
+    /// and its poll (state with reason, vCPU time) where the record has
+    /// one. It may need a VMM's monitor, so it runs on a thread of its own.
+    /// A domain the call left the counters out of (a driver without them
+    /// in bulk) is asked for them alone.
+    pub fn full(&mut self, defs: &[DomainDef]) -> FullPass {
         use virt::sys;
-        const IO: u32 = sys::VIR_DOMAIN_STATS_STATE
+        const ALL: u32 = sys::VIR_DOMAIN_STATS_STATE
+            | sys::VIR_DOMAIN_STATS_CPU_TOTAL
             | sys::VIR_DOMAIN_STATS_BLOCK
             | sys::VIR_DOMAIN_STATS_INTERFACE
             | sys::VIR_DOMAIN_STATS_BALLOON;
         let bulk: std::collections::HashMap<String, Bulk> =
-            self.bulk(IO).unwrap_or_default().into_iter().collect();
-        defs.iter()
-            .filter_map(|d| {
-                let b = bulk.get(&d.name);
-                let memory = b.and_then(Bulk::memory);
-                let (block_ops, net_packets) = match b {
-                    Some(b) if b.io_seen => (b.block_ops, b.net_packets),
-                    // Not running: no counters to have.
-                    Some(b) if b.state.is_some_and(|(s, _)| s != 1) => return None,
-                    // Left out (a driver without them in bulk): ask it.
-                    _ => self.io_counters(d).ok()?,
-                };
-                let f = IoFigures {
-                    block_ops,
-                    net_packets,
-                    memory,
-                };
-                Some((d.name.clone(), f))
-            })
-            .collect()
+            self.bulk(ALL).unwrap_or_default().into_iter().collect();
+        let mut pass = FullPass::default();
+        for d in defs {
+            let b = bulk.get(&d.name);
+            if let Some(p) = b.and_then(Bulk::poll) {
+                pass.polls.insert(d.name.clone(), p);
+            }
+            let memory = b.and_then(Bulk::memory);
+            let (block_ops, net_packets) = match b {
+                Some(b) if b.io_seen => (b.block_ops, b.net_packets),
+                // Not running: no counters to have.
+                Some(b) if b.state.is_some_and(|(s, _)| s != 1) => continue,
+                // Left out (a driver without them in bulk): ask it.
+                _ => match self.io_counters(d) {
+                    Ok(c) => c,
+                    Err(_) => continue,
+                },
+            };
+            let f = IoFigures {
+                block_ops,
+                net_packets,
+                memory,
+            };
+            pass.io.insert(d.name.clone(), f);
+        }
+        pass
     }
 
     /// These domains' I/O counters, asked of each (the hot few between
@@ -387,6 +446,9 @@ impl Libvirt {
     }
 
     fn io_counters(&mut self, def: &DomainDef) -> Result<(u64, u64), BackendError> {
+        if def.disks.is_empty() && def.interfaces.is_empty() {
+            return Ok((0, 0)); // nothing to count, nothing to ask
+        }
         let d = self.domain(&def.name)?;
         let (mut block, mut net) = (0u64, 0u64);
         for disk in &def.disks {

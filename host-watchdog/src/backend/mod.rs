@@ -55,8 +55,9 @@ pub struct DomainDef {
 pub struct DomainPoll {
     /// Run state with reason.
     pub state: DomainState,
-    /// Counters.
-    pub stats: DomainStats,
+    /// Counters; none from a bulk call that left the vCPU time out (a
+    /// quiet domain's samples are not judged on).
+    pub stats: Option<DomainStats>,
     /// Current and maximum memory, KiB.
     pub memory_kib: (u64, u64),
 }

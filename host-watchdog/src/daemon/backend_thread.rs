@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::Sender;
 
-use super::io_counters::{io_thread, IoCounters};
+use super::io_counters::{io_thread, BulkLink, IoCounters, IoReq};
 use super::schedule::Due;
 use super::CoreMsg;
 use crate::backend::{DomainDef, Hypervisor};
@@ -57,6 +57,8 @@ pub enum BackendReq {
     /// hot: poll it now (a suspicion's first sample holds I/O gathered
     /// after the guest went silent, never the quiet pass's).
     IoFresh(String),
+    /// The I/O thread's answer to a quiet pass's bulk call.
+    Bulk(super::io_counters::BulkPolls),
 }
 
 /// Carry out one action (on an executor thread).
@@ -275,7 +277,8 @@ pub fn run(
     let shared_defs: Arc<Mutex<Vec<DomainDef>>> = Arc::default();
     let shared_hot: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
     let io: IoCounters = Arc::default();
-    let (io_now, io_now_rx) = std::sync::mpsc::channel::<String>();
+    let (io_now, io_now_rx) = std::sync::mpsc::channel::<IoReq>();
+    let mut bulk = BulkLink::new(io_now);
     {
         let (d, h, o) = (shared_defs.clone(), shared_hot.clone(), io.clone());
         let me = me.clone();
@@ -293,6 +296,7 @@ pub fn run(
     let mut relist = true;
     let mut schedule = super::schedule::Schedule::new(every.hot, every.quiet, Instant::now());
     let mut last_list = Instant::now();
+    let mut from_bulk: Option<super::io_counters::BulkPolls> = None;
     let tell = |d: super::executor::Done| {
         core.blocking_send(CoreMsg::ActionDone {
             id: d.id,
@@ -305,7 +309,10 @@ pub fn run(
     loop {
         // Wake at least every 250 ms while actions run, for their timeouts.
         let now = Instant::now();
-        let mut wait = schedule.next(now).saturating_duration_since(now);
+        let next = bulk
+            .deadline()
+            .map_or(schedule.next(now), |d| d.min(schedule.next(now)));
+        let mut wait = next.saturating_duration_since(now);
         if executor.busy() {
             wait = wait.min(Duration::from_millis(250));
         }
@@ -320,10 +327,11 @@ pub fn run(
                     *h = schedule.hot();
                 }
                 if hot {
-                    let _ = io_now.send(vm);
+                    bulk.now(vm);
                 }
             }
             Ok(BackendReq::IoFresh(vm)) => schedule.soon(&vm),
+            Ok(BackendReq::Bulk(polls)) => from_bulk = bulk.answered(polls, Instant::now()),
             Ok(req @ BackendReq::Act { .. }) => executor.submit(req),
             Ok(BackendReq::Finished(d)) => {
                 schedule.soon(&d.vm); // show the effect at once
@@ -341,8 +349,17 @@ pub fn run(
                 return;
             }
         }
-        let due = schedule.due(Instant::now());
-        if due == Due::Nothing {
+        // The quiet pass: the I/O thread's bulk call is asked for, and the
+        // pass made when it answers (the hot domains polled meanwhile), or
+        // domain by domain when it does not answer in time.
+        let now = Instant::now();
+        let mut due = schedule.due(now);
+        if from_bulk.is_some() || bulk.overdue(now) {
+            due = Due::All;
+        } else if due == Due::All && bulk.ask(now) {
+            due = Due::Some(schedule.hot().into_iter().collect());
+        }
+        if matches!(&due, Due::Nothing) || matches!(&due, Due::Some(v) if v.is_empty()) {
             continue;
         }
         // Definitions change with define/undefine events (a relist each);
@@ -375,14 +392,31 @@ pub fn run(
             _ => (true, defs.clone()),
         };
         let io = io.lock().map(|m| m.clone()).unwrap_or_default();
-        let polls = hv.poll_all(&these);
+        // The bulk call's polls stand for the quiet domains'; the hot ones
+        // (and any it left out) are asked one by one.
+        let bulk_polls = from_bulk.take().unwrap_or_default();
+        let hot = schedule.hot();
+        let by_bulk = |d: &DomainDef| bulk_polls.get(&d.name).filter(|_| !hot.contains(&d.name));
+        let ask: Vec<DomainDef> = these
+            .iter()
+            .filter(|d| by_bulk(d).is_none())
+            .cloned()
+            .collect();
+        let mut asked = hv.poll_all(&ask).into_iter();
+        let polls = these.iter().map(|d| match by_bulk(d) {
+            Some(p) => Ok(*p),
+            None => asked
+                .next()
+                .unwrap_or(Err(crate::backend::BackendError::NoDomain(d.name.clone()))),
+        });
+        let polls: Vec<_> = polls.collect();
         let mut polled = Vec::with_capacity(these.len());
         for (d, p) in these.iter().zip(polls) {
             let p = p.map(|mut p| {
                 let f = io.get(&d.name);
-                if let Some(f) = f {
-                    p.stats.block_ops = f.block_ops;
-                    p.stats.net_packets = f.net_packets;
+                if let (Some(f), Some(s)) = (f, p.stats.as_mut()) {
+                    s.block_ops = f.block_ops;
+                    s.net_packets = f.net_packets;
                 }
                 if p.memory_kib == (0, 0) {
                     let known = f.and_then(|f| f.memory).or(memory.get(&d.name).copied());
@@ -456,7 +490,7 @@ mod tests {
             };
             Ok(DomainPoll {
                 state,
-                stats: Default::default(),
+                stats: Some(Default::default()),
                 memory_kib: (1, 1),
             })
         }

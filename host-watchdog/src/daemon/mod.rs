@@ -49,8 +49,8 @@ pub enum CoreMsg {
     },
     /// A message on a session.
     Session {
-        /// VM.
-        vm: String,
+        /// VM (shared: one per message would be an allocation each).
+        vm: std::sync::Arc<str>,
         /// Session id.
         session: u64,
         /// Message.
@@ -227,7 +227,7 @@ async fn run_async(
                 match listener.accept().await {
                     Ok((s, _)) => {
                         backoff = Duration::from_millis(50);
-                        let fd = session::dup(std::os::fd::AsFd::as_fd(&s));
+                        let fd = Some(std::os::fd::AsRawFd::as_raw_fd(&s));
                         tokio::spawn(session::connection(s, name.clone(), tx.clone(), limits, fd));
                     }
                     Err(e) => {

@@ -3,7 +3,7 @@
 //! the outbound queue, a `Hello` deadline and a slow-sender timeout.
 //! Violations close the session and are counted per reason.
 
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -57,7 +57,9 @@ pub fn stream_of(fd: OwnedFd) -> std::io::Result<Stream> {
     super::vsock::AsyncVsock::new(::vsock::VsockStream::from(fd)).map(Stream::Vsock)
 }
 
-/// Outbound messages queued per session (host → guest).
+/// Outbound messages queued per session (host → guest). Boxed: a
+/// channel allocates its slots in blocks of 32, and a `Message` inline
+/// would cost ~13 KiB per session.
 pub const OUTBOUND_QUEUE: usize = 16;
 
 /// Why a session was closed by the host (metrics label).
@@ -73,19 +75,18 @@ pub fn reason_of(e: &ReadError) -> &'static str {
 }
 
 /// The core's answer to a `Hello`.
-pub type HelloReply = Result<(u64, Welcome, mpsc::Receiver<Message>), Refused>;
+pub type HelloReply = Result<(u64, Welcome, mpsc::Receiver<Box<Message>>), Refused>;
 
-/// A request to stop serving and give back what was read and not used.
-pub type HandOver = oneshot::Sender<Vec<u8>>;
+/// A request to stop serving and give back the connection (a duplicate
+/// of its descriptor, made then: none is held meanwhile, one descriptor
+/// per session) and what was read and not used.
+pub type HandOver = oneshot::Sender<(Vec<u8>, Option<OwnedFd>)>;
 
-/// What the core keeps of a session to take it over to the next vigild: a
-/// second descriptor of the connection, and a way to stop the session at
-/// a frame boundary.
+/// What the core keeps of a session to take it over to the next vigild:
+/// a way to stop the session at a frame boundary.
 #[derive(Debug)]
 pub struct Handle {
-    /// The connection (a duplicate: the session has its own).
-    pub fd: OwnedFd,
-    /// Ask the session to stop and hand over its unread bytes.
+    /// Ask the session to stop and hand over its connection.
     pub ask: oneshot::Sender<HandOver>,
 }
 
@@ -110,13 +111,14 @@ pub fn dup(fd: BorrowedFd<'_>) -> Option<OwnedFd> {
     fd.try_clone_to_owned().ok()
 }
 
-/// Serve one agent connection for `vm` (Unix, hybrid or kernel vsock).
+/// Serve one agent connection for `vm` (Unix, hybrid or kernel vsock);
+/// `fd` is the stream's descriptor when it can be handed over.
 pub async fn connection<S>(
     stream: S,
     vm: String,
     core: mpsc::Sender<CoreMsg>,
     limits: Limits,
-    fd: Option<OwnedFd>,
+    fd: Option<RawFd>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -134,7 +136,7 @@ pub async fn connection<S>(
         Err(_) => return drop(core.send(reject("hello-timeout")).await),
     };
     let (ask, asked) = oneshot::channel();
-    let handle = fd.map(|fd| Handle { fd, ask });
+    let handle = fd.map(|_| Handle { ask });
     let Some((session, welcome, outbound)) = register(&core, &vm, hello, handle).await else {
         return;
     };
@@ -167,7 +169,7 @@ pub async fn connection<S>(
     }
     reader.decoder().set_version(version);
     serve(
-        reader, wr, vm, session, version, outbound, core, limits, asked,
+        reader, wr, vm, session, version, outbound, core, limits, asked, fd,
     )
     .await;
 }
@@ -179,7 +181,7 @@ pub async fn adopt<S>(
     vm: String,
     core: mpsc::Sender<CoreMsg>,
     limits: Limits,
-    fd: Option<OwnedFd>,
+    fd: Option<RawFd>,
     was: Adopted,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -198,7 +200,7 @@ pub async fn adopt<S>(
         capabilities: Vec::new(),
     };
     let (ask, asked) = oneshot::channel();
-    let handle = fd.map(|fd| Handle { fd, ask });
+    let handle = fd.map(|_| Handle { ask });
     let Some((session, Ok(welcome), outbound)) = register(&core, &vm, hello, handle).await else {
         log::warn!("vm={vm}: a handed-over session was refused; closing it");
         return;
@@ -214,6 +216,7 @@ pub async fn adopt<S>(
         core,
         limits,
         asked,
+        fd,
     )
     .await;
 }
@@ -225,7 +228,7 @@ async fn register(
     vm: &str,
     hello: Hello,
     handle: Option<Handle>,
-) -> Option<(u64, Result<Welcome, Refused>, mpsc::Receiver<Message>)> {
+) -> Option<(u64, Result<Welcome, Refused>, mpsc::Receiver<Box<Message>>)> {
     let (tx, rx) = oneshot::channel();
     core.send(CoreMsg::Hello {
         vm: vm.to_string(),
@@ -266,10 +269,11 @@ async fn serve<R, W>(
     vm: String,
     session: u64,
     version: u8,
-    mut outbound: mpsc::Receiver<Message>,
+    mut outbound: mpsc::Receiver<Box<Message>>,
     core: mpsc::Sender<CoreMsg>,
     limits: Limits,
     asked: oneshot::Receiver<HandOver>,
+    fd: Option<RawFd>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -300,6 +304,7 @@ async fn serve<R, W>(
         vm: vm.clone(),
         reason,
     };
+    let name: std::sync::Arc<str> = vm.as_str().into();
     // Reader: guest → host, rate-limited.
     let mut tokens = f64::from(limits.per_second);
     let mut last = tokio::time::Instant::now();
@@ -313,7 +318,13 @@ async fn serve<R, W>(
                 // and not used goes along; no close, no goodbye.
                 let _ = stop_tx.send(());
                 let _ = writer.await;
-                let _ = give.send(reader.unread());
+                let copy = fd.and_then(|fd| {
+                    // SAFETY: `fd` is the descriptor of the stream `reader`
+                    // still owns (both halves share it); it stays open
+                    // until this function returns, after the duplicate.
+                    dup(unsafe { BorrowedFd::borrow_raw(fd) })
+                });
+                let _ = give.send((reader.unread(), copy));
                 return;
             }
         };
@@ -352,7 +363,7 @@ async fn serve<R, W>(
         }
         if core
             .send(CoreMsg::Session {
-                vm: vm.clone(),
+                vm: name.clone(),
                 session,
                 msg: Box::new(msg),
             })

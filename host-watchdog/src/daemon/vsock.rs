@@ -125,7 +125,7 @@ pub async fn serve(
                 .await;
             continue; // dropping the stream closes it
         };
-        let fd = session::dup(std::os::fd::AsFd::as_fd(&stream));
+        let fd = Some(std::os::fd::AsRawFd::as_raw_fd(&stream));
         match AsyncVsock::new(stream) {
             Ok(s) => {
                 tokio::spawn(session::connection(s, vm, core.clone(), limits, fd));

@@ -101,7 +101,7 @@ impl Hypervisor for FakeHv {
                 ..
             }) => Ok(DomainPoll {
                 state: *state,
-                stats: *stats,
+                stats: Some(*stats),
                 memory_kib: *memory,
             }),
             _ => Err(BackendError::NoDomain(def.name.clone())),

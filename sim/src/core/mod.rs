@@ -72,7 +72,7 @@ enum Due {
 /// An agent's session as the agent holds it.
 struct AgentLink {
     session: u64,
-    rx: mpsc::Receiver<Message>,
+    rx: mpsc::Receiver<Box<Message>>,
     boot: String,
 }
 
@@ -378,7 +378,7 @@ impl<'a> Harness<'a> {
         let mut got = Vec::new();
         for (vm, link) in self.agents.iter_mut() {
             while let Ok(msg) = link.rx.try_recv() {
-                if let Message::Command(c) = msg {
+                if let Message::Command(c) = *msg {
                     got.push((vm.clone(), link.session, c));
                 }
             }

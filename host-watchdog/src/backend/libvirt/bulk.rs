@@ -1,15 +1,21 @@
 //! libvirt's bulk domain stats (`virConnectGetAllDomainStats`): one call
-//! for every domain's block, network and balloon figures (the I/O thread's).
-//! Not used for run states: on libvirt 9.0 it blocked 13.8 s on a
-//! SIGSTOPped QEMU even for state and vCPU time with NOWAIT.
+//! for every domain's state, vCPU time, block, network and balloon figures.
+//! Made on the I/O thread only: on libvirt 9.0 it blocked 13.8 s on a
+//! SIGSTOPped QEMU even for state and vCPU time with NOWAIT, so the backend
+//! thread waits for it a bounded time and polls domain by domain without it
+//! (see `daemon::io_counters`).
 
 use super::Libvirt;
+use crate::backend::DomainPoll;
+use crate::engine::DomainStats;
 
 /// One domain's figures from a bulk stats record (what was present).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Bulk {
     /// `state.state`, `state.reason`.
     pub state: Option<(i32, i32)>,
+    /// `cpu.time`, ns.
+    pub cpu_time_ns: Option<u64>,
     /// `balloon.current`, `balloon.maximum`, KiB.
     pub balloon: (Option<u64>, Option<u64>),
     /// Block requests (read + write) over every disk.
@@ -28,6 +34,7 @@ impl Bulk {
         match name {
             "state.state" => self.state = Some((v as i32, self.state.map_or(0, |s| s.1))),
             "state.reason" => self.state = Some((self.state.map_or(-1, |s| s.0), v as i32)),
+            "cpu.time" => self.cpu_time_ns = Some(v),
             "balloon.current" => self.balloon.0 = Some(v),
             "balloon.maximum" => self.balloon.1 = Some(v),
             n if n.starts_with("block.") && block(n) => {
@@ -45,6 +52,21 @@ impl Bulk {
     /// Current and maximum memory (KiB), when the record has them.
     pub fn memory(&self) -> Option<(u64, u64)> {
         Some((self.balloon.0?, self.balloon.1?))
+    }
+
+    /// The record as a domain poll: its state with reason, vCPU time when
+    /// given (a driver may leave it out) and memory ((0, 0) when left out);
+    /// `None` without a state.
+    pub fn poll(&self) -> Option<DomainPoll> {
+        let (state, reason) = self.state?;
+        Some(DomainPoll {
+            state: super::map_raw(state, reason),
+            stats: self.cpu_time_ns.map(|cpu_time_ns| DomainStats {
+                cpu_time_ns,
+                ..DomainStats::default()
+            }),
+            memory_kib: self.memory().unwrap_or((0, 0)),
+        })
     }
 }
 
@@ -148,6 +170,17 @@ mod tests {
             b.field(k, v);
         }
         assert_eq!(b.state, Some((1, 1)));
+        assert_eq!(b.poll().unwrap().stats, None, "no vCPU time given");
+        b.field("cpu.time", 7_000_000);
+        let p = b.poll().unwrap();
+        assert_eq!(
+            (p.state, p.stats.map(|s| s.cpu_time_ns), p.memory_kib),
+            (
+                crate::engine::DomainState::Running,
+                Some(7_000_000),
+                (393_216, 524_288)
+            )
+        );
         assert_eq!((b.block_ops, b.net_packets, b.io_seen), (16, 10, true));
         assert_eq!(b.memory(), Some((393_216, 524_288)));
         let mut bare = Bulk::default();
@@ -155,5 +188,12 @@ mod tests {
         bare.field("state.state", 5);
         assert_eq!(bare.state, Some((5, 2)));
         assert_eq!((bare.io_seen, bare.memory()), (false, None));
+        let p = bare.poll().unwrap();
+        assert_eq!(
+            p.state,
+            crate::engine::DomainState::ShutOff(crate::engine::StopReason::Destroyed)
+        );
+        assert_eq!(bare.poll().map(|_| ()), Some(()));
+        assert_eq!(Bulk::default().poll(), None, "no state, no poll");
     }
 }

@@ -88,7 +88,7 @@ impl Core {
                         Some(tx) => {
                             let id = self.next_probe;
                             self.next_probe = self.next_probe.wrapping_add(1).max(1);
-                            if tx.try_send(Message::Probe(Probe { id })).is_err() {
+                            if tx.try_send(Box::new(Message::Probe(Probe { id }))).is_err() {
                                 Response::err("unavailable", "the agent's queue is full")
                             } else {
                                 self.probes.insert(id, PendingProbe { reply });

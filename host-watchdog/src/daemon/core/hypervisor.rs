@@ -58,7 +58,9 @@ impl Core {
             if self.engine.domain(&name) != Some(poll.state) {
                 self.step(now, &name, Input::Domain(poll.state));
             }
-            self.step(now, &name, Input::Stats(poll.stats));
+            if let Some(stats) = poll.stats {
+                self.step(now, &name, Input::Stats(stats));
+            }
         }
         if !full {
             return; // only the domains that need watching were polled

@@ -39,7 +39,7 @@ pub use control::{control_listener, serve_control};
 /// A live agent session.
 struct Session {
     id: u64,
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Box<Message>>,
     /// Negotiated protocol version.
     version: u8,
     /// When a keepalive was last queued.
@@ -547,7 +547,7 @@ impl Core {
                         self.commands.insert(cid, (a.id, a.vm.clone()));
                         let reboot = matches!(action, CommandAction::Reboot);
                         if tx
-                            .try_send(Message::Command(Command { id: cid, action }))
+                            .try_send(Box::new(Message::Command(Command { id: cid, action })))
                             .is_err()
                         {
                             self.commands.remove(&cid);

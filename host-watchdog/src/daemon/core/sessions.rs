@@ -23,15 +23,15 @@ impl Core {
         use crate::daemon::session;
         let limits = session::Limits::from_config(&self.cfg);
         for (vm, was, fd) in std::mem::take(&mut self.to_adopt) {
-            let copy = session::dup(std::os::fd::AsFd::as_fd(&fd));
+            let raw = Some(std::os::fd::AsRawFd::as_raw_fd(&fd));
             let tx = self.tx.clone();
             log::info!("vm={vm}: agent session taken over from the previous vigild");
             match session::stream_of(fd) {
                 Ok(session::Stream::Unix(s)) => {
-                    tokio::spawn(session::adopt(s, vm, tx, limits, copy, was));
+                    tokio::spawn(session::adopt(s, vm, tx, limits, raw, was));
                 }
                 Ok(session::Stream::Vsock(s)) => {
-                    tokio::spawn(session::adopt(s, vm, tx, limits, copy, was));
+                    tokio::spawn(session::adopt(s, vm, tx, limits, raw, was));
                 }
                 Err(e) => log::warn!("vm={vm}: a handed-over session is unusable: {e}"),
             }
@@ -61,15 +61,18 @@ impl Core {
                     boot_id: s.boot_id.clone(),
                     unread: Vec::new(),
                 };
-                asked.push((name.clone(), was, h.fd, rx));
+                asked.push((name.clone(), was, rx));
             }
         }
         let mut sessions = Vec::new();
-        for (vm, was, fd, rx) in asked {
+        for (vm, was, rx) in asked {
             // A session stops at its next frame boundary; a writer blocked
             // on a guest gives up within its 2 s bound.
             match tokio::time::timeout(Duration::from_secs(3), rx).await {
-                Ok(Ok(unread)) => sessions.push((vm, Adopted { unread, ..was }, fd)),
+                Ok(Ok((unread, Some(fd)))) => sessions.push((vm, Adopted { unread, ..was }, fd)),
+                Ok(Ok((_, None))) => {
+                    log::warn!("vm={vm}: its connection could not be duplicated; not handed over")
+                }
                 _ => log::warn!("vm={vm}: its session did not stop in time; not handed over"),
             }
         }
@@ -126,7 +129,8 @@ impl Core {
                 continue;
             }
             s.keepalive_at = now;
-            let _ = s.tx.try_send(Message::Keepalive(Keepalive { interval_ms }));
+            let _ =
+                s.tx.try_send(Box::new(Message::Keepalive(Keepalive { interval_ms })));
         }
     }
 }
