@@ -110,6 +110,10 @@ pub struct Config {
     /// paused VM); an agent that hears nothing for a few intervals
     /// reconnects, so a half-open session does not last.
     pub keepalive_interval_ms: u64,
+    /// The host's kernel log (`/dev/kmsg`; a file or FIFO of records in
+    /// tests), read for host faults: QEMU killed by the host's OOM killer,
+    /// machine checks, memory and disk errors, hung tasks. Empty disables.
+    pub host_kmsg: PathBuf,
     /// Per-VM wiring.
     pub vm: Vec<VmConfig>,
     /// Fault engine settings.
@@ -135,6 +139,7 @@ impl Default for Config {
             command_timeout_ms: 60_000,
             action_timeout_ms: 120_000,
             keepalive_interval_ms: 2_000,
+            host_kmsg: "/dev/kmsg".into(),
             vm: Vec::new(),
             engine: EngineConfig::default(),
         }

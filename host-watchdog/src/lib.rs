@@ -13,5 +13,6 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod engine;
+pub mod host;
 pub mod journal;
 pub mod metrics;

@@ -17,7 +17,8 @@
 //!
 //! Modules: [`message`] (types and kind numbers), [`snapshot`] (health
 //! snapshot), [`frame`] (sans-I/O codec), [`io`] (blocking and tokio
-//! adapters), [`version`] (negotiation), [`limits`] (sizes), [`transport`]
+//! adapters), [`kmsg`] (kernel log records, classified), [`version`]
+//! (negotiation), [`limits`] (sizes), [`transport`]
 //! (addresses, connect, listen, hybrid handshake).
 
 /// Text on the wire: strings up to 24 bytes are stored inline, so decoding a
@@ -27,6 +28,7 @@ pub type Text = compact_str::CompactString;
 pub mod duration;
 pub mod frame;
 pub mod io;
+pub mod kmsg;
 pub mod limits;
 pub mod message;
 pub mod snapshot;

@@ -210,6 +210,9 @@ fn event(words: &[&str]) -> Result<Event, String> {
         "closed" => input(Input::SessionClosed),
         "opened" => input(Input::SessionOpened),
         "rebooted" => input(Input::Rebooted),
+        "host-oom-kill" => input(Input::HostOomKill {
+            line: words[2..].join(" "),
+        }),
         "removed" => input(Input::VmRemoved),
         "stats" => {
             let mut d = DomainStats::default();

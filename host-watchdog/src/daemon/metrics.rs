@@ -76,6 +76,13 @@ pub struct RejectLabels {
     pub reason: String,
 }
 
+/// A class of host kernel log records.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostEventLabels {
+    /// `oom-kill`, `machine-check`, `memory-error`, `disk-error`, `hung-task`.
+    pub class: String,
+}
+
 type FGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// Every metric vigild exports.
@@ -103,6 +110,8 @@ pub struct Metrics {
     pub quarantined: Family<VmLabels, Gauge>,
     /// Frames and sessions rejected, by reason.
     pub rejected: Family<RejectLabels, Counter>,
+    /// Host kernel log records, by class.
+    pub host_events: Family<HostEventLabels, Counter>,
 }
 
 impl Metrics {
@@ -126,6 +135,7 @@ impl Metrics {
             availability: Family::default(),
             quarantined: Family::default(),
             rejected: Family::default(),
+            host_events: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -182,6 +192,11 @@ impl Metrics {
             "guest_frames_rejected",
             "Guest frames or sessions rejected, by reason",
             m.rejected.clone(),
+        );
+        registry.register(
+            "host_kernel_events",
+            "Records of the host's kernel log that tell about the host, by class",
+            m.host_events.clone(),
         );
         Metrics { registry, ..m }
     }

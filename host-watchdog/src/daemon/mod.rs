@@ -11,6 +11,7 @@ pub mod clock;
 pub mod control;
 pub mod executor;
 pub mod handover;
+pub mod host_kmsg;
 mod io_counters;
 pub mod metrics;
 pub mod probe;
@@ -82,6 +83,8 @@ pub enum CoreMsg {
     },
     /// A hypervisor event.
     Hv(crate::backend::events::HvEvent),
+    /// A record of the host's kernel log that tells about the host.
+    HostKernel(host_kmsg::HostKernel),
     /// An action finished.
     ActionDone {
         /// Action id.
@@ -187,6 +190,12 @@ async fn run_async(
             .spawn(move || {
                 backend_thread::run(Box::new(lv), io_uri, be_rx, me, tx, every, timeout)
             })?;
+    }
+    if !config.host_kmsg.as_os_str().is_empty() {
+        let (tx, path) = (core_tx.clone(), config.host_kmsg.clone());
+        std::thread::Builder::new()
+            .name("host-kmsg".into())
+            .spawn(move || host_kmsg::run(path, "/proc".into(), tx))?;
     }
     let metrics = Arc::new(metrics::Metrics::new());
     let open = || {

@@ -163,6 +163,16 @@ pub fn default_ladders() -> BTreeMap<String, Ladder> {
         FaultKind::VmCrashed,
         ladder(vec![rung("start", 2, 60_000)], Quarantine),
     );
+    // The host ran out of memory and chose this VM: start it once (the
+    // host may have room again), then alert; a VM that keeps being chosen
+    // needs a host with more memory, or less on it.
+    put(
+        FaultKind::HostOom,
+        ladder(
+            vec![rung("start", 1, 60_000), rung("alert", 1, 300_000)],
+            Hold,
+        ),
+    );
     put(
         FaultKind::GuestPanic,
         ladder(

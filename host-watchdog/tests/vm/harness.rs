@@ -402,3 +402,65 @@ pub fn has_ext2(vm: &Vm, name: &str) -> bool {
     let _ = std::fs::remove_file(&out);
     bytes.get(1080..1082) == Some(&[0x53, 0xEF][..])
 }
+
+/// A memory cgroup of the test's own — a child of the one this process
+/// is in, never anyone else's — holding one process under a limit of
+/// new charges; removed (once empty) on drop. cgroup v1's memory
+/// controller where it is mounted, else v2's.
+pub struct MemCgroup {
+    dir: PathBuf,
+}
+
+impl MemCgroup {
+    /// Move `pid` into a new cgroup `name` whose memory it may grow by at
+    /// most `limit` bytes from now (its earlier charges stay where they
+    /// were).
+    pub fn holding(name: &str, pid: &str, limit: u64) -> MemCgroup {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let v1 = own.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrl, path) = (f.next()?, f.next()?, f.next()?);
+            ctrl.split(',')
+                .any(|c| c == "memory")
+                .then(|| path.to_string())
+        });
+        let (dir, limit_file) = match v1 {
+            Some(p) => (
+                PathBuf::from(format!("/sys/fs/cgroup/memory{p}/{name}")),
+                "memory.limit_in_bytes",
+            ),
+            None => {
+                let p = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+                (
+                    PathBuf::from(format!("/sys/fs/cgroup{p}/{name}")),
+                    "memory.max",
+                )
+            }
+        };
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot create the test's cgroup {}: {e}", dir.display()));
+        let cg = MemCgroup { dir };
+        std::fs::write(cg.dir.join(limit_file), limit.to_string()).unwrap();
+        if limit_file == "memory.max" {
+            let _ = std::fs::write(cg.dir.join("memory.swap.max"), "0");
+        }
+        std::fs::write(cg.dir.join("cgroup.procs"), pid).unwrap();
+        cg
+    }
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+            if procs.trim().is_empty() && std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!(
+            "the test's cgroup {} could not be removed",
+            self.dir.display()
+        );
+    }
+}

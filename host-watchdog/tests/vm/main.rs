@@ -281,6 +281,41 @@ fn fault_matrix_on_a_real_vm() {
         .map(|r| r["kind"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(kinds, ["vm-crashed"], "only the crash: {}", vm.log());
+    // The host runs out of memory for this VM: its QEMU, in a memory
+    // cgroup of the test's own that lets it grow by 64 MiB, is killed by
+    // the host kernel's OOM killer when the guest touches more. vigild
+    // reads that in the host's kernel log: host-oom in the host-resources
+    // layer (not a plain crash), and the VM started again.
+    vm.shell = None; // a new boot: reconnect to its console shell
+    vm.wait_healthy(60);
+    let t_oom = now_ms();
+    let cgroup = MemCgroup::holding(
+        &format!("vigil-host-oom-{}", std::process::id()),
+        &qemu(),
+        64 << 20,
+    );
+    case(
+        &mut vm,
+        &mut rows,
+        "host OOM",
+        "host-oom",
+        "host-resources",
+        Some("start"),
+        |vm| vm.shell("tail /dev/zero"),
+        |_| {},
+    );
+    drop(cgroup);
+    let oom: Vec<Value> = vm
+        .records_since(t_oom)
+        .into_iter()
+        .filter(|r| r["record"] == "fault")
+        .collect();
+    assert_eq!(oom.len(), 1, "one fault, the host's: {oom:?}");
+    let evidence = oom[0]["evidence"].to_string();
+    assert!(
+        evidence.contains("Killed process"),
+        "the kernel's line: {evidence}"
+    );
     vm.shell = None; // a new boot: reconnect to its console shell
     case(
         &mut vm,

@@ -134,6 +134,24 @@ impl Harness<'_> {
                 }
             }
             Input::Rebooted => self.deliver(CoreMsg::Hv(HvEvent::Rebooted(vm))).await,
+            Input::HostOomKill { line } => {
+                // As the host kernel-log thread tells it: the victim's VM
+                // already found from its PID.
+                let record = vigil_watchdog::host::kmsg::HostRecord {
+                    seq: 0,
+                    event: vigil_watchdog::host::kmsg::HostEvent::OomKill {
+                        pid: 0,
+                        comm: "qemu-system-x86".into(),
+                    },
+                    text: line,
+                };
+                let h = vigil_watchdog::daemon::host_kmsg::HostKernel {
+                    record,
+                    vm: Some(vm),
+                    left_out: 0,
+                };
+                self.deliver(CoreMsg::HostKernel(h)).await
+            }
             Input::Hello { boot_id } => self.hello(&vm, &boot_id).await,
             Input::Heartbeat { .. } => {
                 if let Some(s) = session {

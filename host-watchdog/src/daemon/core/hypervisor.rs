@@ -136,3 +136,32 @@ impl Core {
         }
     }
 }
+
+impl Core {
+    /// A record of the host's kernel log: counted and logged; a QEMU the
+    /// host's OOM killer chose explains its domain's stop that follows.
+    pub(super) fn on_host_kernel(&mut self, now: Millis, h: super::super::host_kmsg::HostKernel) {
+        let class = h.record.event.class();
+        self.metrics
+            .host_events
+            .get_or_create(&super::super::metrics::HostEventLabels {
+                class: class.into(),
+            })
+            .inc_by(1 + h.left_out);
+        let vm = h.vm.as_deref().unwrap_or("-");
+        log::warn!(
+            "host kernel: {class} (vm={vm}): {} ({} more of this class left out before it)",
+            h.record.text,
+            h.left_out
+        );
+        if let (crate::host::kmsg::HostEvent::OomKill { .. }, Some(vm)) = (&h.record.event, &h.vm) {
+            self.step(
+                now,
+                vm,
+                Input::HostOomKill {
+                    line: h.record.text.clone(),
+                },
+            );
+        }
+    }
+}

@@ -437,6 +437,7 @@ impl Core {
                     self.adopt_handed_over();
                 }
                 CoreMsg::Hv(ev) => self.on_hv(now, ev),
+                CoreMsg::HostKernel(h) => self.on_host_kernel(now, h),
                 CoreMsg::ActionDone { id, vm, ok, detail } => {
                     if let Some(kind) = self.action_kinds.remove(&id) {
                         let l = RecoveryLabels {

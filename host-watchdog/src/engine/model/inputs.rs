@@ -199,6 +199,12 @@ pub enum Input {
     Domain(DomainState),
     /// A reboot (reset) event: the guest restarts.
     Rebooted,
+    /// The host's OOM killer killed this VM's QEMU (the host's kernel log
+    /// said so; the domain's stop follows).
+    HostOomKill {
+        /// The kernel's line.
+        line: String,
+    },
     /// Counters from a poll.
     Stats(DomainStats),
     /// A liveness probe finished.

@@ -95,6 +95,8 @@ pub enum Layer {
     Agent,
     /// The host↔guest channel (the VMM's vsock device), not the guest.
     Transport,
+    /// The host's own memory or CPU.
+    HostResources,
 }
 
 impl Layer {
@@ -109,6 +111,7 @@ impl Layer {
             Layer::GuestResources => "guest-resources",
             Layer::Agent => "agent",
             Layer::Transport => "transport",
+            Layer::HostResources => "host-resources",
         }
     }
 }
@@ -146,11 +149,13 @@ pub enum FaultKind {
     KernelDegraded,
     /// Many VMs faulted at once: a host problem; act on none.
     HostWide,
+    /// The host's OOM killer killed the VM's QEMU.
+    HostOom,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::VmCrashed,
         FaultKind::GuestPanic,
         FaultKind::GuestHang,
@@ -165,6 +170,7 @@ impl FaultKind {
         FaultKind::MemoryExhaustion,
         FaultKind::KernelDegraded,
         FaultKind::HostWide,
+        FaultKind::HostOom,
     ];
 
     /// Kebab-case name.
@@ -184,6 +190,7 @@ impl FaultKind {
             FaultKind::MemoryExhaustion => "memory-exhaustion",
             FaultKind::KernelDegraded => "kernel-degraded",
             FaultKind::HostWide => "host-wide",
+            FaultKind::HostOom => "host-oom",
         }
     }
 
@@ -207,13 +214,15 @@ impl FaultKind {
                 Layer::GuestStorage
             }
             FaultKind::MemoryExhaustion => Layer::GuestResources,
+            FaultKind::HostOom => Layer::HostResources,
         }
     }
 
     /// Higher preempts lower when a VM has more than one problem.
     pub fn severity(self) -> u8 {
         match self {
-            FaultKind::HostWide => 13,
+            FaultKind::HostWide => 14,
+            FaultKind::HostOom => 13,
             FaultKind::VmCrashed => 12,
             FaultKind::GuestPanic => 11,
             FaultKind::GuestHang => 10,
@@ -240,6 +249,7 @@ impl FaultKind {
                 | FaultKind::VcpuStalled
                 | FaultKind::HostStorage
                 | FaultKind::HostWide
+                | FaultKind::HostOom
         )
     }
 }
@@ -272,7 +282,8 @@ impl FaultKind {
             | FaultKind::HostStorage
             | FaultKind::AgentDown
             | FaultKind::TransportDown
-            | FaultKind::HostWide => Basis::Liveness,
+            | FaultKind::HostWide
+            | FaultKind::HostOom => Basis::Liveness,
             FaultKind::ServiceDown | FaultKind::DiskFull | FaultKind::FsReadonly => Basis::State,
             FaultKind::IoErrors | FaultKind::MemoryExhaustion | FaultKind::KernelDegraded => {
                 Basis::Event

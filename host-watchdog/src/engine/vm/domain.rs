@@ -121,15 +121,26 @@ impl Vm {
                     let panicked = self
                         .panic_seen
                         .is_some_and(|t| now.saturating_sub(t) <= PANIC_EXPLAINS_MS);
+                    let oom = self
+                        .host_oom
+                        .take()
+                        .filter(|(t, _)| now.saturating_sub(*t) <= HOST_OOM_EXPLAINS_MS);
                     let (kind, line) = if panicked {
                         (
                             FaultKind::GuestPanic,
                             "agent reported a kernel panic before the domain stopped",
                         )
+                    } else if oom.is_some() {
+                        (
+                            FaultKind::HostOom,
+                            "the host's OOM killer killed its QEMU, and the domain stopped",
+                        )
                     } else {
                         (FaultKind::VmCrashed, "domain shut off without a clean bye")
                     };
-                    let ev = vec![format!("{line}: {reason:?}").to_lowercase()];
+                    let reason = format!("{reason:?}").to_lowercase();
+                    let mut ev = vec![format!("{line}: {reason}")];
+                    ev.extend(oom.map(|(_, l)| format!("host kernel: {l}")));
                     let onset = self.stop_onset(now);
                     self.locate(now, onset, now, kind, None, ev, ctx, out);
                 } else {

@@ -17,6 +17,10 @@ mod silence;
 
 /// How long before silence a reported panic/oops still explains it.
 const PANIC_EXPLAINS_MS: Millis = 30_000;
+/// How long before a domain's stop a host OOM kill of its QEMU explains
+/// it (the kernel logs the kill before the process dies; libvirt's event
+/// follows within milliseconds).
+const HOST_OOM_EXPLAINS_MS: Millis = 10_000;
 /// Recovered faults remembered for recurrence (kinds × a few subjects).
 const MAX_RECOVERED: usize = 32;
 /// Longest wait for a stats sample before calling a hang without one.
@@ -219,6 +223,8 @@ pub(super) struct Vm {
     pub added_at: Millis,
     pub pressure_streak: u32,
     pub panic_seen: Option<Millis>,
+    /// When the host's OOM killer killed this VM's QEMU, and its line.
+    pub host_oom: Option<(Millis, String)>,
     /// Until then a shut-off "destroyed" or "shutdown" is the doing of an
     /// action of ours that just finished: the hypervisor's lifecycle
     /// events come on their own path and may arrive after the result.
@@ -280,6 +286,7 @@ impl Vm {
             added_at: now,
             pressure_streak: 0,
             panic_seen: None,
+            host_oom: None,
             own_stop_until: None,
             operator_down: None,
             last_closed: None,
@@ -519,6 +526,7 @@ impl Vm {
                 }
             }
             Input::Domain(d) => self.on_domain(now, d, ctx, out),
+            Input::HostOomKill { line } => self.host_oom = Some((now, line)),
             Input::Rebooted => {
                 self.operator_down = None;
                 self.awaiting_first = true;

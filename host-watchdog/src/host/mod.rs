@@ -1,0 +1,6 @@
+//! The host's own health, as vigild sees it: its kernel log (machine
+//! checks, memory errors, disk I/O errors, OOM kills, hung tasks), read on
+//! a thread of its own, and which VM a QEMU process runs.
+
+pub mod kmsg;
+pub mod qemu;
