@@ -114,6 +114,11 @@ pub struct Config {
     /// tests), read for host faults: QEMU killed by the host's OOM killer,
     /// machine checks, memory and disk errors, hung tasks. Empty disables.
     pub host_kmsg: PathBuf,
+    /// A cheap libvirt call (a listing, a poll, a keepalive) that has not
+    /// returned within this means the hypervisor does not answer: named
+    /// (`hypervisor-unresponsive`), and no destructive action anywhere
+    /// until it answers again.
+    pub hypervisor_timeout_ms: u64,
     /// Per-VM wiring.
     pub vm: Vec<VmConfig>,
     /// Fault engine settings.
@@ -140,6 +145,7 @@ impl Default for Config {
             action_timeout_ms: 120_000,
             keepalive_interval_ms: 2_000,
             host_kmsg: "/dev/kmsg".into(),
+            hypervisor_timeout_ms: 10_000,
             vm: Vec::new(),
             engine: EngineConfig::default(),
         }
@@ -204,6 +210,12 @@ impl Config {
                 }
                 Err(e) => return bad(format!("listen {l:?}: {e}")),
             }
+        }
+        if !(1_000..=600_000).contains(&self.hypervisor_timeout_ms) {
+            return bad(format!(
+                "hypervisor_timeout_ms must be 1000..=600000, not {}",
+                self.hypervisor_timeout_ms
+            ));
         }
         if self.poll_interval_ms < 100 || self.poll_interval_ms > 60_000 {
             return bad("poll_interval_ms must be 100..=60000".into());
@@ -311,6 +323,7 @@ mod tests {
             ("[engine]\nheartbeat_timeout_ms = 10", "engine:"),
             ("poll_interval_ms = 5", "poll_interval_ms"),
             ("quiet_poll_interval_ms = 500", "quiet_poll_interval_ms"),
+            ("hypervisor_timeout_ms = 100", "hypervisor_timeout_ms"),
         ];
         for (text, want) in cases {
             let e = check(text).unwrap_err().to_string();

@@ -267,6 +267,13 @@ fn event(words: &[&str]) -> Result<Event, String> {
         "unlisted" => Ok(Event::Listed(vm(1)?, false)),
         "disarm" => Ok(Event::Global(Global::Disarm)),
         "arm" => Ok(Event::Global(Global::Arm)),
+        "hypervisor" => match arg(1)? {
+            "silent" => Ok(Event::Global(Global::HypervisorSilent {
+                for_ms: num(arg(2)?, "duration")?,
+            })),
+            "answers" => Ok(Event::Global(Global::HypervisorAnswers)),
+            other => Err(format!("hypervisor silent MS|answers, not {other:?}")),
+        },
         "stalled" => Ok(Event::Global(Global::Stalled {
             ms: num(arg(1)?, "duration")?,
         })),

@@ -230,6 +230,13 @@ impl Hypervisor for Libvirt {
         })
     }
 
+    fn ping(&mut self) -> Result<(), BackendError> {
+        self.conn
+            .num_of_domains()
+            .map(|_| ())
+            .map_err(|e| call("ping", "*", e))
+    }
+
     fn list(&mut self) -> Result<Vec<DomainDef>, BackendError> {
         let doms = self
             .conn

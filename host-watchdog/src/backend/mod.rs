@@ -78,6 +78,10 @@ pub trait Hypervisor: Send {
     /// Another handle on the same connection, for another thread (the
     /// executor's).
     fn worker(&self) -> Box<dyn Hypervisor>;
+    /// A cheap call that needs the hypervisor to answer (a keepalive).
+    fn ping(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
     /// Hard reset.
     fn reset(&mut self, name: &str) -> Result<(), BackendError>;
     /// ACPI reboot.

@@ -255,10 +255,33 @@ pub struct Cadence {
     pub quiet: Duration,
 }
 
+/// Whether the hypervisor answers this thread's calls: marked on `watch`
+/// with `clock`'s time (see [`super::hv_watch`]).
+pub struct Watched {
+    /// Where the calls under way are marked.
+    pub watch: std::sync::Arc<super::hv_watch::CallWatch>,
+    /// The core's clock.
+    pub clock: super::clock::Clock,
+}
+
+impl Watched {
+    fn call<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.watch.begin(self.clock.now());
+        let r = f();
+        self.watch.end();
+        r
+    }
+}
+
+/// How often the hypervisor is asked something when nothing else was.
+const PING_EVERY: Duration = Duration::from_secs(1);
+
 /// Run until the core goes away: poll as the schedule says, hand actions
 /// to the executor (its threads report back on `me`, this thread's own
 /// channel, each action given `action_timeout`). The I/O-counter thread
-/// opens a second connection to `io_uri`.
+/// opens a second connection to `io_uri`. Every call of this thread's is
+/// marked on `watched`, and one is made at least every second.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     mut hv: Box<dyn Hypervisor>,
     io_uri: String,
@@ -267,6 +290,7 @@ pub fn run(
     core: Sender<CoreMsg>,
     every: Cadence,
     action_timeout: Duration,
+    watched: Watched,
 ) {
     let mut executor = super::executor::Executor::new(
         hv.as_ref(),
@@ -297,6 +321,7 @@ pub fn run(
     let mut schedule = super::schedule::Schedule::new(every.hot, every.quiet, Instant::now());
     let mut last_list = Instant::now();
     let mut from_bulk: Option<super::io_counters::BulkPolls> = None;
+    let mut last_call = Instant::now();
     let tell = |d: super::executor::Done| {
         core.blocking_send(CoreMsg::ActionDone {
             id: d.id,
@@ -312,7 +337,9 @@ pub fn run(
         let next = bulk
             .deadline()
             .map_or(schedule.next(now), |d| d.min(schedule.next(now)));
-        let mut wait = next.saturating_duration_since(now);
+        let mut wait = next
+            .min(last_call + PING_EVERY)
+            .saturating_duration_since(now);
         if executor.busy() {
             wait = wait.min(Duration::from_millis(250));
         }
@@ -360,12 +387,17 @@ pub fn run(
             due = Due::Some(schedule.hot().into_iter().collect());
         }
         if matches!(&due, Due::Nothing) || matches!(&due, Due::Some(v) if v.is_empty()) {
+            if last_call.elapsed() >= PING_EVERY {
+                let _ = watched.call(|| hv.ping());
+                last_call = Instant::now();
+            }
             continue;
         }
+        last_call = Instant::now();
         // Definitions change with define/undefine events (a relist each);
         // a slow full relist only in case an event was missed.
         if relist || last_list.elapsed() > RELIST_EVERY {
-            match hv.list() {
+            match watched.call(|| hv.list()) {
                 Ok(d) => {
                     defs = d;
                     if let Ok(mut s) = shared_defs.lock() {
@@ -402,7 +434,7 @@ pub fn run(
             .filter(|d| by_bulk(d).is_none())
             .cloned()
             .collect();
-        let mut asked = hv.poll_all(&ask).into_iter();
+        let mut asked = watched.call(|| hv.poll_all(&ask)).into_iter();
         let polls = these.iter().map(|d| match by_bulk(d) {
             Some(p) => Ok(*p),
             None => asked

@@ -12,6 +12,7 @@ pub mod control;
 pub mod executor;
 pub mod handover;
 pub mod host_kmsg;
+pub mod hv_watch;
 mod io_counters;
 pub mod metrics;
 pub mod probe;
@@ -176,6 +177,7 @@ async fn run_async(
             })?;
     }
     let (be_tx, be_rx) = std::sync::mpsc::channel();
+    let hv_watch: Arc<hv_watch::CallWatch> = Arc::default();
     {
         let tx = core_tx.clone();
         let every = backend_thread::Cadence {
@@ -185,10 +187,14 @@ async fn run_async(
         let io_uri = config.libvirt_uri.clone();
         let me = be_tx.clone();
         let timeout = Duration::from_millis(config.action_timeout_ms);
+        let watched = backend_thread::Watched {
+            watch: hv_watch.clone(),
+            clock,
+        };
         std::thread::Builder::new()
             .name("backend".into())
             .spawn(move || {
-                backend_thread::run(Box::new(lv), io_uri, be_rx, me, tx, every, timeout)
+                backend_thread::run(Box::new(lv), io_uri, be_rx, me, tx, every, timeout, watched)
             })?;
     }
     if !config.host_kmsg.as_os_str().is_empty() {
@@ -316,5 +322,6 @@ async fn run_async(
         Box::new(core::NetProber),
     )?;
     core.adopt(adopted);
+    core.watch_hypervisor(hv_watch);
     core.run(core_rx).await
 }

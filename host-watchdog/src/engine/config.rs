@@ -250,6 +250,10 @@ pub fn default_ladders() -> BTreeMap<String, Ladder> {
         FaultKind::HostWide,
         ladder(vec![rung("alert", 1, 300_000)], Hold),
     );
+    put(
+        FaultKind::HypervisorUnresponsive,
+        ladder(vec![rung("alert", 1, 300_000)], Hold),
+    );
     m
 }
 

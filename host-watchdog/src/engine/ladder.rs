@@ -218,6 +218,11 @@ impl Vm {
                 self.suppress(now, kind, "host-wide event in progress".into(), 1_000, out);
                 return false;
             }
+            if ctx.hypervisor_silent && kind.is_destructive() {
+                let why = "the hypervisor does not answer: not acting blind".into();
+                self.suppress(now, kind, why, 1_000, out);
+                return false;
+            }
         }
         if kind.is_destructive() {
             let from_silence = matches!(

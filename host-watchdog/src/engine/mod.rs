@@ -44,6 +44,9 @@ pub struct Engine {
     recent_faults: VecDeque<(Millis, VmId)>,
     /// The breaker is open until then.
     host_wide_until: Option<Millis>,
+    /// The hypervisor has not answered: the host-level fault that says
+    /// so, when its call began, and when the fault was located.
+    hypervisor_silent: Option<(u64, Millis, Millis)>,
     /// Destructive actions started recently, host-wide.
     destructive_recent: VecDeque<Millis>,
     /// What is known of VMs not monitored yet (seeded from the journal,
@@ -66,6 +69,7 @@ impl Engine {
             armed: true,
             recent_faults: VecDeque::new(),
             host_wide_until: None,
+            hypervisor_silent: None,
             destructive_recent: VecDeque::new(),
             waiting: BTreeMap::new(),
             resumes: BTreeMap::new(),
@@ -240,6 +244,7 @@ impl Engine {
             self.next_action,
             self.destructive_recent.len(),
         );
+        ctx.hypervisor_silent = self.hypervisor_silent.is_some();
         // Observations about an unknown VM (not yet listed) are ignored.
         if let Some(v) = self.vms.get_mut(vm) {
             v.on_input(now, input, &mut ctx, &mut out);
@@ -284,6 +289,8 @@ impl Engine {
             Global::Disarm => self.armed = false,
             Global::Arm => self.armed = true,
             Global::Tick => {}
+            Global::HypervisorSilent { for_ms } => self.hypervisor_silent(now, for_ms, &mut out),
+            Global::HypervisorAnswers => self.hypervisor_answers(now, &mut out),
             Global::Stalled { ms } => {
                 let why = format!("vigild did not run for {ms} ms: deadlines start over");
                 for v in self.vms.values_mut() {
@@ -303,6 +310,7 @@ impl Engine {
             self.next_action,
             self.destructive_recent.len(),
         );
+        ctx.hypervisor_silent = self.hypervisor_silent.is_some();
         for v in self.vms.values_mut() {
             v.tick(now, &mut ctx, &mut out);
             v.drive(now, &mut ctx, &mut out);
@@ -310,6 +318,73 @@ impl Engine {
         let effects = ctx.into_effects();
         self.absorb(effects, now, &mut out);
         out
+    }
+
+    /// A libvirt call has not returned for `for_ms`: one host-level fault
+    /// (and an alert) for as long as it lasts; destructive actions wait.
+    fn hypervisor_silent(&mut self, now: Millis, for_ms: Millis, out: &mut Output) {
+        if self.hypervisor_silent.is_some() {
+            return;
+        }
+        let id = self.next_fault;
+        self.next_fault += 1;
+        let onset = now.saturating_sub(for_ms);
+        self.hypervisor_silent = Some((id, onset, now));
+        out.records.push(Record::Fault {
+            vm: HOST.into(),
+            id,
+            kind: FaultKind::HypervisorUnresponsive,
+            layer: Layer::Hypervisor,
+            subject: None,
+            evidence: vec![format!(
+                "a libvirt call has not returned for {for_ms} ms: no destructive action until it answers"
+            )],
+            onset,
+            onset_window_ms: 0,
+            detected: now,
+            located: now,
+        });
+        let action = Action {
+            id: self.next_action,
+            vm: HOST.into(),
+            kind: ActionKind::Alert,
+            fault: id,
+            memory_kib: None,
+        };
+        self.next_action += 1;
+        out.records.push(Record::Intent {
+            vm: HOST.into(),
+            action: action.clone(),
+            rung: None,
+            attempt: 1,
+        });
+        out.actions.push(action);
+    }
+
+    /// The hypervisor answers again: its fault closes, work goes on.
+    fn hypervisor_answers(&mut self, now: Millis, out: &mut Output) {
+        let Some((id, onset, located)) = self.hypervisor_silent.take() else {
+            return;
+        };
+        for v in self.vms.values_mut() {
+            v.hypervisor_back(now);
+        }
+        out.records.push(Record::Closed {
+            vm: HOST.into(),
+            id,
+            kind: FaultKind::HypervisorUnresponsive,
+            how: Closure::Recovered,
+            at: now,
+            detect_ms: located.saturating_sub(onset),
+            locate_ms: 0,
+            repair_ms: now.saturating_sub(located),
+            flaps: 0,
+        });
+    }
+
+    /// Whether the hypervisor is taken as not answering.
+    pub fn hypervisor_is_silent(&self) -> bool {
+        self.hypervisor_silent.is_some()
     }
 
     fn prune(&mut self, now: Millis) {
@@ -395,6 +470,7 @@ impl Engine {
             self.next_action,
             self.destructive_recent.len(),
         );
+        ctx.hypervisor_silent = self.hypervisor_silent.is_some();
         for name in affected {
             if let Some(v) = self.vms.get_mut(&name) {
                 v.host_wide(now, &mut ctx, out);

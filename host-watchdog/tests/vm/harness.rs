@@ -464,3 +464,29 @@ impl Drop for MemCgroup {
         );
     }
 }
+
+/// A process of the test's stopped with SIGSTOP until dropped (SIGCONT),
+/// so a failing assertion never leaves it stopped.
+pub struct Stopped {
+    pid: String,
+}
+
+impl Stopped {
+    /// Stop `pid`.
+    pub fn new(pid: &str) -> Stopped {
+        let ok = std::process::Command::new("kill")
+            .args(["-STOP", pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot stop {pid}");
+        Stopped { pid: pid.into() }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.pid])
+            .status();
+    }
+}

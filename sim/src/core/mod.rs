@@ -286,8 +286,12 @@ impl<'a> Harness<'a> {
         self.t0 + Duration::from_millis(ms)
     }
 
-    /// Poll every domain (`None`) or these.
+    /// Poll every domain (`None`) or these; nothing comes back while the
+    /// hypervisor is scripted silent (its calls do not return).
     async fn poll(&mut self, only: Option<Vec<String>>) {
+        if self.core.hypervisor_watch().since().is_some() {
+            return;
+        }
         let mut hv = self.hv.clone();
         let defs = hv.list().unwrap_or_default();
         let full = only.is_none();

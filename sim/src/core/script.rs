@@ -66,6 +66,10 @@ impl Harness<'_> {
         rx.try_recv().ok()
     }
 
+    fn hv_watch(&self) -> std::sync::Arc<vigil_watchdog::daemon::hv_watch::CallWatch> {
+        self.core.hypervisor_watch()
+    }
+
     pub(super) async fn scripted(&mut self, e: Event) {
         let now = self.now;
         match e {
@@ -81,6 +85,12 @@ impl Harness<'_> {
                 self.control(Request::Arm).await;
             }
             Event::Global(Global::Tick) => {}
+            // A libvirt call of the backend's that began `for_ms` ago and
+            // has not returned, as the backend thread marks it.
+            Event::Global(Global::HypervisorSilent { for_ms }) => {
+                self.hv_watch().begin(now.saturating_sub(for_ms).max(1));
+            }
+            Event::Global(Global::HypervisorAnswers) => self.hv_watch().end(),
             Event::Stop(what, vm) => stop(&mut self.streams, &what, &vm),
             Event::Liveness(vm, r) => {
                 self.liveness.insert(vm, r);

@@ -121,6 +121,10 @@ pub struct Core {
     )>,
     /// When the core last handled a message (a long gap is its own stall).
     last_ran: Millis,
+    /// The backend thread's libvirt call under way, if any.
+    hv_watch: Arc<super::hv_watch::CallWatch>,
+    /// No verdict on the hypervisor before then (vigild itself stalled).
+    hv_judged_from: Millis,
     /// How a guest's liveness is probed.
     prober: Box<dyn Prober>,
     /// The journal writer's requests, its answers, and its thread.
@@ -280,6 +284,8 @@ impl Core {
             reject_logged: HashMap::new(),
             to_adopt: Vec::new(),
             last_ran: now,
+            hv_watch: Arc::default(),
+            hv_judged_from: now,
             prober,
             writer: Some(writer),
             written_rx: Some(written_rx),
@@ -364,6 +370,9 @@ impl Core {
                 );
                 let out = self.engine.global(now, engine::Global::Stalled { ms: gap });
                 self.apply(now, out);
+                // A call under way while vigild was stopped is not the
+                // hypervisor's silence.
+                self.hv_judged_from = now + self.cfg.hypervisor_timeout_ms;
             }
             match msg {
                 CoreMsg::Shutdown => {
@@ -377,6 +386,7 @@ impl Core {
                 }
                 CoreMsg::Journal(w) => self.on_written(now, w),
                 CoreMsg::Tick => {
+                    self.judge_hypervisor(now);
                     let out = self.engine.global(now, engine::Global::Tick);
                     self.apply(now, out);
                     // The systemd watchdog is fed from the main loop, so a
@@ -505,6 +515,42 @@ impl Core {
         }
         let cutoff = now.saturating_sub(days.saturating_mul(86_400_000));
         self.request(WriteReq::Prune { cutoff }, None);
+    }
+
+    /// The backend thread's libvirt calls: whether the hypervisor answers.
+    pub fn hypervisor_watch(&self) -> Arc<super::hv_watch::CallWatch> {
+        self.hv_watch.clone()
+    }
+
+    /// Watch these calls (the backend thread marks them).
+    pub fn watch_hypervisor(&mut self, watch: Arc<super::hv_watch::CallWatch>) {
+        self.hv_watch = watch;
+    }
+
+    fn judge_hypervisor(&mut self, now: Millis) {
+        let bound = self.cfg.hypervisor_timeout_ms;
+        let stuck = self
+            .hv_watch
+            .since()
+            .map(|t| now.saturating_sub(t))
+            .filter(|d| *d >= bound);
+        let silent = self.engine.hypervisor_is_silent();
+        let g = match stuck {
+            Some(for_ms) if !silent && now >= self.hv_judged_from => {
+                log::error!(
+                    "the hypervisor does not answer: a libvirt call has not returned for {for_ms} ms; \
+                     no destructive action until it does"
+                );
+                engine::Global::HypervisorSilent { for_ms }
+            }
+            None if silent => {
+                log::warn!("the hypervisor answers again");
+                engine::Global::HypervisorAnswers
+            }
+            _ => return,
+        };
+        let out = self.engine.global(now, g);
+        self.apply(now, out);
     }
 
     fn step(&mut self, now: Millis, vm: &str, input: Input) {

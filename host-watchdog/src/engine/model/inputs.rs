@@ -237,6 +237,14 @@ pub enum Global {
         /// How long.
         ms: Millis,
     },
+    /// A libvirt call has not returned for `for_ms` (libvirtd stopped,
+    /// stuck or gone): vigild is blind to the hypervisor.
+    HypervisorSilent {
+        /// How long so far.
+        for_ms: Millis,
+    },
+    /// The hypervisor answers again.
+    HypervisorAnswers,
 }
 
 #[cfg(test)]

@@ -151,11 +151,14 @@ pub enum FaultKind {
     HostWide,
     /// The host's OOM killer killed the VM's QEMU.
     HostOom,
+    /// libvirt calls do not return: vigild cannot see or act on the
+    /// hypervisor (a host-level fault).
+    HypervisorUnresponsive,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 15] = [
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::VmCrashed,
         FaultKind::GuestPanic,
         FaultKind::GuestHang,
@@ -171,6 +174,7 @@ impl FaultKind {
         FaultKind::KernelDegraded,
         FaultKind::HostWide,
         FaultKind::HostOom,
+        FaultKind::HypervisorUnresponsive,
     ];
 
     /// Kebab-case name.
@@ -191,6 +195,7 @@ impl FaultKind {
             FaultKind::KernelDegraded => "kernel-degraded",
             FaultKind::HostWide => "host-wide",
             FaultKind::HostOom => "host-oom",
+            FaultKind::HypervisorUnresponsive => "hypervisor-unresponsive",
         }
     }
 
@@ -202,7 +207,7 @@ impl FaultKind {
     /// The layer this kind of fault is in.
     pub fn layer(self) -> Layer {
         match self {
-            FaultKind::VmCrashed => Layer::Hypervisor,
+            FaultKind::VmCrashed | FaultKind::HypervisorUnresponsive => Layer::Hypervisor,
             FaultKind::GuestPanic | FaultKind::GuestHang | FaultKind::KernelDegraded => {
                 Layer::GuestKernel
             }
@@ -221,7 +226,7 @@ impl FaultKind {
     /// Higher preempts lower when a VM has more than one problem.
     pub fn severity(self) -> u8 {
         match self {
-            FaultKind::HostWide => 14,
+            FaultKind::HostWide | FaultKind::HypervisorUnresponsive => 14,
             FaultKind::HostOom => 13,
             FaultKind::VmCrashed => 12,
             FaultKind::GuestPanic => 11,
@@ -283,7 +288,8 @@ impl FaultKind {
             | FaultKind::AgentDown
             | FaultKind::TransportDown
             | FaultKind::HostWide
-            | FaultKind::HostOom => Basis::Liveness,
+            | FaultKind::HostOom
+            | FaultKind::HypervisorUnresponsive => Basis::Liveness,
             FaultKind::ServiceDown | FaultKind::DiskFull | FaultKind::FsReadonly => Basis::State,
             FaultKind::IoErrors | FaultKind::MemoryExhaustion | FaultKind::KernelDegraded => {
                 Basis::Event

@@ -34,6 +34,8 @@ pub(super) struct Ctx<'a> {
     pub cfg: &'a EngineConfig,
     pub armed: bool,
     pub host_wide: bool,
+    /// The hypervisor does not answer: no destructive action anywhere.
+    pub hypervisor_silent: bool,
     next_fault: u64,
     next_action: u64,
     destructive_recent: usize,
@@ -62,6 +64,7 @@ impl<'a> Ctx<'a> {
             cfg,
             armed,
             host_wide,
+            hypervisor_silent: false,
             next_fault,
             next_action,
             destructive_recent,
@@ -540,7 +543,8 @@ impl Vm {
                 // sample after the suspicion began (polled at once) is
                 // what later samples are compared with.
                 if let Some(sus) = self.suspect.as_mut() {
-                    if now >= sus.since && sus.baseline.is_some_and(|(t, _)| t < sus.onset.at) {
+                    let stale = sus.baseline.is_none_or(|(t, _)| t < sus.onset.at);
+                    if now >= sus.since && stale {
                         sus.baseline = Some((now, s));
                     }
                 }

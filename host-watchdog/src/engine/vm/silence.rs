@@ -97,12 +97,22 @@ impl Vm {
     }
 
     /// Name a silent VM's fault once the evidence is in.
+    /// The hypervisor answers again after a silence: a suspicion is
+    /// judged on polls from now on (none came while it was silent; the
+    /// vCPU time a sample from before holds says nothing of the rate).
+    pub fn hypervisor_back(&mut self, now: Millis) {
+        if let Some(s) = self.suspect.as_mut() {
+            s.since = s.since.max(now);
+            s.baseline = None;
+        }
+    }
+
     pub fn corroborate(&mut self, now: Millis, ctx: &mut Ctx<'_>, out: &mut Output) {
         let Some(s) = self.suspect.clone() else {
             return;
         };
         let mut ev = vec![s.cause.clone()];
-        if let Some(kind) = self.verdict(now, &s, ctx.cfg, &mut ev) {
+        if let Some(kind) = self.verdict(now, &s, ctx.cfg, ctx.hypervisor_silent, &mut ev) {
             self.locate(now, s.onset, s.since, kind, None, ev, ctx, out);
         }
     }
@@ -114,6 +124,7 @@ impl Vm {
         now: Millis,
         s: &Suspicion,
         cfg: &EngineConfig,
+        blind: bool,
         ev: &mut Vec<String>,
     ) -> Option<FaultKind> {
         let silent = now.saturating_sub(s.onset.at);
@@ -131,6 +142,12 @@ impl Vm {
         let sample = self.stats.filter(|(t, _)| {
             *t > s.since && s.baseline.is_none_or(|(b, _)| *t >= b + MIN_SAMPLE_SPAN_MS)
         });
+        // The hypervisor as a whole does not answer (a host-level fault
+        // says so): the guest is judged on polls made once it answers
+        // again, never named blind or on a sample that crossed the gap.
+        if blind {
+            return None;
+        }
         let Some((cur_t, cur)) = sample else {
             if probe_done && now >= s.since + STATS_WAIT_MS {
                 // The hypervisor itself does not answer: a host problem,
