@@ -99,6 +99,12 @@ pub enum Verb {
         #[arg(value_parser = ["reset", "reboot", "shutdown", "destroy", "start", "resume", "agent-reboot"])]
         action: String,
     },
+    /// The host's own health (healthy, degraded, failed) and why.
+    Host {
+        /// The host's hardware and disks were seen to: clear those reasons.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Stop taking recovery actions (detect and record only).
     Disarm,
     /// Take recovery actions again.

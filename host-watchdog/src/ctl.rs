@@ -412,6 +412,41 @@ impl Client {
         Ok(())
     }
 
+    /// `host [--clear]`.
+    pub fn host(&self, clear: bool, json: bool) -> Result<(), CtlError> {
+        let data = self.call(&Request::Host { clear })?;
+        if json {
+            Self::print_json(&data);
+            return Ok(());
+        }
+        let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
+        println!("host health:   {}", text(&data["health"]));
+        if data["hypervisor_answers"] == Value::Bool(false) {
+            println!("hypervisor:    NOT answering");
+        }
+        if data["armed"] == Value::Bool(false) {
+            println!("(disarmed: recovery actions are not taken)");
+        }
+        let reasons = data["reasons"].as_array().cloned().unwrap_or_default();
+        if reasons.is_empty() {
+            println!("reasons:       none");
+        }
+        for r in reasons {
+            let until = match r["until"].as_u64() {
+                Some(u) => format!("until {}", fmt_time(u)),
+                None => "until it ends or is cleared".into(),
+            };
+            println!(
+                "  {:<18} {:<9} since {}, {until}: {}",
+                text(&r["reason"]),
+                text(&r["health"]),
+                fmt_time(r["since"].as_u64().unwrap_or(0)),
+                text(&r["why"])
+            );
+        }
+        Ok(())
+    }
+
     /// `arm` / `disarm`.
     pub fn arm(&self, arm: bool, json: bool) -> Result<(), CtlError> {
         let data = self.call(if arm { &Request::Arm } else { &Request::Disarm })?;

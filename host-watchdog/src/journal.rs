@@ -60,6 +60,7 @@ fn kind_of(r: &Record) -> (&str, &'static str) {
         Record::Outcome { vm, .. } => (vm, "outcome"),
         Record::Closed { vm, .. } => (vm, "closed"),
         Record::Reopened { vm, .. } => (vm, "reopened"),
+        Record::HostHealth { vm, .. } => (vm, "host-health"),
     }
 }
 
@@ -186,6 +187,20 @@ impl Journal {
             t as i64,
             i64::try_from(limit).unwrap_or(-1),
         )
+    }
+
+    /// The newest record of `kind` (`host-health`, ...), if any.
+    pub fn last_of_kind(&self, kind: &str) -> Result<Option<Entry>, JournalError> {
+        let seq: Option<i64> = self
+            .db
+            .query_row(
+                "SELECT seq FROM records WHERE kind = ?1 ORDER BY seq DESC LIMIT 1",
+                [kind],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(seq) = seq else { return Ok(None) };
+        Ok(self.after_page(seq - 1, 1)?.into_iter().next())
     }
 
     /// Records after row `seq`, oldest first (for `events --follow`).

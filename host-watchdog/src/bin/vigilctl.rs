@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         } => c.maintenance(&domain, mode == "on", duration.as_deref(), args.json),
         Verb::Release { domain } => c.release(&domain, args.json),
         Verb::Action { domain, action } => c.act(&domain, &action, args.json),
+        Verb::Host { clear } => c.host(clear, args.json),
         Verb::Disarm => c.arm(false, args.json),
         Verb::Arm => c.arm(true, args.json),
     };

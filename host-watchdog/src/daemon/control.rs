@@ -62,6 +62,13 @@ pub enum Request {
         /// Action name.
         action: String,
     },
+    /// The host's own health and its reasons; with `clear`, an operator
+    /// says its hardware and disks were seen to first.
+    Host {
+        /// Clear the hardware and disk reasons.
+        #[serde(default)]
+        clear: bool,
+    },
     /// Stop taking recovery actions host-wide.
     Disarm,
     /// Take recovery actions again.

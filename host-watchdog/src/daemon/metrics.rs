@@ -112,6 +112,8 @@ pub struct Metrics {
     pub rejected: Family<RejectLabels, Counter>,
     /// Host kernel log records, by class.
     pub host_events: Family<HostEventLabels, Counter>,
+    /// The host's health: 0 healthy, 1 degraded, 2 failed.
+    pub host_health: Gauge,
 }
 
 impl Metrics {
@@ -136,6 +138,7 @@ impl Metrics {
             quarantined: Family::default(),
             rejected: Family::default(),
             host_events: Family::default(),
+            host_health: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -197,6 +200,11 @@ impl Metrics {
             "host_kernel_events",
             "Records of the host's kernel log that tell about the host, by class",
             m.host_events.clone(),
+        );
+        registry.register(
+            "host_health",
+            "The host's own health: 0 healthy, 1 degraded, 2 failed",
+            m.host_health.clone(),
         );
         Metrics { registry, ..m }
     }

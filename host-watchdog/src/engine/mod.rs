@@ -15,6 +15,7 @@
 pub mod config;
 pub mod detect;
 pub mod evidence;
+pub mod host;
 mod ladder;
 pub mod model;
 mod render;
@@ -44,9 +45,13 @@ pub struct Engine {
     recent_faults: VecDeque<(Millis, VmId)>,
     /// The breaker is open until then.
     host_wide_until: Option<Millis>,
+    /// The host-wide fault while the breaker is open: id, onset, located.
+    host_wide_fault: Option<(u64, Millis, Millis)>,
     /// The hypervisor has not answered: the host-level fault that says
     /// so, when its call began, and when the fault was located.
     hypervisor_silent: Option<(u64, Millis, Millis)>,
+    /// The host's own health.
+    host: host::HostState,
     /// Destructive actions started recently, host-wide.
     destructive_recent: VecDeque<Millis>,
     /// What is known of VMs not monitored yet (seeded from the journal,
@@ -69,7 +74,9 @@ impl Engine {
             armed: true,
             recent_faults: VecDeque::new(),
             host_wide_until: None,
+            host_wide_fault: None,
             hypervisor_silent: None,
+            host: host::HostState::default(),
             destructive_recent: VecDeque::new(),
             waiting: BTreeMap::new(),
             resumes: BTreeMap::new(),
@@ -300,6 +307,21 @@ impl Engine {
         }
         if self.host_wide_until.is_some_and(|until| now >= until) {
             self.host_wide_until = None;
+            // The breaker closes: so does its host-level fault (the VMs'
+            // own faults go on on their own).
+            if let Some((id, onset, located)) = self.host_wide_fault.take() {
+                out.records.push(Record::Closed {
+                    vm: HOST.into(),
+                    id,
+                    kind: FaultKind::HostWide,
+                    how: Closure::Cleared,
+                    at: now,
+                    detect_ms: located.saturating_sub(onset),
+                    locate_ms: 0,
+                    repair_ms: now.saturating_sub(located),
+                    flaps: 0,
+                });
+            }
         }
         self.prune(now);
         let mut ctx = vm::Ctx::new(
@@ -317,6 +339,7 @@ impl Engine {
         }
         let effects = ctx.into_effects();
         self.absorb(effects, now, &mut out);
+        self.host_settle(now, &mut out);
         out
     }
 
@@ -387,6 +410,54 @@ impl Engine {
         self.hypervisor_silent.is_some()
     }
 
+    /// A signal from the host's own kernel log.
+    pub fn host_signal(&mut self, now: Millis, signal: &host::HostSignal, line: &str) -> Output {
+        let mut out = Output::default();
+        self.host.signal(now, signal, line);
+        self.host_settle(now, &mut out);
+        out
+    }
+
+    /// An operator cleared the host's hardware and disk reasons.
+    pub fn host_clear(&mut self, now: Millis) -> Output {
+        let mut out = Output::default();
+        self.host.clear();
+        self.host_settle(now, &mut out);
+        out
+    }
+
+    /// The host's health as the journal last said (after a restart).
+    pub fn host_restore(&mut self, now: Millis, health: host::HostHealth, why: &str) {
+        self.host.restore(now, health, why);
+    }
+
+    /// The host's health and its reasons.
+    pub fn host(&self) -> &host::HostState {
+        &self.host
+    }
+
+    /// The host-level conditions into the host's health; a change journaled.
+    fn host_settle(&mut self, now: Millis, out: &mut Output) {
+        use host::HostHealth::{Degraded, Failed};
+        let hv = self.hypervisor_silent.map(|(id, ..)| {
+            let why = format!("the hypervisor does not answer (fault #{id})");
+            (Degraded, why)
+        });
+        self.host.condition(now, "hypervisor", hv);
+        let wide = self
+            .host_wide_until
+            .map(|_| (Failed, "many VMs faulted at once (host-wide)".to_string()));
+        self.host.condition(now, "host-wide", wide);
+        if let Some((from, to, why)) = self.host.settle(now) {
+            out.records.push(Record::HostHealth {
+                vm: HOST.into(),
+                from,
+                to,
+                why,
+            });
+        }
+    }
+
     fn prune(&mut self, now: Millis) {
         while self
             .destructive_recent
@@ -431,6 +502,8 @@ impl Engine {
         let affected: Vec<VmId> = self.recent_faults.iter().map(|(_, v)| v.clone()).collect();
         let id = self.next_fault;
         self.next_fault += 1;
+        let onset = self.recent_faults.front().map_or(now, |(t, _)| *t);
+        self.host_wide_fault = Some((id, onset, now));
         out.records.push(Record::Fault {
             vm: HOST.into(),
             id,

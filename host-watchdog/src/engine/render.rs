@@ -27,6 +27,9 @@ pub fn render(t: Millis, r: &Record) -> String {
             evidence.join("; ")
         ),
         Record::Suppressed { vm, kind, why } => format!("{t:>7} {vm:<8} suppressed {kind}: {why}"),
+        Record::HostHealth { vm, from, to, why } => {
+            format!("{t:>7} {vm:<8} host health {from} -> {to}: {why}")
+        }
         Record::Outcome { vm, id, ok, detail } => {
             format!("{t:>7} {vm:<8} outcome #{id} {}: {detail}", if *ok { "ok" } else { "FAILED" })
         }

@@ -13,6 +13,7 @@ mod common;
 
 mod control;
 mod handover;
+mod host;
 mod hostile;
 mod recovery;
 mod rig;

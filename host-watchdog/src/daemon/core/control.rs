@@ -209,6 +209,32 @@ impl Core {
                     )
                 }
             }
+            Request::Host { clear } => {
+                if clear {
+                    log::warn!("operator: host hardware and disk reasons cleared");
+                    let out = self.engine.host_clear(now);
+                    self.apply(now, out);
+                }
+                let host = self.engine.host();
+                let reasons: Vec<serde_json::Value> = host
+                    .reasons()
+                    .map(|(name, r)| {
+                        serde_json::json!({
+                            "reason": name,
+                            "health": r.health,
+                            "since": r.since,
+                            "until": r.until,
+                            "why": r.why,
+                        })
+                    })
+                    .collect();
+                Response::ok(serde_json::json!({
+                    "health": host.health(),
+                    "reasons": reasons,
+                    "hypervisor_answers": !self.engine.hypervisor_is_silent(),
+                    "armed": self.engine.armed(),
+                }))
+            }
             Request::Disarm | Request::Arm => {
                 let g = if matches!(req, Request::Disarm) {
                     engine::Global::Disarm

@@ -154,7 +154,23 @@ impl Core {
             h.record.text,
             h.left_out
         );
-        if let (crate::host::kmsg::HostEvent::OomKill { .. }, Some(vm)) = (&h.record.event, &h.vm) {
+        use crate::engine::host::HostSignal;
+        use crate::host::kmsg::HostEvent;
+        let signal = match &h.record.event {
+            HostEvent::OomKill { .. } => HostSignal::OomKill,
+            HostEvent::MachineCheck { uncorrected } => HostSignal::MachineCheck {
+                uncorrected: *uncorrected,
+            },
+            HostEvent::MemoryErrors { uncorrected, count } => HostSignal::MemoryErrors {
+                uncorrected: *uncorrected,
+                count: *count,
+            },
+            HostEvent::DiskError { .. } => HostSignal::DiskError,
+            HostEvent::HungTask { .. } => HostSignal::HungTask,
+        };
+        let out = self.engine.host_signal(now, &signal, &h.record.text);
+        self.apply(now, out);
+        if let (HostEvent::OomKill { .. }, Some(vm)) = (&h.record.event, &h.vm) {
             self.step(
                 now,
                 vm,

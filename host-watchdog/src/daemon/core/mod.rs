@@ -250,7 +250,33 @@ impl Core {
                 engine.seed_recovered(&vm, &f, at);
             }
         }
-        for (vm, f) in u.faults {
+        // Host-level faults (the hypervisor not answering, host-wide) are
+        // of the run that saw them: closed, and seen again if they still
+        // hold. The host's health goes on where it was.
+        let mut host_closed = Vec::new();
+        for (vm, f) in u.faults.iter().filter(|(vm, _)| vm == engine::HOST) {
+            host_closed.push(Record::Closed {
+                vm: vm.clone(),
+                id: f.id,
+                kind: f.kind,
+                how: engine::Closure::Withdrawn,
+                at: now,
+                detect_ms: f.located.saturating_sub(f.onset),
+                locate_ms: 0,
+                repair_ms: now.saturating_sub(f.located),
+                flaps: 0,
+            });
+        }
+        if !host_closed.is_empty() {
+            journal.append(now, &host_closed)?;
+        }
+        if let Some(e) = journal.last_of_kind("host-health")? {
+            if let Record::HostHealth { to, why, .. } = e.record {
+                engine.host_restore(now, to, &why);
+            }
+        }
+        metrics.host_health.set(engine.host().health().level());
+        for (vm, f) in u.faults.into_iter().filter(|(vm, _)| vm != engine::HOST) {
             log::info!(
                 "vm={vm} fault #{} {} resumes from the journal",
                 f.id,

@@ -64,6 +64,10 @@ impl Core {
                     .insert(action.id, action.kind.name().to_string());
             }
             Record::Suppressed { vm, kind, why } => log::warn!("vm={vm} suppressed {kind}: {why}"),
+            Record::HostHealth { from, to, why, .. } => {
+                log::warn!("host health {from} -> {to}: {why}");
+                self.metrics.host_health.set(to.level());
+            }
             Record::Reopened {
                 vm,
                 id,

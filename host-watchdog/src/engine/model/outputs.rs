@@ -278,6 +278,17 @@ pub enum Record {
         /// What shows it again.
         evidence: Vec<String>,
     },
+    /// The host's health changed.
+    HostHealth {
+        /// Always `(host)`.
+        vm: VmId,
+        /// From.
+        from: crate::engine::host::HostHealth,
+        /// To.
+        to: crate::engine::host::HostHealth,
+        /// The reasons holding it down now.
+        why: String,
+    },
 }
 
 /// A fault carried over from a previous run of the daemon (from its journal).

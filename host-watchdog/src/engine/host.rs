@@ -1,0 +1,352 @@
+//! The host's own health (pure): healthy, degraded or failed, from what
+//! its kernel log tells (machine checks, memory and disk errors, OOM
+//! kills, hung tasks) and from the host-level faults (the hypervisor not
+//! answering, many VMs faulting at once). Each reason holds the health
+//! down for a while after its last sign; hardware errors hold it until an
+//! operator clears them (a DIMM that threw an uncorrected error does not
+//! heal). Changes are journaled; the cluster hand-off reads the result.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::Millis;
+
+/// The host's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostHealth {
+    /// Nothing wrong known.
+    #[default]
+    Healthy,
+    /// Something wrong that VMs can live with for now.
+    Degraded,
+    /// The host should not run VMs (the cluster moves them).
+    Failed,
+}
+
+impl HostHealth {
+    /// Kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            HostHealth::Healthy => "healthy",
+            HostHealth::Degraded => "degraded",
+            HostHealth::Failed => "failed",
+        }
+    }
+
+    /// 0, 1, 2 (the metric).
+    pub fn level(self) -> i64 {
+        self as i64
+    }
+}
+
+impl std::fmt::Display for HostHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the host's kernel log told about the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostSignal {
+    /// A machine check or firmware hardware-error report.
+    MachineCheck {
+        /// Not corrected (or fatal).
+        uncorrected: bool,
+    },
+    /// EDAC memory errors.
+    MemoryErrors {
+        /// Uncorrected.
+        uncorrected: bool,
+        /// How many.
+        count: u64,
+    },
+    /// A block I/O error on a host device.
+    DiskError,
+    /// The host's OOM killer killed a process.
+    OomKill,
+    /// A task blocked in the kernel for long.
+    HungTask,
+}
+
+/// Corrected memory errors within [`STORM_WINDOW_MS`] that make a storm.
+pub const CORRECTED_STORM: u64 = 100;
+/// The window corrected errors are counted over.
+pub const STORM_WINDOW_MS: Millis = 3_600_000;
+/// How long a disk error holds the health down after the last one.
+const DISK_HOLD_MS: Millis = 3_600_000;
+/// How long an OOM kill or a hung task does.
+const PRESSURE_HOLD_MS: Millis = 600_000;
+
+/// Why the health is down, by reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReason {
+    /// How far down.
+    pub health: HostHealth,
+    /// Since when.
+    pub since: Millis,
+    /// Until when, if it passes by itself (none: until cleared or the
+    /// host-level fault ends).
+    pub until: Option<Millis>,
+    /// The last evidence.
+    pub why: String,
+}
+
+/// The host's health and its reasons.
+#[derive(Debug, Default)]
+pub struct HostState {
+    reasons: BTreeMap<&'static str, HostReason>,
+    corrected: VecDeque<(Millis, u64)>,
+    health: HostHealth,
+}
+
+impl HostState {
+    /// The health now.
+    pub fn health(&self) -> HostHealth {
+        self.health
+    }
+
+    /// The reasons holding it down, by name.
+    pub fn reasons(&self) -> impl Iterator<Item = (&'static str, &HostReason)> {
+        self.reasons.iter().map(|(k, r)| (*k, r))
+    }
+
+    /// Take a signal from the host's kernel log.
+    pub fn signal(&mut self, now: Millis, s: &HostSignal, line: &str) {
+        let mut put = |name: &'static str, health: HostHealth, hold: Option<Millis>| {
+            let since = self.reasons.get(name).map_or(now, |r| r.since);
+            let r = HostReason {
+                health,
+                since,
+                until: hold.map(|h| now + h),
+                why: line.to_string(),
+            };
+            self.reasons.insert(name, r);
+        };
+        match s {
+            HostSignal::MachineCheck { uncorrected: true }
+            | HostSignal::MemoryErrors {
+                uncorrected: true, ..
+            } => put("hardware", HostHealth::Failed, None),
+            HostSignal::MachineCheck { uncorrected: false } => self.corrected(now, 1, line),
+            HostSignal::MemoryErrors { count, .. } => self.corrected(now, *count, line),
+            HostSignal::DiskError => put("disk-errors", HostHealth::Degraded, Some(DISK_HOLD_MS)),
+            HostSignal::OomKill => put("oom", HostHealth::Degraded, Some(PRESSURE_HOLD_MS)),
+            HostSignal::HungTask => put("hung-tasks", HostHealth::Degraded, Some(PRESSURE_HOLD_MS)),
+        }
+    }
+
+    fn corrected(&mut self, now: Millis, count: u64, line: &str) {
+        self.corrected.push_back((now, count.max(1)));
+        while self
+            .corrected
+            .front()
+            .is_some_and(|(t, _)| now.saturating_sub(*t) >= STORM_WINDOW_MS)
+        {
+            self.corrected.pop_front();
+        }
+        let n: u64 = self.corrected.iter().map(|(_, c)| c).sum();
+        if n >= CORRECTED_STORM {
+            let since = self
+                .reasons
+                .get("corrected-errors")
+                .map_or(now, |r| r.since);
+            self.reasons.insert(
+                "corrected-errors",
+                HostReason {
+                    health: HostHealth::Degraded,
+                    since,
+                    until: Some(now + STORM_WINDOW_MS),
+                    why: format!("{n} corrected hardware errors within an hour; last: {line}"),
+                },
+            );
+        }
+    }
+
+    /// A host-level condition (the hypervisor not answering, the
+    /// host-wide breaker) holds the health down while `on`.
+    pub fn condition(&mut self, now: Millis, name: &'static str, on: Option<(HostHealth, String)>) {
+        match on {
+            Some((health, why)) => {
+                let since = self.reasons.get(name).map_or(now, |r| r.since);
+                self.reasons.insert(
+                    name,
+                    HostReason {
+                        health,
+                        since,
+                        until: None,
+                        why,
+                    },
+                );
+            }
+            None => {
+                self.reasons.remove(name);
+            }
+        }
+    }
+
+    /// An operator says the hardware and disks were seen to (replaced,
+    /// checked): those reasons go.
+    pub fn clear(&mut self) {
+        self.reasons.retain(|k, _| {
+            !matches!(
+                *k,
+                "hardware" | "corrected-errors" | "disk-errors" | "restored"
+            )
+        });
+        self.corrected.clear();
+    }
+
+    /// Go on from the health a previous run journaled: a failed host stays
+    /// failed until cleared (its hardware did not heal over a restart),
+    /// a degraded one for the longest hold.
+    pub fn restore(&mut self, now: Millis, health: HostHealth, why: &str) {
+        if health == HostHealth::Healthy {
+            return;
+        }
+        let until = (health != HostHealth::Failed).then_some(now + DISK_HOLD_MS);
+        self.reasons.insert(
+            "restored",
+            HostReason {
+                health,
+                since: now,
+                until,
+                why: format!("before vigild restarted: {why}"),
+            },
+        );
+        self.health = health;
+    }
+
+    /// Drop reasons whose time passed; the new health, with why, when it
+    /// changed.
+    pub fn settle(&mut self, now: Millis) -> Option<(HostHealth, HostHealth, String)> {
+        self.reasons
+            .retain(|_, r| r.until.is_none_or(|until| now < until));
+        let health = self
+            .reasons
+            .values()
+            .map(|r| r.health)
+            .max()
+            .unwrap_or_default();
+        if health == self.health {
+            return None;
+        }
+        let from = std::mem::replace(&mut self.health, health);
+        let why = if self.reasons.is_empty() {
+            "nothing wrong known any more".to_string()
+        } else {
+            self.reasons
+                .iter()
+                .map(|(k, r)| format!("{k}: {}", r.why))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        Some((from, health, why))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_uncorrected_error_fails_the_host_until_cleared() {
+        let mut h = HostState::default();
+        h.signal(
+            10,
+            &HostSignal::MemoryErrors {
+                uncorrected: true,
+                count: 1,
+            },
+            "EDAC MC0: 1 UE",
+        );
+        let (from, to, why) = h.settle(10).unwrap();
+        assert_eq!((from, to), (HostHealth::Healthy, HostHealth::Failed));
+        assert!(why.contains("hardware: EDAC MC0: 1 UE"), "{why}");
+        assert_eq!(h.settle(100 * STORM_WINDOW_MS), None, "no time heals it");
+        h.clear();
+        assert_eq!(
+            h.settle(100 * STORM_WINDOW_MS).map(|c| c.1),
+            Some(HostHealth::Healthy)
+        );
+    }
+
+    #[test]
+    fn corrected_errors_degrade_only_as_a_storm_and_it_passes() {
+        let mut h = HostState::default();
+        let ce = |n| HostSignal::MemoryErrors {
+            uncorrected: false,
+            count: n,
+        };
+        h.signal(0, &ce(60), "EDAC MC0: 60 CE");
+        assert_eq!(h.settle(0), None, "60 corrected errors are not a storm");
+        h.signal(1_000, &ce(40), "EDAC MC0: 40 CE");
+        assert_eq!(h.settle(1_000).map(|c| c.1), Some(HostHealth::Degraded));
+        assert_eq!(
+            h.settle(1_000 + STORM_WINDOW_MS).map(|c| c.1),
+            Some(HostHealth::Healthy)
+        );
+        // Spread thinner than the window: never a storm.
+        for i in 0..200 {
+            h.signal(i * STORM_WINDOW_MS / 50, &ce(1), "EDAC MC0: 1 CE");
+        }
+        assert_eq!(h.health(), HostHealth::Healthy);
+    }
+
+    #[test]
+    fn a_failed_host_stays_failed_over_a_restart_until_cleared() {
+        let mut h = HostState::default();
+        h.restore(5, HostHealth::Failed, "hardware: EDAC MC0: 1 UE");
+        assert_eq!(h.health(), HostHealth::Failed);
+        assert_eq!(h.settle(10 * DISK_HOLD_MS), None);
+        h.clear();
+        assert_eq!(
+            h.settle(10 * DISK_HOLD_MS).map(|c| c.1),
+            Some(HostHealth::Healthy)
+        );
+    }
+
+    #[test]
+    fn the_worst_reason_wins_and_conditions_hold_while_on() {
+        let mut h = HostState::default();
+        h.signal(0, &HostSignal::DiskError, "I/O error, dev sdb");
+        h.condition(
+            0,
+            "host-wide",
+            Some((HostHealth::Failed, "5 of 6 VMs".into())),
+        );
+        assert_eq!(h.settle(0).map(|c| c.1), Some(HostHealth::Failed));
+        h.condition(10, "host-wide", None);
+        assert_eq!(h.settle(10).map(|c| c.1), Some(HostHealth::Degraded));
+        assert_eq!(
+            h.reasons().map(|(k, _)| k).collect::<Vec<_>>(),
+            ["disk-errors"]
+        );
+        assert_eq!(
+            h.settle(DISK_HOLD_MS).map(|c| c.1),
+            Some(HostHealth::Healthy)
+        );
+    }
+
+    /// A storm from the host's kernel log (a failing DIMM, a dying disk)
+    /// journals one change of health, not one record per line.
+    #[test]
+    fn a_flood_of_host_errors_is_one_change_of_health() {
+        let mut e = super::super::Engine::new(super::super::EngineConfig::default());
+        let mut records = Vec::new();
+        for i in 0..10_000 {
+            let ce = HostSignal::MemoryErrors {
+                uncorrected: false,
+                count: 1,
+            };
+            records.extend(e.host_signal(i, &ce, "EDAC MC0: 1 CE").records);
+            records.extend(
+                e.host_signal(i, &HostSignal::DiskError, "I/O error, dev sdb")
+                    .records,
+            );
+        }
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(e.host().health(), HostHealth::Degraded);
+    }
+}
