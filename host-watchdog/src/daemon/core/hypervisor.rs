@@ -149,11 +149,11 @@ impl Core {
             })
             .inc_by(1 + h.left_out);
         let vm = h.vm.as_deref().unwrap_or("-");
-        log::warn!(
-            "host kernel: {class} (vm={vm}): {} ({} more of this class left out before it)",
-            h.record.text,
-            h.left_out
-        );
+        let left_out = match h.left_out {
+            0 => String::new(),
+            n => format!(" ({n} more of this class left out before it)"),
+        };
+        log::warn!("host kernel: {class} (vm={vm}): {}{left_out}", h.record.text);
         use crate::engine::host::HostSignal;
         use crate::host::kmsg::HostEvent;
         let signal = match &h.record.event {
