@@ -2,7 +2,8 @@
 //! (never the log's past: a restarted vigild must not take an old OOM kill
 //! for news), classified ([`crate::host::kmsg`]), the VM of a QEMU they
 //! name found ([`crate::host::qemu`]), and told to the core. A storm (a
-//! DIMM spewing corrected errors) is cut to a bounded rate per class.
+//! DIMM spewing corrected errors) is cut to a bounded rate per class. And
+//! the host's memory and I/O pressure, read on a thread of its own.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -129,5 +130,29 @@ fn wait_readable(reader: &KmsgReader) {
         || t.elapsed() < Duration::from_millis(10)
     {
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// How often the host's pressure is read.
+const PRESSURE_EVERY: Duration = Duration::from_secs(10);
+
+/// Read the host's memory and I/O pressure every few seconds until the
+/// core goes away (a kernel without PSI: nothing to read, the thread ends).
+pub fn pressure(proc_root: &std::path::Path, core: &Sender<CoreMsg>) {
+    use crate::host::pressure::read;
+    loop {
+        let (memory, io) = (read(proc_root, "memory"), read(proc_root, "io"));
+        if memory.is_none() && io.is_none() {
+            log::info!("no pressure stall information here: host pressure not watched");
+            return;
+        }
+        let msg = CoreMsg::HostPressure {
+            memory: memory.map(|p| p.full_avg60),
+            io: io.map(|p| p.full_avg60),
+        };
+        if core.blocking_send(msg).is_err() {
+            return;
+        }
+        std::thread::sleep(PRESSURE_EVERY);
     }
 }

@@ -86,6 +86,13 @@ pub enum CoreMsg {
     Hv(crate::backend::events::HvEvent),
     /// A record of the host's kernel log that tells about the host.
     HostKernel(host_kmsg::HostKernel),
+    /// The host's memory and I/O pressure (PSI `full` avg60, %).
+    HostPressure {
+        /// Memory.
+        memory: Option<f64>,
+        /// I/O.
+        io: Option<f64>,
+    },
     /// An action finished.
     ActionDone {
         /// Action id.
@@ -196,6 +203,12 @@ async fn run_async(
             .spawn(move || {
                 backend_thread::run(Box::new(lv), io_uri, be_rx, me, tx, every, timeout, watched)
             })?;
+    }
+    {
+        let tx = core_tx.clone();
+        std::thread::Builder::new()
+            .name("host-pressure".into())
+            .spawn(move || host_kmsg::pressure(std::path::Path::new("/proc"), &tx))?;
     }
     if !config.host_kmsg.as_os_str().is_empty() {
         let (tx, path) = (core_tx.clone(), config.host_kmsg.clone());

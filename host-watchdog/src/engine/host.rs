@@ -78,6 +78,11 @@ pub const STORM_WINDOW_MS: Millis = 3_600_000;
 const DISK_HOLD_MS: Millis = 3_600_000;
 /// How long an OOM kill or a hung task does.
 const PRESSURE_HOLD_MS: Millis = 600_000;
+/// Memory pressure (PSI `full`, over a minute, % of time) that degrades
+/// the host, and below which it no longer does.
+pub const MEMORY_PRESSURE: (f64, f64) = (10.0, 5.0);
+/// The same for I/O.
+pub const IO_PRESSURE: (f64, f64) = (20.0, 10.0);
 
 /// Why the health is down, by reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +189,26 @@ impl HostState {
                 self.reasons.remove(name);
             }
         }
+    }
+
+    /// The host's memory and I/O pressure (PSI `full` over the last
+    /// minute, % of time; none where the kernel has no PSI): sustained
+    /// stalls degrade the host, with hysteresis.
+    pub fn pressure(&mut self, now: Millis, memory: Option<f64>, io: Option<f64>) {
+        let on = self.reasons.contains_key("pressure");
+        let over = |v: Option<f64>, (high, low): (f64, f64)| {
+            v.is_some_and(|v| if on { v >= low } else { v >= high })
+        };
+        let (m, i) = (over(memory, MEMORY_PRESSURE), over(io, IO_PRESSURE));
+        let why = match (m, i) {
+            (false, false) => None,
+            _ => Some(format!(
+                "tasks stalled for memory {:.1}% and for I/O {:.1}% of the last minute",
+                memory.unwrap_or(0.0),
+                io.unwrap_or(0.0)
+            )),
+        };
+        self.condition(now, "pressure", why.map(|w| (HostHealth::Degraded, w)));
     }
 
     /// An operator says the hardware and disks were seen to (replaced,
@@ -327,6 +352,23 @@ mod tests {
             h.settle(DISK_HOLD_MS).map(|c| c.1),
             Some(HostHealth::Healthy)
         );
+    }
+
+    #[test]
+    fn sustained_pressure_degrades_with_hysteresis() {
+        let mut h = HostState::default();
+        h.pressure(0, Some(8.0), Some(0.0));
+        assert_eq!(h.settle(0), None, "under the mark");
+        h.pressure(1, Some(12.0), None);
+        assert_eq!(h.settle(1).map(|c| c.1), Some(HostHealth::Degraded));
+        h.pressure(2, Some(6.0), Some(1.0));
+        assert_eq!(h.settle(2), None, "held until below the lower mark");
+        h.pressure(3, Some(1.0), Some(25.0));
+        assert_eq!(h.settle(3), None, "I/O now");
+        h.pressure(4, Some(1.0), Some(2.0));
+        assert_eq!(h.settle(4).map(|c| c.1), Some(HostHealth::Healthy));
+        h.pressure(5, None, None);
+        assert_eq!(h.settle(5), None, "no PSI: nothing known");
     }
 
     /// A storm from the host's kernel log (a failing DIMM, a dying disk)

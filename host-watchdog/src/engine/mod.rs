@@ -418,6 +418,14 @@ impl Engine {
         out
     }
 
+    /// The host's memory and I/O pressure (PSI `full` avg60, %).
+    pub fn host_pressure(&mut self, now: Millis, memory: Option<f64>, io: Option<f64>) -> Output {
+        let mut out = Output::default();
+        self.host.pressure(now, memory, io);
+        self.host_settle(now, &mut out);
+        out
+    }
+
     /// An operator cleared the host's hardware and disk reasons.
     pub fn host_clear(&mut self, now: Millis) -> Output {
         let mut out = Output::default();

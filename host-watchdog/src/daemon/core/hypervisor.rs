@@ -153,7 +153,10 @@ impl Core {
             0 => String::new(),
             n => format!(" ({n} more of this class left out before it)"),
         };
-        log::warn!("host kernel: {class} (vm={vm}): {}{left_out}", h.record.text);
+        log::warn!(
+            "host kernel: {class} (vm={vm}): {}{left_out}",
+            h.record.text
+        );
         use crate::engine::host::HostSignal;
         use crate::host::kmsg::HostEvent;
         let signal = match &h.record.event {

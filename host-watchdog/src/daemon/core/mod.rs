@@ -474,6 +474,10 @@ impl Core {
                 }
                 CoreMsg::Hv(ev) => self.on_hv(now, ev),
                 CoreMsg::HostKernel(h) => self.on_host_kernel(now, h),
+                CoreMsg::HostPressure { memory, io } => {
+                    let out = self.engine.host_pressure(now, memory, io);
+                    self.apply(now, out);
+                }
                 CoreMsg::ActionDone { id, vm, ok, detail } => {
                     if let Some(kind) = self.action_kinds.remove(&id) {
                         let l = RecoveryLabels {
