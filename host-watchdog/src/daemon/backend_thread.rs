@@ -322,6 +322,7 @@ pub fn run(
     let mut last_list = Instant::now();
     let mut from_bulk: Option<super::io_counters::BulkPolls> = None;
     let mut last_call = Instant::now();
+    let mut hot_changed = false;
     let tell = |d: super::executor::Done| {
         core.blocking_send(CoreMsg::ActionDone {
             id: d.id,
@@ -343,33 +344,49 @@ pub fn run(
         if executor.busy() {
             wait = wait.min(Duration::from_millis(250));
         }
-        match rx.recv_timeout(wait) {
-            Ok(BackendReq::Relist) => {
-                relist = true;
-                schedule.all_soon(Instant::now());
-            }
-            Ok(BackendReq::Watch { vm, hot }) => {
-                schedule.watch(&vm, hot, Instant::now());
-                if let Ok(mut h) = shared_hot.lock() {
-                    *h = schedule.hot();
+        // Every request waiting is taken before anything is polled: at
+        // start thousands of VMs turn quiet at once, and a pass over VMs
+        // already healthy again is thousands of wasted calls.
+        let mut next = rx.recv_timeout(wait);
+        loop {
+            let req = match next {
+                Ok(req) => req,
+                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => break,
+            };
+            match req {
+                BackendReq::Relist => {
+                    relist = true;
+                    schedule.all_soon(Instant::now());
                 }
-                if hot {
-                    bulk.now(vm);
+                BackendReq::Watch { vm, hot } => {
+                    schedule.watch(&vm, hot, Instant::now());
+                    hot_changed = true;
+                    if hot {
+                        bulk.now(vm);
+                    }
                 }
-            }
-            Ok(BackendReq::IoFresh(vm)) => schedule.soon(&vm),
-            Ok(BackendReq::Bulk(polls)) => from_bulk = bulk.answered(polls, Instant::now()),
-            Ok(req @ BackendReq::Act { .. }) => executor.submit(req),
-            Ok(BackendReq::Finished(d)) => {
-                schedule.soon(&d.vm); // show the effect at once
-                if let Some(d) = executor.finished(d) {
-                    if !tell(d) {
-                        return;
+                BackendReq::IoFresh(vm) => schedule.soon(&vm),
+                BackendReq::Bulk(polls) => from_bulk = bulk.answered(polls, Instant::now()),
+                req @ BackendReq::Act { .. } => executor.submit(req),
+                BackendReq::Finished(d) => {
+                    schedule.soon(&d.vm); // show the effect at once
+                    if let Some(d) = executor.finished(d) {
+                        if !tell(d) {
+                            return;
+                        }
                     }
                 }
             }
-            Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) => {}
+            next = rx.try_recv().map_err(|e| match e {
+                std::sync::mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                std::sync::mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            });
+        }
+        if std::mem::take(&mut hot_changed) {
+            if let Ok(mut h) = shared_hot.lock() {
+                *h = schedule.hot();
+            }
         }
         for d in executor.expired(Instant::now()) {
             if !tell(d) {
