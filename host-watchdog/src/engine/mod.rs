@@ -353,15 +353,29 @@ impl Engine {
         self.next_fault += 1;
         let onset = now.saturating_sub(for_ms);
         self.hypervisor_silent = Some((id, onset, now));
+        let ev = format!(
+            "a libvirt call has not returned for {for_ms} ms: no destructive action until it answers"
+        );
+        self.host_fault(now, id, FaultKind::HypervisorUnresponsive, ev, onset, out);
+    }
+
+    /// A host-level fault on `(host)`, located now, and its alert.
+    fn host_fault(
+        &mut self,
+        now: Millis,
+        id: u64,
+        kind: FaultKind,
+        evidence: String,
+        onset: Millis,
+        out: &mut Output,
+    ) {
         out.records.push(Record::Fault {
             vm: HOST.into(),
             id,
-            kind: FaultKind::HypervisorUnresponsive,
-            layer: Layer::Hypervisor,
+            kind,
+            layer: kind.layer(),
             subject: None,
-            evidence: vec![format!(
-                "a libvirt call has not returned for {for_ms} ms: no destructive action until it answers"
-            )],
+            evidence: vec![evidence],
             onset,
             onset_window_ms: 0,
             detected: now,
@@ -512,37 +526,12 @@ impl Engine {
         self.next_fault += 1;
         let onset = self.recent_faults.front().map_or(now, |(t, _)| *t);
         self.host_wide_fault = Some((id, onset, now));
-        out.records.push(Record::Fault {
-            vm: HOST.into(),
-            id,
-            kind: FaultKind::HostWide,
-            layer: Layer::Host,
-            subject: None,
-            evidence: vec![format!(
-                "{faulted} of {monitored} VMs faulted within {} ms: {}",
-                self.cfg.host_wide_window_ms,
-                affected.join(", ")
-            )],
-            onset: self.recent_faults.front().map_or(now, |(t, _)| *t),
-            onset_window_ms: 0,
-            detected: now,
-            located: now,
-        });
-        let action = Action {
-            id: self.next_action,
-            vm: HOST.into(),
-            kind: ActionKind::Alert,
-            fault: id,
-            memory_kib: None,
-        };
-        self.next_action += 1;
-        out.records.push(Record::Intent {
-            vm: HOST.into(),
-            action: action.clone(),
-            rung: None,
-            attempt: 1,
-        });
-        out.actions.push(action);
+        let ev = format!(
+            "{faulted} of {monitored} VMs faulted within {} ms: {}",
+            self.cfg.host_wide_window_ms,
+            affected.join(", ")
+        );
+        self.host_fault(now, id, FaultKind::HostWide, ev, onset, out);
         let mut ctx = vm::Ctx::new(
             &self.cfg,
             self.armed,
