@@ -154,7 +154,8 @@ impl Core {
             n => format!(" ({n} more of this class left out before it)"),
         };
         log::warn!(
-            "host kernel: {class} (vm={vm}): {}{left_out}",
+            "host kernel: {class} seq={} (vm={vm}): {}{left_out}",
+            h.record.seq,
             h.record.text
         );
         use crate::engine::host::HostSignal;
