@@ -24,7 +24,10 @@
 //! shutdown|reboot|stopped`, `closed VM`, `rebooted VM`, `stats VM
 //! cpu=+MS block=+N net=+N`, `operator VM maintenance-on [for=MS] |
 //! maintenance-off | release | act=reset|reboot|shutdown|destroy|start|resume`, `stop heartbeat|stats|all VM`, `disarm`,
-//! `arm`, `removed VM`, `liveness VM RESULT`; for the core harness only
+//! `arm`, `removed VM`, `liveness VM RESULT`, `host kernel TEXT` (a line
+//! of the host's kernel log), `host fs MOUNT size=MIB avail=MIB
+//! [inodes=N free-inodes=N] [vms=A,B] [dev=D,E]` (a look at the host
+//! filesystem under those VMs' disks, on those devices); for the core harness only
 //! (the engine alone ignores them): `restart` (vigild killed and started),
 //! `journal locked|unlocked`, `listed VM`, `unlisted VM`.
 //!
@@ -82,6 +85,11 @@ enum Event {
     /// The domain appears in (true) or disappears from (false) the
     /// hypervisor's listing.
     Listed(VmId, bool),
+    /// A record of the host's kernel log, as its text.
+    HostKernel(String),
+    /// A look at the host's storage: one filesystem, and the block devices
+    /// under it.
+    HostFs(storage::FsSample, Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -158,6 +166,8 @@ pub fn run(sc: &Scenario, cfg: EngineConfig) -> String {
         .collect();
     let mut liveness: HashMap<VmId, ProbeResult> = HashMap::new();
     let mut counters: HashMap<VmId, DomainStats> = HashMap::new();
+    // Block device → VMs with disks on it (from `host fs` looks).
+    let mut devices: HashMap<String, Vec<VmId>> = HashMap::new();
     let mut failures = sc.failures.clone();
     for (name, agent, mem) in &sc.vms {
         let out = engine.step(
@@ -227,6 +237,21 @@ pub fn run(sc: &Scenario, cfg: EngineConfig) -> String {
                     liveness.insert(vm, r);
                 }
                 Event::Restart | Event::JournalLocked(_) | Event::Listed(..) => {}
+                Event::HostKernel(text) => {
+                    let _ = writeln!(log, "{t:>7} {:<8} kernel: {text}", "(host)");
+                    if let Some(ev) = vigil_watchdog::host::kmsg::classify(&text) {
+                        let signal = ev.signal(|d| devices.get(d).cloned().unwrap_or_default());
+                        let out = engine.host_signal(t, &signal, &text);
+                        emit(t, out, &mut log, &mut journal, &mut actions);
+                    }
+                }
+                Event::HostFs(fs, devs) => {
+                    for d in devs {
+                        devices.insert(d, fs.vms.clone());
+                    }
+                    let out = engine.host_storage(t, vec![fs]);
+                    emit(t, out, &mut log, &mut journal, &mut actions);
+                }
                 Event::Stats(vm, inc) => {
                     let c = counters.entry(vm.clone()).or_default();
                     c.cpu_time_ns += inc.cpu_time_ns;

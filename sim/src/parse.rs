@@ -31,6 +31,7 @@ fn domain_state(s: &str) -> Result<DomainState, String> {
             "save" => PauseReason::Save,
             "snapshot" => PauseReason::Snapshot,
             "io-error" => PauseReason::IoError,
+            "no-space" => PauseReason::NoSpace,
             "watchdog" => PauseReason::Watchdog,
             "panicked" => PauseReason::Panicked,
             "" | "other" => PauseReason::Other,
@@ -48,6 +49,41 @@ fn domain_state(s: &str) -> Result<DomainState, String> {
         }),
         _ => return Err(format!("bad domain state {s:?}")),
     })
+}
+
+/// `MOUNT size=MIB avail=MIB [inodes=N free-inodes=N] [vms=A,B] [dev=D,E]`.
+fn host_fs(words: &[&str]) -> Result<Event, String> {
+    const MIB: u64 = 1 << 20;
+    let mount = words.first().ok_or("host fs MOUNT ...")?;
+    let mut fs = storage::FsSample {
+        mount: mount.to_string(),
+        size: 0,
+        avail: 0,
+        inodes: 0,
+        inodes_avail: 0,
+        vms: Vec::new(),
+        journal: false,
+    };
+    let mut devs = Vec::new();
+    let list = |v: &str| v.split(',').map(str::to_string).collect::<Vec<_>>();
+    for a in &words[1..] {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or(format!("bad host fs field {a:?}"))?;
+        match k {
+            "size" => fs.size = num(v, k)? * MIB,
+            "avail" => fs.avail = num(v, k)? * MIB,
+            "inodes" => fs.inodes = num(v, k)?,
+            "free-inodes" => fs.inodes_avail = num(v, k)?,
+            "vms" => fs.vms = list(v),
+            "dev" => devs = list(v),
+            _ => return Err(format!("unknown host fs field {k:?}")),
+        }
+    }
+    if fs.size == 0 || fs.avail > fs.size {
+        return Err("host fs needs size=MIB > 0 and avail=MIB <= size".into());
+    }
+    Ok(Event::HostFs(fs, devs))
 }
 
 fn kernel_kind(s: &str) -> Result<KernelEventKind, String> {
@@ -273,6 +309,11 @@ fn event(words: &[&str]) -> Result<Event, String> {
             })),
             "answers" => Ok(Event::Global(Global::HypervisorAnswers)),
             other => Err(format!("hypervisor silent MS|answers, not {other:?}")),
+        },
+        "host" => match arg(1)? {
+            "kernel" => Ok(Event::HostKernel(words[2..].join(" "))),
+            "fs" => host_fs(&words[2..]),
+            other => Err(format!("host kernel TEXT|fs MOUNT ..., not {other:?}")),
         },
         "stalled" => Ok(Event::Global(Global::Stalled {
             ms: num(arg(1)?, "duration")?,

@@ -164,12 +164,20 @@ unsafe extern "C" fn on_io_error(
     _src: *const c_char,
     _alias: *const c_char,
     action: c_int,
+    reason: *const c_char,
     opaque: *mut c_void,
 ) {
     // SAFETY: as above.
     let (name, tx) = unsafe { (name_of(dom), sender(opaque)) };
+    // SAFETY: checked non-null; libvirt passes a NUL-terminated string.
+    let no_space = !reason.is_null() && unsafe { CStr::from_ptr(reason) }.to_bytes() == b"enospc";
     if let (Some(n), true) = (name, action as u32 == sys::VIR_DOMAIN_EVENT_IO_ERROR_PAUSE) {
-        let _ = tx.send(HvEvent::State(n, DomainState::Paused(PauseReason::IoError)));
+        let why = if no_space {
+            PauseReason::NoSpace
+        } else {
+            PauseReason::IoError
+        };
+        let _ = tx.send(HvEvent::State(n, DomainState::Paused(why)));
     }
 }
 
@@ -235,7 +243,7 @@ pub fn register(conn: &Connect, tx: Sender<HvEvent>) -> Result<Registration, Str
                 std::mem::transmute::<*const (), Generic>(on_watchdog as *const ()),
             ),
             (
-                sys::VIR_DOMAIN_EVENT_ID_IO_ERROR,
+                sys::VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON,
                 std::mem::transmute::<*const (), Generic>(on_io_error as *const ()),
             ),
         ]

@@ -98,6 +98,27 @@ impl Libvirt {
     }
 }
 
+/// Whether a domain paused by a disk error ran out of space on the host
+/// (libvirt's disk errors say so: `virsh domblkerror`).
+fn out_of_space(d: &Domain) -> bool {
+    use virt::sys;
+    let mut errs: [sys::virDomainDiskError; 16] = [sys::virDomainDiskError {
+        disk: std::ptr::null_mut(),
+        error: 0,
+    }; 16];
+    // SAFETY: `d` is a live domain; libvirt fills at most 16 entries and
+    // allocates each `disk` string, freed below.
+    let n = unsafe { sys::virDomainGetDiskErrors(d.as_ptr(), errs.as_mut_ptr(), 16, 0) };
+    let n = usize::try_from(n).unwrap_or(0).min(errs.len());
+    let mut full = false;
+    for e in &errs[..n] {
+        full |= e.error == sys::VIR_DOMAIN_DISK_ERROR_NO_SPACE as i32;
+        // SAFETY: allocated by libvirt for the caller to free.
+        unsafe { nix::libc::free(e.disk as *mut nix::libc::c_void) };
+    }
+    full
+}
+
 /// Parse the parts of a domain's XML the daemon uses: pure.
 pub fn parse_domain_xml(name: &str, uuid: &str, xml: &str) -> DomainDef {
     let mut def = DomainDef {
@@ -105,6 +126,7 @@ pub fn parse_domain_xml(name: &str, uuid: &str, xml: &str) -> DomainDef {
         uuid: uuid.into(),
         vsock_cid: None,
         disks: Vec::new(),
+        sources: Vec::new(),
         interfaces: Vec::new(),
     };
     let Ok(doc) = roxmltree::Document::parse(xml) else {
@@ -119,6 +141,10 @@ pub fn parse_domain_xml(name: &str, uuid: &str, xml: &str) -> DomainDef {
                     .and_then(|t| t.attribute("dev"))
                 {
                     def.disks.push(dev.to_string());
+                }
+                let source = node.children().find(|c| c.has_tag_name("source"));
+                if let Some(src) = source.and_then(|s| s.attribute("file").or(s.attribute("dev"))) {
+                    def.sources.push(src.to_string());
                 }
             }
             "interface" => {
@@ -297,6 +323,12 @@ impl Hypervisor for Libvirt {
                         },
                     ),
                     Enum::Unknown(_) => DomainState::Unknown,
+                };
+                let state = match state {
+                    DomainState::Paused(PauseReason::IoError) if out_of_space(&d) => {
+                        DomainState::Paused(PauseReason::NoSpace)
+                    }
+                    s => s,
                 };
                 self.states.insert(
                     def.name.clone(),
@@ -480,14 +512,21 @@ mod tests {
     fn domain_xml_parts() {
         let xml = r#"<domain type='kvm'><name>web</name><devices>
             <disk type='file' device='disk'><source file='/x.qcow2'/><target dev='vda' bus='virtio'/></disk>
+            <disk type='block' device='disk'><source dev='/dev/sdb'/><target dev='vdb' bus='virtio'/></disk>
+            <disk type='network' device='disk'><source protocol='rbd' name='p/i'/><target dev='vdc'/></disk>
             <interface type='network'><target dev='vnet3'/></interface>
             <vsock model='virtio'><cid auto='no' address='7'/></vsock>
         </devices></domain>"#;
         let d = parse_domain_xml("web", "u", xml);
         assert_eq!(
             (d.disks, d.interfaces, d.vsock_cid),
-            (vec!["vda".into()], vec!["vnet3".into()], Some(7))
+            (
+                vec!["vda".into(), "vdb".into(), "vdc".into()],
+                vec!["vnet3".into()],
+                Some(7)
+            )
         );
+        assert_eq!(d.sources, ["/x.qcow2", "/dev/sdb"]);
         assert_eq!(parse_domain_xml("x", "u", "<not xml").disks.len(), 0);
     }
 

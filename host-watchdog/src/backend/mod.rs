@@ -46,6 +46,9 @@ pub struct DomainDef {
     pub vsock_cid: Option<u32>,
     /// Disk target names (vda, ...).
     pub disks: Vec<String>,
+    /// Where those disks live on the host: each one's source file or
+    /// block device (network disks have none).
+    pub sources: Vec<String>,
     /// Interface target names (vnet0, ...).
     pub interfaces: Vec<String>,
 }

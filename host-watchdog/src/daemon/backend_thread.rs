@@ -169,6 +169,7 @@ fn state(hv: &mut dyn Hypervisor, vm: &str) -> Option<DomainState> {
         uuid: String::new(),
         vsock_cid: None,
         disks: Vec::new(),
+        sources: Vec::new(),
         interfaces: Vec::new(),
     };
     hv.poll(&def).ok().map(|p| p.state)

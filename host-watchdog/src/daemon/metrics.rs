@@ -83,6 +83,13 @@ pub struct HostEventLabels {
     pub class: String,
 }
 
+/// A host filesystem under VM disks (or the journal).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MountLabels {
+    /// Its mount point.
+    pub mount: String,
+}
+
 type FGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// Every metric vigild exports.
@@ -114,6 +121,10 @@ pub struct Metrics {
     pub host_events: Family<HostEventLabels, Counter>,
     /// The host's health: 0 healthy, 1 degraded, 2 failed.
     pub host_health: Gauge,
+    /// Bytes free on each host filesystem under VM disks.
+    pub host_fs_avail: Family<MountLabels, Gauge>,
+    /// Their sizes.
+    pub host_fs_size: Family<MountLabels, Gauge>,
 }
 
 impl Metrics {
@@ -139,6 +150,8 @@ impl Metrics {
             rejected: Family::default(),
             host_events: Family::default(),
             host_health: Gauge::default(),
+            host_fs_avail: Family::default(),
+            host_fs_size: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -205,6 +218,16 @@ impl Metrics {
             "host_health",
             "The host's own health: 0 healthy, 1 degraded, 2 failed",
             m.host_health.clone(),
+        );
+        registry.register(
+            "host_fs_avail_bytes",
+            "Bytes free to unprivileged writers on each host filesystem under VM disks or the journal",
+            m.host_fs_avail.clone(),
+        );
+        registry.register(
+            "host_fs_size_bytes",
+            "Size of each host filesystem under VM disks or the journal",
+            m.host_fs_size.clone(),
         );
         Metrics { registry, ..m }
     }

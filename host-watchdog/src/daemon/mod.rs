@@ -12,6 +12,7 @@ pub mod control;
 pub mod executor;
 pub mod handover;
 pub mod host_kmsg;
+pub mod host_storage;
 pub mod hv_watch;
 mod io_counters;
 pub mod metrics;
@@ -86,6 +87,14 @@ pub enum CoreMsg {
     Hv(crate::backend::events::HvEvent),
     /// A record of the host's kernel log that tells about the host.
     HostKernel(host_kmsg::HostKernel),
+    /// The host's filesystems under VM disks, sampled, and which VMs sit
+    /// on which block device.
+    HostStorage {
+        /// The filesystems.
+        filesystems: Vec<crate::engine::storage::FsSample>,
+        /// Block device name → VMs with disks on it.
+        devices: std::collections::BTreeMap<String, Vec<String>>,
+    },
     /// The host's memory and I/O pressure (PSI `full` avg60, %).
     HostPressure {
         /// Memory.
@@ -216,6 +225,13 @@ async fn run_async(
             .name("host-kmsg".into())
             .spawn(move || host_kmsg::run(path, "/proc".into(), tx))?;
     }
+    let (storage_tx, storage_rx) = std::sync::mpsc::channel();
+    {
+        let (tx, journal) = (core_tx.clone(), config.journal.clone());
+        std::thread::Builder::new()
+            .name("host-storage".into())
+            .spawn(move || host_storage::run(journal, storage_rx, tx))?;
+    }
     let metrics = Arc::new(metrics::Metrics::new());
     let open = || {
         crate::journal::Journal::open(&config.journal)
@@ -336,5 +352,6 @@ async fn run_async(
     )?;
     core.adopt(adopted);
     core.watch_hypervisor(hv_watch);
+    core.watch_storage(storage_tx);
     core.run(core_rx).await
 }

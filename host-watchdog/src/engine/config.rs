@@ -131,6 +131,12 @@ pub struct EngineConfig {
     pub disk_full_percent: u8,
     /// Inode use percent that is full (no file can be made).
     pub inodes_full_percent: u8,
+    /// Use percent (space or inodes) at which a host filesystem under VM
+    /// disks is full.
+    pub host_storage_full_percent: u8,
+    /// A host filesystem predicted full within this is a fault already
+    /// (0: no prediction).
+    pub host_storage_horizon_ms: Millis,
     /// Grow memory by this share of the current size per step (percent).
     pub memory_step_percent: u8,
     /// Longest guest-declared maintenance window.
@@ -250,10 +256,14 @@ pub fn default_ladders() -> BTreeMap<String, Ladder> {
         FaultKind::HostWide,
         ladder(vec![rung("alert", 1, 300_000)], Hold),
     );
-    put(
+    for kind in [
         FaultKind::HypervisorUnresponsive,
-        ladder(vec![rung("alert", 1, 300_000)], Hold),
-    );
+        FaultKind::HostStorageFull,
+        FaultKind::HostDiskErrors,
+        FaultKind::HostHardware,
+    ] {
+        put(kind, ladder(vec![rung("alert", 1, 300_000)], Hold));
+    }
     m
 }
 
@@ -286,6 +296,8 @@ impl Default for EngineConfig {
             memory_pressure_reports: 2,
             disk_full_percent: 95,
             inodes_full_percent: 95,
+            host_storage_full_percent: 99,
+            host_storage_horizon_ms: 6 * 3_600_000,
             memory_step_percent: 25,
             max_guest_maintenance_ms: 3_600_000,
             ladders: default_ladders(),
@@ -336,10 +348,16 @@ impl EngineConfig {
         for (name, p) in [
             ("disk_full_percent", self.disk_full_percent),
             ("inodes_full_percent", self.inodes_full_percent),
+            ("host_storage_full_percent", self.host_storage_full_percent),
         ] {
             if !(1..=100).contains(&p) {
                 return Err(format!("{name} must be 1..=100"));
             }
+        }
+        if self.host_storage_horizon_ms > 30 * 24 * 3_600_000 {
+            return Err(
+                "host_storage_horizon_ms must be at most 30 days (0: no prediction)".into(),
+            );
         }
         if self.reset_budget == 0 || self.reset_window_ms == 0 {
             return Err("reset_budget and reset_window_ms must be > 0".into());

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::Millis;
+use super::{Millis, VmId};
 
 /// The host's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
@@ -63,7 +63,12 @@ pub enum HostSignal {
         count: u64,
     },
     /// A block I/O error on a host device.
-    DiskError,
+    DiskError {
+        /// The device (`sdb`, `nvme0n1`).
+        dev: String,
+        /// The VMs with disks on it.
+        vms: Vec<VmId>,
+    },
     /// The host's OOM killer killed a process.
     OomKill,
     /// A task blocked in the kernel for long.
@@ -98,10 +103,30 @@ pub struct HostReason {
     pub why: String,
 }
 
+/// I/O errors seen on one host device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskErrors {
+    /// The first, and the last.
+    pub since: Millis,
+    /// The last.
+    pub last: Millis,
+    /// How many (those told; a storm is cut to a rate before).
+    pub count: u64,
+    /// The VMs with disks on the device.
+    pub vms: Vec<VmId>,
+    /// The last line.
+    pub line: String,
+}
+
+/// Devices with I/O errors remembered, at most (a failing controller
+/// names many).
+const MAX_DISKS: usize = 64;
+
 /// The host's health and its reasons.
 #[derive(Debug, Default)]
 pub struct HostState {
     reasons: BTreeMap<&'static str, HostReason>,
+    disks: BTreeMap<String, DiskErrors>,
     corrected: VecDeque<(Millis, u64)>,
     health: HostHealth,
 }
@@ -136,10 +161,38 @@ impl HostState {
             } => put("hardware", HostHealth::Failed, None),
             HostSignal::MachineCheck { uncorrected: false } => self.corrected(now, 1, line),
             HostSignal::MemoryErrors { count, .. } => self.corrected(now, *count, line),
-            HostSignal::DiskError => put("disk-errors", HostHealth::Degraded, Some(DISK_HOLD_MS)),
+            HostSignal::DiskError { dev, vms } => {
+                put("disk-errors", HostHealth::Degraded, Some(DISK_HOLD_MS));
+                self.disk_error(now, dev, vms, line);
+            }
             HostSignal::OomKill => put("oom", HostHealth::Degraded, Some(PRESSURE_HOLD_MS)),
             HostSignal::HungTask => put("hung-tasks", HostHealth::Degraded, Some(PRESSURE_HOLD_MS)),
         }
+    }
+
+    fn disk_error(&mut self, now: Millis, dev: &str, vms: &[VmId], line: &str) {
+        if !self.disks.contains_key(dev) && self.disks.len() >= MAX_DISKS {
+            return; // the reason holds the health down all the same
+        }
+        let d = self
+            .disks
+            .entry(dev.to_string())
+            .or_insert_with(|| DiskErrors {
+                since: now,
+                last: now,
+                count: 0,
+                vms: Vec::new(),
+                line: String::new(),
+            });
+        d.last = now;
+        d.count += 1;
+        d.vms = vms.to_vec();
+        d.line = line.to_string();
+    }
+
+    /// Devices with I/O errors within the hold, by name.
+    pub fn disk_errors(&self) -> impl Iterator<Item = (&str, &DiskErrors)> {
+        self.disks.iter().map(|(k, d)| (k.as_str(), d))
     }
 
     fn corrected(&mut self, now: Millis, count: u64, line: &str) {
@@ -221,6 +274,7 @@ impl HostState {
             )
         });
         self.corrected.clear();
+        self.disks.clear();
     }
 
     /// Go on from the health a previous run journaled: a failed host stays
@@ -243,11 +297,18 @@ impl HostState {
         self.health = health;
     }
 
+    /// Drop reasons (and devices' errors) whose time passed.
+    pub fn expire(&mut self, now: Millis) {
+        self.reasons
+            .retain(|_, r| r.until.is_none_or(|until| now < until));
+        self.disks
+            .retain(|_, d| now.saturating_sub(d.last) < DISK_HOLD_MS);
+    }
+
     /// Drop reasons whose time passed; the new health, with why, when it
     /// changed.
     pub fn settle(&mut self, now: Millis) -> Option<(HostHealth, HostHealth, String)> {
-        self.reasons
-            .retain(|_, r| r.until.is_none_or(|until| now < until));
+        self.expire(now);
         let health = self
             .reasons
             .values()
@@ -335,7 +396,11 @@ mod tests {
     #[test]
     fn the_worst_reason_wins_and_conditions_hold_while_on() {
         let mut h = HostState::default();
-        h.signal(0, &HostSignal::DiskError, "I/O error, dev sdb");
+        let sdb = HostSignal::DiskError {
+            dev: "sdb".into(),
+            vms: vec!["web".into()],
+        };
+        h.signal(0, &sdb, "I/O error, dev sdb");
         h.condition(
             0,
             "host-wide",
@@ -383,12 +448,36 @@ mod tests {
                 count: 1,
             };
             records.extend(e.host_signal(i, &ce, "EDAC MC0: 1 CE").records);
-            records.extend(
-                e.host_signal(i, &HostSignal::DiskError, "I/O error, dev sdb")
-                    .records,
-            );
+            let sdb = HostSignal::DiskError {
+                dev: "sdb".into(),
+                vms: vec![],
+            };
+            records.extend(e.host_signal(i, &sdb, "I/O error, dev sdb").records);
         }
-        assert_eq!(records.len(), 1, "{records:?}");
+        // One change of health, and one host-level fault (with its alert)
+        // per kind and device: host-disk-errors on sdb (the corrected
+        // errors are a storm from the 100th on: host-hardware).
+        use super::super::Record;
+        let kinds: Vec<&str> = records
+            .iter()
+            .map(|r| match r {
+                Record::Fault { kind, .. } => kind.name(),
+                Record::Intent { .. } => "intent",
+                Record::HostHealth { .. } => "host-health",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "host-disk-errors",
+                "intent",
+                "host-health",
+                "host-hardware",
+                "intent"
+            ],
+            "{records:?}"
+        );
         assert_eq!(e.host().health(), HostHealth::Degraded);
     }
 }

@@ -16,9 +16,11 @@ pub mod config;
 pub mod detect;
 pub mod evidence;
 pub mod host;
+mod host_level;
 mod ladder;
 pub mod model;
 mod render;
+pub mod storage;
 mod table;
 use table::{VmTable, Waiting};
 mod vm;
@@ -52,6 +54,12 @@ pub struct Engine {
     hypervisor_silent: Option<(u64, Millis, Millis)>,
     /// The host's own health.
     host: host::HostState,
+    /// The host's filesystems under VM disks.
+    storage: storage::Storage,
+    /// Open host-level faults the host's state calls for (hardware, a
+    /// device's I/O errors, a filesystem full), by kind and subject: id,
+    /// onset, located.
+    host_faults: BTreeMap<(FaultKind, String), (u64, Millis, Millis)>,
     /// Destructive actions started recently, host-wide.
     destructive_recent: VecDeque<Millis>,
     /// What is known of VMs not monitored yet (seeded from the journal,
@@ -77,6 +85,8 @@ impl Engine {
             host_wide_fault: None,
             hypervisor_silent: None,
             host: host::HostState::default(),
+            storage: storage::Storage::default(),
+            host_faults: BTreeMap::new(),
             destructive_recent: VecDeque::new(),
             waiting: BTreeMap::new(),
             resumes: BTreeMap::new(),
@@ -243,15 +253,7 @@ impl Engine {
             return out;
         }
         self.prune(now);
-        let mut ctx = vm::Ctx::new(
-            &self.cfg,
-            self.armed,
-            self.host_wide_until.is_some(),
-            self.next_fault,
-            self.next_action,
-            self.destructive_recent.len(),
-        );
-        ctx.hypervisor_silent = self.hypervisor_silent.is_some();
+        let mut ctx = vm::Ctx::new(&self.cfg, self.ctx_seed());
         // Observations about an unknown VM (not yet listed) are ignored.
         if let Some(v) = self.vms.get_mut(vm) {
             v.on_input(now, input, &mut ctx, &mut out);
@@ -310,29 +312,13 @@ impl Engine {
             // The breaker closes: so does its host-level fault (the VMs'
             // own faults go on on their own).
             if let Some((id, onset, located)) = self.host_wide_fault.take() {
-                out.records.push(Record::Closed {
-                    vm: HOST.into(),
-                    id,
-                    kind: FaultKind::HostWide,
-                    how: Closure::Cleared,
-                    at: now,
-                    detect_ms: located.saturating_sub(onset),
-                    locate_ms: 0,
-                    repair_ms: now.saturating_sub(located),
-                    flaps: 0,
-                });
+                let (kind, how) = (FaultKind::HostWide, Closure::Cleared);
+                let closed = host_level::host_closed(now, id, kind, how, onset, located);
+                out.records.push(closed);
             }
         }
         self.prune(now);
-        let mut ctx = vm::Ctx::new(
-            &self.cfg,
-            self.armed,
-            self.host_wide_until.is_some(),
-            self.next_fault,
-            self.next_action,
-            self.destructive_recent.len(),
-        );
-        ctx.hypervisor_silent = self.hypervisor_silent.is_some();
+        let mut ctx = vm::Ctx::new(&self.cfg, self.ctx_seed());
         for v in self.vms.values_mut() {
             v.tick(now, &mut ctx, &mut out);
             v.drive(now, &mut ctx, &mut out);
@@ -341,143 +327,6 @@ impl Engine {
         self.absorb(effects, now, &mut out);
         self.host_settle(now, &mut out);
         out
-    }
-
-    /// A libvirt call has not returned for `for_ms`: one host-level fault
-    /// (and an alert) for as long as it lasts; destructive actions wait.
-    fn hypervisor_silent(&mut self, now: Millis, for_ms: Millis, out: &mut Output) {
-        if self.hypervisor_silent.is_some() {
-            return;
-        }
-        let id = self.next_fault;
-        self.next_fault += 1;
-        let onset = now.saturating_sub(for_ms);
-        self.hypervisor_silent = Some((id, onset, now));
-        let ev = format!(
-            "a libvirt call has not returned for {for_ms} ms: no destructive action until it answers"
-        );
-        self.host_fault(now, id, FaultKind::HypervisorUnresponsive, ev, onset, out);
-    }
-
-    /// A host-level fault on `(host)`, located now, and its alert.
-    fn host_fault(
-        &mut self,
-        now: Millis,
-        id: u64,
-        kind: FaultKind,
-        evidence: String,
-        onset: Millis,
-        out: &mut Output,
-    ) {
-        out.records.push(Record::Fault {
-            vm: HOST.into(),
-            id,
-            kind,
-            layer: kind.layer(),
-            subject: None,
-            evidence: vec![evidence],
-            onset,
-            onset_window_ms: 0,
-            detected: now,
-            located: now,
-        });
-        let action = Action {
-            id: self.next_action,
-            vm: HOST.into(),
-            kind: ActionKind::Alert,
-            fault: id,
-            memory_kib: None,
-        };
-        self.next_action += 1;
-        out.records.push(Record::Intent {
-            vm: HOST.into(),
-            action: action.clone(),
-            rung: None,
-            attempt: 1,
-        });
-        out.actions.push(action);
-    }
-
-    /// The hypervisor answers again: its fault closes, work goes on.
-    fn hypervisor_answers(&mut self, now: Millis, out: &mut Output) {
-        let Some((id, onset, located)) = self.hypervisor_silent.take() else {
-            return;
-        };
-        for v in self.vms.values_mut() {
-            v.hypervisor_back(now);
-        }
-        out.records.push(Record::Closed {
-            vm: HOST.into(),
-            id,
-            kind: FaultKind::HypervisorUnresponsive,
-            how: Closure::Recovered,
-            at: now,
-            detect_ms: located.saturating_sub(onset),
-            locate_ms: 0,
-            repair_ms: now.saturating_sub(located),
-            flaps: 0,
-        });
-    }
-
-    /// Whether the hypervisor is taken as not answering.
-    pub fn hypervisor_is_silent(&self) -> bool {
-        self.hypervisor_silent.is_some()
-    }
-
-    /// A signal from the host's own kernel log.
-    pub fn host_signal(&mut self, now: Millis, signal: &host::HostSignal, line: &str) -> Output {
-        let mut out = Output::default();
-        self.host.signal(now, signal, line);
-        self.host_settle(now, &mut out);
-        out
-    }
-
-    /// The host's memory and I/O pressure (PSI `full` avg60, %).
-    pub fn host_pressure(&mut self, now: Millis, memory: Option<f64>, io: Option<f64>) -> Output {
-        let mut out = Output::default();
-        self.host.pressure(now, memory, io);
-        self.host_settle(now, &mut out);
-        out
-    }
-
-    /// An operator cleared the host's hardware and disk reasons.
-    pub fn host_clear(&mut self, now: Millis) -> Output {
-        let mut out = Output::default();
-        self.host.clear();
-        self.host_settle(now, &mut out);
-        out
-    }
-
-    /// The host's health as the journal last said (after a restart).
-    pub fn host_restore(&mut self, now: Millis, health: host::HostHealth, why: &str) {
-        self.host.restore(now, health, why);
-    }
-
-    /// The host's health and its reasons.
-    pub fn host(&self) -> &host::HostState {
-        &self.host
-    }
-
-    /// The host-level conditions into the host's health; a change journaled.
-    fn host_settle(&mut self, now: Millis, out: &mut Output) {
-        use host::HostHealth::{Degraded, Failed};
-        let hv = self.hypervisor_silent.map(|(id, ..)| {
-            let why = format!("the hypervisor does not answer (fault #{id})");
-            (Degraded, why)
-        });
-        self.host.condition(now, "hypervisor", hv);
-        let wide = self
-            .host_wide_until
-            .map(|_| (Failed, "many VMs faulted at once (host-wide)".to_string()));
-        self.host.condition(now, "host-wide", wide);
-        if let Some((from, to, why)) = self.host.settle(now) {
-            out.records.push(Record::HostHealth {
-                vm: HOST.into(),
-                from,
-                to,
-                why,
-            });
-        }
     }
 
     fn prune(&mut self, now: Millis) {
@@ -531,16 +380,10 @@ impl Engine {
             self.cfg.host_wide_window_ms,
             affected.join(", ")
         );
-        self.host_fault(now, id, FaultKind::HostWide, ev, onset, out);
-        let mut ctx = vm::Ctx::new(
-            &self.cfg,
-            self.armed,
-            true,
-            self.next_fault,
-            self.next_action,
-            self.destructive_recent.len(),
-        );
-        ctx.hypervisor_silent = self.hypervisor_silent.is_some();
+        self.host_fault(now, id, FaultKind::HostWide, None, ev, onset, out);
+        let mut seed = self.ctx_seed();
+        seed.host_wide = true;
+        let mut ctx = vm::Ctx::new(&self.cfg, seed);
         for name in affected {
             if let Some(v) = self.vms.get_mut(&name) {
                 v.host_wide(now, &mut ctx, out);

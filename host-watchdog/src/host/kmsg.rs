@@ -14,6 +14,8 @@
 //! than %ld seconds.").
 
 use vigil_protocol::kmsg::classify as guest_classify;
+
+use crate::engine::host::HostSignal;
 use vigil_protocol::limits::{truncate_utf8, MAX_TEXT};
 use vigil_protocol::snapshot::KernelEventKind as K;
 
@@ -54,6 +56,26 @@ pub enum HostEvent {
 }
 
 impl HostEvent {
+    /// What it tells the engine about the host's health; `vms_on` names
+    /// the VMs with disks on a device.
+    pub fn signal(&self, vms_on: impl Fn(&str) -> Vec<String>) -> HostSignal {
+        match self {
+            HostEvent::OomKill { .. } => HostSignal::OomKill,
+            HostEvent::MachineCheck { uncorrected } => HostSignal::MachineCheck {
+                uncorrected: *uncorrected,
+            },
+            HostEvent::MemoryErrors { uncorrected, count } => HostSignal::MemoryErrors {
+                uncorrected: *uncorrected,
+                count: *count,
+            },
+            HostEvent::DiskError { dev } => HostSignal::DiskError {
+                dev: dev.clone(),
+                vms: vms_on(dev),
+            },
+            HostEvent::HungTask { .. } => HostSignal::HungTask,
+        }
+    }
+
     /// The class's name (metrics, logs).
     pub fn class(&self) -> &'static str {
         match self {

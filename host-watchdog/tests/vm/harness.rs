@@ -239,6 +239,8 @@ pub struct Guest {
     pub cmdline: String,
     pub memory_mib: u32,
     pub current_mib: u32,
+    /// More devices for the domain XML.
+    pub extra: String,
 }
 
 impl Guest {
@@ -253,6 +255,7 @@ impl Guest {
             cmdline: "console=ttyS0 panic=0 quiet".into(),
             memory_mib: 512,
             current_mib: 384,
+            extra: String::new(),
         };
         assert!(
             g.kernel.exists() && g.initrd.exists() && g.disk.exists(),
@@ -276,6 +279,7 @@ impl Guest {
             cmdline: format!("root=/dev/vda rw console=ttyS0 panic=0 quiet {extra_cmdline}"),
             memory_mib: 768,
             current_mib: 512,
+            extra: String::new(),
         };
         assert!(g.disk.exists(), "no Debian image in {}", dir.display());
         g
@@ -353,6 +357,7 @@ pub fn boot_guest(g: &Guest, known_good: Option<&str>) -> Vm {
         .replace("@MEMORY@", &g.memory_mib.to_string())
         .replace("@CURRENT@", &g.current_mib.to_string())
         .replace("@CMDLINE@", &g.cmdline)
+        .replace("@EXTRA@", &g.extra)
         .replace("@WORK@", &w.display().to_string())
         .replace(
             "@KERNEL@",

@@ -17,6 +17,7 @@ mod common;
 mod case;
 mod debian;
 mod harness;
+mod host;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -488,67 +489,9 @@ fn fault_matrix_on_a_real_vm() {
     });
     drop(vm);
 
-    // libvirtd stopped (SIGSTOP: the one scripts/vm/libvirt.sh started)
-    // for 20 s while the guest hangs, on a fresh VM and journal: vigild is
-    // blind to the hypervisor. One host-level fault names it
-    // (hypervisor-unresponsive); no action is taken while blind; once
-    // libvirtd answers again the hang is repaired.
-    let mut vm = boot(None);
-    vm.wait_healthy(60);
-    let libvirtd = std::fs::read_to_string("/run/vigil-libvirtd.pid")
-        .expect("libvirtd started by scripts/vm/libvirt.sh (its PID file)")
-        .trim()
-        .to_string();
-    let comm = std::fs::read_to_string(format!("/proc/{libvirtd}/comm")).unwrap_or_default();
-    assert_eq!(
-        comm.trim(),
-        "libvirtd",
-        "PID {libvirtd} is not our libvirtd"
-    );
-    let t0 = now_ms();
-    let stopped = Stopped::new(&libvirtd);
-    vm.shell("echo -1 > /proc/sys/kernel/sched_rt_runtime_us; /bin/rt-spin &");
-    std::thread::sleep(Duration::from_secs(20));
-    let blind = vm.records_since(t0);
-    let t_cont = now_ms();
-    drop(stopped);
-    let host_faults: Vec<&Value> = blind
-        .iter()
-        .filter(|r| r["record"] == "fault" && r["kind"] == "hypervisor-unresponsive")
-        .collect();
-    assert_eq!(
-        host_faults.len(),
-        1,
-        "one host fault: {blind:?}\n{}",
-        vm.log()
-    );
-    assert_eq!(host_faults[0]["layer"], "hypervisor");
-    let acted: Vec<&Value> = blind.iter().filter(|r| destructive(r)).collect();
-    assert!(acted.is_empty(), "no action while blind: {acted:?}");
-    common::wait_until(
-        Duration::from_secs(60),
-        "the hang's reset once libvirtd answers",
-        || {
-            vm.records_since(t_cont)
-                .iter()
-                .any(|r| r["record"] == "intent" && r["action"]["kind"] == "reset")
-        },
-    );
-    vm.wait_healthy(90);
-    let closed = vm
-        .records_since(t0)
-        .into_iter()
-        .any(|r| r["record"] == "closed" && r["kind"] == "hypervisor-unresponsive");
-    assert!(
-        closed,
-        "the host fault closes when libvirtd answers: {}",
-        vm.log()
-    );
-    eprintln!(
-        "libvirtd stopped 20 s during a hang: hypervisor-unresponsive, no action while blind, \
-         the hang reset after it answered"
-    );
-    drop(vm);
+    // Host faults (libvirtd stopped during a hang, the host filesystem
+    // under a VM's disk full), on a VM of their own.
+    host::host_faults(&mut rows);
 
     // Snapshot restore, on a fresh VM and journal (a fresh destructive
     // budget) whose shut-off disk was snapshotted as known-good. The data

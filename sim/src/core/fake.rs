@@ -78,6 +78,7 @@ fn def(name: &str) -> DomainDef {
         uuid: format!("00000000-0000-0000-0000-{:0>12}", name.len()),
         vsock_cid: None,
         disks: Vec::new(),
+        sources: Vec::new(),
         interfaces: Vec::new(),
     }
 }

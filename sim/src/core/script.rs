@@ -103,6 +103,31 @@ impl Harness<'_> {
                 }
             }),
             Event::Restart => self.restart().await,
+            Event::HostKernel(text) => {
+                // As the host kernel-log thread tells it (a VM only for
+                // an OOM kill, which has its own event).
+                if let Some(event) = vigil_watchdog::host::kmsg::classify(&text) {
+                    let record = vigil_watchdog::host::kmsg::HostRecord {
+                        seq: 0,
+                        event,
+                        text,
+                    };
+                    let h = vigil_watchdog::daemon::host_kmsg::HostKernel {
+                        record,
+                        vm: None,
+                        left_out: 0,
+                    };
+                    self.deliver(CoreMsg::HostKernel(h)).await
+                }
+            }
+            Event::HostFs(fs, devs) => {
+                let devices = devs.into_iter().map(|d| (d, fs.vms.clone())).collect();
+                let msg = CoreMsg::HostStorage {
+                    filesystems: vec![fs],
+                    devices,
+                };
+                self.deliver(msg).await
+            }
             Event::JournalLocked(on) => {
                 let _ = writeln!(
                     self.log,

@@ -2,6 +2,7 @@
 //! state, disappear) and libvirt events.
 
 use super::*;
+use crate::engine::{DomainState, PauseReason};
 
 impl Core {
     pub(super) fn on_polled(
@@ -55,7 +56,7 @@ impl Core {
                 let uuid = uuid_of(&self.vms, &name);
                 self.metrics.set_state(&name, &uuid, State::Discovering);
             }
-            if self.engine.domain(&name) != Some(poll.state) {
+            if self.engine.domain(&name).map(DomainState::plain) != Some(poll.state.plain()) {
                 self.step(now, &name, Input::Domain(poll.state));
             }
             if let Some(stats) = poll.stats {
@@ -65,6 +66,7 @@ impl Core {
         if !full {
             return; // only the domains that need watching were polled
         }
+        self.tell_storage_disks();
         let gone: Vec<String> = self
             .vms
             .iter()
@@ -117,6 +119,9 @@ impl Core {
                 if self.engine.domain(&name) == Some(st) {
                     return;
                 }
+                if st.plain() == DomainState::Paused(PauseReason::IoError) {
+                    self.look_at_storage();
+                }
                 if st.guest_gone() {
                     if let Some(v) = self.vms.get_mut(&name) {
                         v.boot_ended();
@@ -133,55 +138,6 @@ impl Core {
                 self.reboot_seen(now, &name);
                 self.step(now, &name, Input::Rebooted);
             }
-        }
-    }
-}
-
-impl Core {
-    /// A record of the host's kernel log: counted and logged; a QEMU the
-    /// host's OOM killer chose explains its domain's stop that follows.
-    pub(super) fn on_host_kernel(&mut self, now: Millis, h: super::super::host_kmsg::HostKernel) {
-        let class = h.record.event.class();
-        self.metrics
-            .host_events
-            .get_or_create(&super::super::metrics::HostEventLabels {
-                class: class.into(),
-            })
-            .inc_by(1 + h.left_out);
-        let vm = h.vm.as_deref().unwrap_or("-");
-        let left_out = match h.left_out {
-            0 => String::new(),
-            n => format!(" ({n} more of this class left out before it)"),
-        };
-        log::warn!(
-            "host kernel: {class} seq={} (vm={vm}): {}{left_out}",
-            h.record.seq,
-            h.record.text
-        );
-        use crate::engine::host::HostSignal;
-        use crate::host::kmsg::HostEvent;
-        let signal = match &h.record.event {
-            HostEvent::OomKill { .. } => HostSignal::OomKill,
-            HostEvent::MachineCheck { uncorrected } => HostSignal::MachineCheck {
-                uncorrected: *uncorrected,
-            },
-            HostEvent::MemoryErrors { uncorrected, count } => HostSignal::MemoryErrors {
-                uncorrected: *uncorrected,
-                count: *count,
-            },
-            HostEvent::DiskError { .. } => HostSignal::DiskError,
-            HostEvent::HungTask { .. } => HostSignal::HungTask,
-        };
-        let out = self.engine.host_signal(now, &signal, &h.record.text);
-        self.apply(now, out);
-        if let (HostEvent::OomKill { .. }, Some(vm)) = (&h.record.event, &h.vm) {
-            self.step(
-                now,
-                vm,
-                Input::HostOomKill {
-                    line: h.record.text.clone(),
-                },
-            );
         }
     }
 }

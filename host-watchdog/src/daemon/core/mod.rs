@@ -29,6 +29,7 @@ use crate::journal::Journal;
 
 mod control;
 mod guest;
+mod host;
 mod hypervisor;
 mod journaling;
 mod observe;
@@ -145,6 +146,11 @@ pub struct Core {
     journal_down_since: Option<Millis>,
     /// Availability since start, kept record by record.
     uptime: crate::metrics::Uptime,
+    /// The host-storage thread, and the VMs' disk sources it last got.
+    storage: Option<std::sync::mpsc::Sender<super::host_storage::StorageReq>>,
+    storage_disks: Option<BTreeMap<String, Vec<String>>>,
+    /// Block device name → the VMs with disks on it (the last look).
+    disk_devices: BTreeMap<String, Vec<String>>,
 }
 
 /// The journal's two connections: the core reads on one (control
@@ -323,6 +329,9 @@ impl Core {
             held: Default::default(),
             journal_down_since: None,
             uptime: crate::metrics::Uptime::new(clock.started()),
+            storage: None,
+            storage_disks: None,
+            disk_devices: BTreeMap::new(),
         };
         Ok(core)
     }
@@ -474,6 +483,10 @@ impl Core {
                 }
                 CoreMsg::Hv(ev) => self.on_hv(now, ev),
                 CoreMsg::HostKernel(h) => self.on_host_kernel(now, h),
+                CoreMsg::HostStorage {
+                    filesystems,
+                    devices,
+                } => self.on_host_storage(now, filesystems, devices),
                 CoreMsg::HostPressure { memory, io } => {
                     let out = self.engine.host_pressure(now, memory, io);
                     self.apply(now, out);

@@ -24,6 +24,18 @@ pub enum DomainState {
     Unknown,
 }
 
+impl DomainState {
+    /// The state with "paused: no space" read as the plain "paused: I/O
+    /// error" (libvirt's state reason says only the latter; its I/O error
+    /// event says which).
+    pub fn plain(self) -> DomainState {
+        match self {
+            DomainState::Paused(PauseReason::NoSpace) => DomainState::Paused(PauseReason::IoError),
+            d => d,
+        }
+    }
+}
+
 impl fmt::Display for DomainState {
     /// `running`, `paused (user)`, `shut off (destroyed)`, `crashed
     /// (panicked)`, ...
@@ -73,6 +85,8 @@ pub enum PauseReason {
     Snapshot,
     /// A disk I/O error paused it (host storage).
     IoError,
+    /// A disk write found no space on the host (ENOSPC) and paused it.
+    NoSpace,
     /// The guest's watchdog device fired with action pause.
     Watchdog,
     /// The guest panicked and the panic action pauses.

@@ -97,6 +97,10 @@ pub enum Layer {
     Transport,
     /// The host's own memory or CPU.
     HostResources,
+    /// The host's storage (the filesystems and devices under VM disks).
+    HostStorage,
+    /// The host's hardware (CPU, memory: machine checks, ECC).
+    HostHardware,
 }
 
 impl Layer {
@@ -112,6 +116,8 @@ impl Layer {
             Layer::Agent => "agent",
             Layer::Transport => "transport",
             Layer::HostResources => "host-resources",
+            Layer::HostStorage => "host-storage",
+            Layer::HostHardware => "host-hardware",
         }
     }
 }
@@ -154,11 +160,20 @@ pub enum FaultKind {
     /// libvirt calls do not return: vigild cannot see or act on the
     /// hypervisor (a host-level fault).
     HypervisorUnresponsive,
+    /// A host filesystem under VM disks (or the journal) is full, or will
+    /// be within the horizon (a host-level fault, one per filesystem).
+    HostStorageFull,
+    /// Block I/O errors on a host device under VM disks (a host-level
+    /// fault, one per device).
+    HostDiskErrors,
+    /// Uncorrected machine checks or memory errors, or a storm of
+    /// corrected ones (a host-level fault).
+    HostHardware,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 19] = [
         FaultKind::VmCrashed,
         FaultKind::GuestPanic,
         FaultKind::GuestHang,
@@ -175,6 +190,9 @@ impl FaultKind {
         FaultKind::HostWide,
         FaultKind::HostOom,
         FaultKind::HypervisorUnresponsive,
+        FaultKind::HostStorageFull,
+        FaultKind::HostDiskErrors,
+        FaultKind::HostHardware,
     ];
 
     /// Kebab-case name.
@@ -196,6 +214,9 @@ impl FaultKind {
             FaultKind::HostWide => "host-wide",
             FaultKind::HostOom => "host-oom",
             FaultKind::HypervisorUnresponsive => "hypervisor-unresponsive",
+            FaultKind::HostStorageFull => "host-storage-full",
+            FaultKind::HostDiskErrors => "host-disk-errors",
+            FaultKind::HostHardware => "host-hardware",
         }
     }
 
@@ -211,7 +232,11 @@ impl FaultKind {
             FaultKind::GuestPanic | FaultKind::GuestHang | FaultKind::KernelDegraded => {
                 Layer::GuestKernel
             }
-            FaultKind::VcpuStalled | FaultKind::HostStorage | FaultKind::HostWide => Layer::Host,
+            FaultKind::VcpuStalled | FaultKind::HostWide => Layer::Host,
+            FaultKind::HostStorage | FaultKind::HostStorageFull | FaultKind::HostDiskErrors => {
+                Layer::HostStorage
+            }
+            FaultKind::HostHardware => Layer::HostHardware,
             FaultKind::AgentDown => Layer::Agent,
             FaultKind::TransportDown => Layer::Transport,
             FaultKind::ServiceDown => Layer::GuestService,
@@ -226,7 +251,11 @@ impl FaultKind {
     /// Higher preempts lower when a VM has more than one problem.
     pub fn severity(self) -> u8 {
         match self {
-            FaultKind::HostWide | FaultKind::HypervisorUnresponsive => 14,
+            FaultKind::HostWide
+            | FaultKind::HypervisorUnresponsive
+            | FaultKind::HostStorageFull
+            | FaultKind::HostDiskErrors
+            | FaultKind::HostHardware => 14,
             FaultKind::HostOom => 13,
             FaultKind::VmCrashed => 12,
             FaultKind::GuestPanic => 11,
@@ -289,7 +318,10 @@ impl FaultKind {
             | FaultKind::TransportDown
             | FaultKind::HostWide
             | FaultKind::HostOom
-            | FaultKind::HypervisorUnresponsive => Basis::Liveness,
+            | FaultKind::HypervisorUnresponsive
+            | FaultKind::HostStorageFull
+            | FaultKind::HostDiskErrors
+            | FaultKind::HostHardware => Basis::Liveness,
             FaultKind::ServiceDown | FaultKind::DiskFull | FaultKind::FsReadonly => Basis::State,
             FaultKind::IoErrors | FaultKind::MemoryExhaustion | FaultKind::KernelDegraded => {
                 Basis::Event

@@ -40,7 +40,20 @@ impl Vm {
         out: &mut Output,
     ) {
         let was = self.domain;
+        // libvirt tells why a disk error paused the guest (no space) on
+        // one path and only that it did on another: the plainer word does
+        // not undo the precise one.
+        let d = match (was, d) {
+            (
+                DomainState::Paused(PauseReason::NoSpace),
+                DomainState::Paused(PauseReason::IoError),
+            ) => was,
+            _ => d,
+        };
         self.domain = d;
+        if !matches!(d, DomainState::Paused(_)) {
+            self.space_wait = false;
+        }
         if matches!(d, DomainState::ShutOff(_) | DomainState::Crashed { .. }) {
             // Off (or crashed): the operator's action is over either way;
             // what follows is judged as a stop.
@@ -72,16 +85,24 @@ impl Vm {
             DomainState::Paused(reason) => {
                 self.suspect = None;
                 match reason {
-                    PauseReason::IoError => self.locate(
-                        now,
-                        Onset::exact(now),
-                        now,
-                        FaultKind::HostStorage,
-                        None,
-                        vec!["domain paused by a disk I/O error".into()],
-                        ctx,
-                        out,
-                    ),
+                    PauseReason::IoError | PauseReason::NoSpace => {
+                        let why = match reason {
+                            PauseReason::NoSpace => {
+                                "domain paused: the host had no space left for a disk write (ENOSPC)"
+                            }
+                            _ => "domain paused by a disk I/O error",
+                        };
+                        self.locate(
+                            now,
+                            Onset::exact(now),
+                            now,
+                            FaultKind::HostStorage,
+                            None,
+                            vec![why.into()],
+                            ctx,
+                            out,
+                        )
+                    }
                     PauseReason::Watchdog => self.locate(
                         now,
                         Onset::between(self.arrivals.last().unwrap_or(now), now),
@@ -173,5 +194,78 @@ impl Vm {
             }
             DomainState::ShuttingDown | DomainState::Unknown => {}
         }
+    }
+}
+
+/// Resumes for space come back, per VM per hour, at most: a guest that
+/// fills whatever space is freed is left paused for an operator.
+const SPACE_RESUMES_PER_HOUR: usize = 3;
+
+impl Vm {
+    /// The host filesystems under this VM's disks were sampled (mount,
+    /// full now). A VM paused because the host had no space for its
+    /// writes is resumed once every one of them has space again (never
+    /// before); one paused for a device error is not (space is not what
+    /// it lacks).
+    pub fn host_space(
+        &mut self,
+        now: Millis,
+        fs: &[(&str, bool)],
+        ctx: &mut Ctx<'_>,
+        out: &mut Output,
+    ) {
+        let DomainState::Paused(reason @ (PauseReason::NoSpace | PauseReason::IoError)) =
+            self.domain
+        else {
+            return;
+        };
+        let Some(f) = &self.fault else { return };
+        if f.kind != FaultKind::HostStorage || f.pending.is_some() || fs.is_empty() {
+            return;
+        }
+        if fs.iter().any(|(_, full)| *full) {
+            self.space_wait = true;
+            return;
+        }
+        if !(reason == PauseReason::NoSpace || self.space_wait)
+            || !ctx.armed
+            || ctx.hypervisor_silent
+            || self.quarantined
+            || self.maintenance.is_some()
+        {
+            return;
+        }
+        self.space_resumes
+            .retain(|t| now.saturating_sub(*t) < 3_600_000);
+        if self.space_resumes.len() >= SPACE_RESUMES_PER_HOUR {
+            if !f.suppressed_noted {
+                out.records.push(Record::Suppressed {
+                    vm: self.name.clone(),
+                    kind: ActionKind::Resume,
+                    why: format!(
+                        "resumed {SPACE_RESUMES_PER_HOUR} times within the hour for space come back; the guest filled it each time"
+                    ),
+                });
+            }
+            if let Some(f) = self.fault.as_mut() {
+                f.suppressed_noted = true;
+            }
+            return;
+        }
+        let fault = f.id;
+        let id = self.side_action(ActionKind::Resume, fault, ctx, out);
+        self.space_resumes.push_back(now);
+        if let Some(f) = self.fault.as_mut() {
+            f.pending = Some((id, ActionKind::Resume));
+            f.acted = true;
+            f.held = false;
+            f.verify_from = now;
+            f.verify_until = None;
+        }
+        let mounts: Vec<&str> = fs.iter().map(|(m, _)| *m).collect();
+        self.settle(
+            &format!("space is back on {}: resuming", mounts.join(", ")),
+            out,
+        );
     }
 }

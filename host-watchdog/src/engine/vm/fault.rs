@@ -82,6 +82,15 @@ impl Vm {
                 r.id
             ));
         }
+        let host: Vec<&str> = ctx
+            .host_open
+            .iter()
+            .filter(|(_, vms)| vms.as_ref().is_none_or(|v| v.contains(&self.name)))
+            .map(|(text, _)| text.as_str())
+            .collect();
+        if !host.is_empty() {
+            evidence.push(format!("host-level fault open: {}", host.join(", ")));
+        }
         let id = ctx.fault_id();
         out.records.push(Record::Fault {
             vm: self.name.clone(),

@@ -36,6 +36,10 @@ pub(super) struct Ctx<'a> {
     pub host_wide: bool,
     /// The hypervisor does not answer: no destructive action anywhere.
     pub hypervisor_silent: bool,
+    /// Open host-level faults, in words, with the VMs each touches (none:
+    /// all): named in the evidence of a fault a VM they touch is located
+    /// with.
+    pub host_open: Vec<(String, Option<Vec<VmId>>)>,
     next_fault: u64,
     next_action: u64,
     destructive_recent: usize,
@@ -51,23 +55,28 @@ pub(super) struct Effects {
     pub located: Vec<VmId>,
 }
 
+/// What a step's context starts from (the engine's host-wide state).
+pub(super) struct CtxSeed {
+    pub armed: bool,
+    pub host_wide: bool,
+    pub hypervisor_silent: bool,
+    pub host_open: Vec<(String, Option<Vec<VmId>>)>,
+    pub next_fault: u64,
+    pub next_action: u64,
+    pub destructive_recent: usize,
+}
+
 impl<'a> Ctx<'a> {
-    pub fn new(
-        cfg: &'a EngineConfig,
-        armed: bool,
-        host_wide: bool,
-        next_fault: u64,
-        next_action: u64,
-        destructive_recent: usize,
-    ) -> Ctx<'a> {
+    pub fn new(cfg: &'a EngineConfig, seed: CtxSeed) -> Ctx<'a> {
         Ctx {
             cfg,
-            armed,
-            host_wide,
-            hypervisor_silent: false,
-            next_fault,
-            next_action,
-            destructive_recent,
+            armed: seed.armed,
+            host_wide: seed.host_wide,
+            hypervisor_silent: seed.hypervisor_silent,
+            host_open: seed.host_open,
+            next_fault: seed.next_fault,
+            next_action: seed.next_action,
+            destructive_recent: seed.destructive_recent,
             destructive_started: Vec::new(),
             located: Vec::new(),
         }
@@ -228,6 +237,11 @@ pub(super) struct Vm {
     pub panic_seen: Option<Millis>,
     /// When the host's OOM killer killed this VM's QEMU, and its line.
     pub host_oom: Option<(Millis, String)>,
+    /// Paused for an I/O error while a filesystem under its disks was
+    /// full: it waits for space (see `host_space`).
+    pub space_wait: bool,
+    /// When it was resumed because space came back (bounded per hour).
+    pub space_resumes: VecDeque<Millis>,
     /// Until then a shut-off "destroyed" or "shutdown" is the doing of an
     /// action of ours that just finished: the hypervisor's lifecycle
     /// events come on their own path and may arrive after the result.
@@ -290,6 +304,8 @@ impl Vm {
             pressure_streak: 0,
             panic_seen: None,
             host_oom: None,
+            space_wait: false,
+            space_resumes: VecDeque::new(),
             own_stop_until: None,
             operator_down: None,
             last_closed: None,
