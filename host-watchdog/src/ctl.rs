@@ -427,6 +427,19 @@ impl Client {
         if data["armed"] == Value::Bool(false) {
             println!("(disarmed: recovery actions are not taken)");
         }
+        let faults = data["faults"].as_array().cloned().unwrap_or_default();
+        for f in &faults {
+            let subject = f["subject"]
+                .as_str()
+                .map_or(String::new(), |s| format!(" on {s}"));
+            println!(
+                "open fault:    #{} {} ({}){subject}, since {}",
+                f["id"],
+                text(&f["kind"]),
+                text(&f["layer"]),
+                fmt_time(f["located"].as_u64().unwrap_or(0))
+            );
+        }
         let reasons = data["reasons"].as_array().cloned().unwrap_or_default();
         if reasons.is_empty() {
             println!("reasons:       none");

@@ -167,6 +167,29 @@ impl Engine {
         out
     }
 
+    /// The open host-level faults: (id, kind, subject, located).
+    pub fn host_faults(&self) -> Vec<(u64, FaultKind, Option<String>, Millis)> {
+        let mut open: Vec<_> = self
+            .host_faults
+            .iter()
+            .map(|((kind, subject), (id, _, located))| {
+                let sub = (!subject.is_empty()).then(|| subject.clone());
+                (*id, *kind, sub, *located)
+            })
+            .collect();
+        let others = [
+            (FaultKind::HypervisorUnresponsive, self.hypervisor_silent),
+            (FaultKind::HostWide, self.host_wide_fault),
+        ];
+        for (kind, f) in others {
+            if let Some((id, _, located)) = f {
+                open.push((id, kind, None, located));
+            }
+        }
+        open.sort_by_key(|f| f.0);
+        open
+    }
+
     /// A step's context's start: the engine's host-wide state.
     pub(super) fn ctx_seed(&self) -> vm::CtxSeed {
         vm::CtxSeed {

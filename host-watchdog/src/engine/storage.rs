@@ -13,7 +13,8 @@ use super::{Millis, VmId};
 pub struct FsSample {
     /// Its mount point.
     pub mount: String,
-    /// Bytes in all.
+    /// Bytes in all, as `df` counts them (used plus available: a
+    /// reserve only root may use left out).
     pub size: u64,
     /// Bytes free to unprivileged writers.
     pub avail: u64,

@@ -184,7 +184,10 @@ pub fn look(disks: &BTreeMap<String, Vec<String>>, journal: &Path, root: &Path) 
                 m.point.clone(),
                 FsSample {
                     mount: m.point.clone(),
-                    size: st.blocks() * unit,
+                    // As df counts: what is used plus what unprivileged
+                    // writers may still take (root's reserve left out).
+                    size: (st.blocks().saturating_sub(st.blocks_free()) + st.blocks_available())
+                        * unit,
                     avail: st.blocks_available() * unit,
                     inodes: st.files(),
                     inodes_avail: st.files_available(),

@@ -53,6 +53,26 @@ fn the_host_kernel_log_sets_the_host_health_and_an_operator_clears_it() {
         text.contains("host health:   failed") && text.contains("hardware"),
         "{text}"
     );
+    // One host-level fault per kind and subject, each in its layer.
+    let faults = rig.ctl_json(&["host"])["faults"].clone();
+    let named: Vec<(String, String)> = faults
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["kind"].to_string(), f["subject"].to_string()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("\"host-disk-errors\"".into(), "\"sdb\"".into()),
+            ("\"host-hardware\"".into(), "null".into())
+        ],
+        "{faults}"
+    );
+    assert!(
+        text.contains("host-disk-errors (host-storage) on sdb"),
+        "{text}"
+    );
     // Journaled, counted, exported.
     let changes = rig.find("host-health", "(host)", |_| true);
     let tos: Vec<&str> = changes.iter().filter_map(|r| r["to"].as_str()).collect();

@@ -228,9 +228,24 @@ impl Core {
                         })
                     })
                     .collect();
+                let faults: Vec<serde_json::Value> = self
+                    .engine
+                    .host_faults()
+                    .into_iter()
+                    .map(|(id, kind, subject, located)| {
+                        serde_json::json!({
+                            "id": id,
+                            "kind": kind,
+                            "layer": kind.layer().name(),
+                            "subject": subject,
+                            "located": located,
+                        })
+                    })
+                    .collect();
                 Response::ok(serde_json::json!({
                     "health": host.health(),
                     "reasons": reasons,
+                    "faults": faults,
                     "hypervisor_answers": !self.engine.hypervisor_is_silent(),
                     "armed": self.engine.armed(),
                 }))
