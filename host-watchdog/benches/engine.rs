@@ -22,6 +22,7 @@ fn main() {
             Input::VmAdded {
                 agent: true,
                 memory_kib: (1 << 20, 2 << 20),
+                cluster: false,
             },
         );
         e.step(0, n, Input::Domain(DomainState::Running));

@@ -62,6 +62,11 @@ pub struct VmConfig {
     /// inside the guest). Wins over the XML's.
     #[serde(default)]
     pub cid: Option<u32>,
+    /// The cluster resource this VM is (`[cluster]` set): vigild never
+    /// starts, stops, resets or reverts it; it asks the cluster to recover
+    /// it (`crm_resource --fail`). In-guest repairs stay vigild's.
+    #[serde(default)]
+    pub cluster_resource: Option<String>,
 }
 
 /// The daemon's settings.
@@ -119,6 +124,8 @@ pub struct Config {
     /// (`hypervisor-unresponsive`), and no destructive action anywhere
     /// until it answers again.
     pub hypervisor_timeout_ms: u64,
+    /// The cluster hand-off.
+    pub cluster: crate::cluster::ClusterConfig,
     /// Per-VM wiring.
     pub vm: Vec<VmConfig>,
     /// Fault engine settings.
@@ -146,6 +153,7 @@ impl Default for Config {
             keepalive_interval_ms: 2_000,
             host_kmsg: "/dev/kmsg".into(),
             hypervisor_timeout_ms: 10_000,
+            cluster: crate::cluster::ClusterConfig::default(),
             vm: Vec::new(),
             engine: EngineConfig::default(),
         }
@@ -231,9 +239,27 @@ impl Config {
         if self.max_messages_per_second == 0 {
             return bad("max_messages_per_second must be > 0".into());
         }
+        self.cluster
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("cluster: {e}")))?;
         let mut names = BTreeSet::new();
         let mut cids = BTreeSet::new();
+        let mut resources = BTreeSet::new();
         for v in &self.vm {
+            if let Some(r) = &v.cluster_resource {
+                if !self.cluster.enabled() {
+                    return bad(format!(
+                        "vm {}: cluster_resource without a [cluster] kind",
+                        v.domain
+                    ));
+                }
+                if !crate::cluster::valid_name(r, false) || !resources.insert(r.as_str()) {
+                    return bad(format!(
+                        "vm {}: cluster_resource {r:?} is not a resource name or is listed twice",
+                        v.domain
+                    ));
+                }
+            }
             if v.domain.is_empty() || !names.insert(v.domain.as_str()) {
                 return bad(format!("vm {:?}: empty or listed twice", v.domain));
             }
@@ -324,6 +350,16 @@ mod tests {
             ("poll_interval_ms = 5", "poll_interval_ms"),
             ("quiet_poll_interval_ms = 500", "quiet_poll_interval_ms"),
             ("hypervisor_timeout_ms = 100", "hypervisor_timeout_ms"),
+            (
+                "[[vm]]\ndomain = \"a\"\ncluster_resource = \"vm-a\"",
+                "without a [cluster] kind",
+            ),
+            (
+                "[cluster]\nkind = \"pacemaker\"\n[[vm]]\ndomain = \"a\"\ncluster_resource = \"vm a\"",
+                "not a resource name",
+            ),
+            ("[cluster]\nkind = \"corosync\"", "unknown variant"),
+            ("[cluster]\nkind = \"pacemaker\"\ndampen_s = 99999", "cluster: dampen_s"),
         ];
         for (text, want) in cases {
             let e = check(text).unwrap_err().to_string();

@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

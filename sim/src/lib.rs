@@ -5,7 +5,7 @@
 //! A scenario is a text file, one directive per line (`#` comments):
 //!
 //! ```text
-//! vm NAME [agent|noagent] [memory=CUR/MAX]     monitor a VM (KiB)
+//! vm NAME [agent|noagent] [memory=CUR/MAX] [cluster]   monitor a VM (KiB; a cluster resource)
 //! at T EVENT                                   one event at T ms
 //! every P EVENT from T [until U]               repeated events
 //! on ACTION VM +D EVENT                        when the engine emits ACTION
@@ -111,7 +111,7 @@ struct Reaction {
 /// A parsed scenario.
 #[derive(Debug, Clone, Default)]
 pub struct Scenario {
-    vms: Vec<(VmId, bool, (u64, u64))>,
+    vms: Vec<(VmId, bool, (u64, u64), bool)>,
     timeline: Vec<(Millis, usize, Event)>,
     streams: Vec<(Millis, Stream)>,
     reactions: Vec<Reaction>,
@@ -169,13 +169,14 @@ pub fn run(sc: &Scenario, cfg: EngineConfig) -> String {
     // Block device → VMs with disks on it (from `host fs` looks).
     let mut devices: HashMap<String, Vec<VmId>> = HashMap::new();
     let mut failures = sc.failures.clone();
-    for (name, agent, mem) in &sc.vms {
+    for (name, agent, mem, cluster) in &sc.vms {
         let out = engine.step(
             0,
             name,
             Input::VmAdded {
                 agent: *agent,
                 memory_kib: *mem,
+                cluster: *cluster,
             },
         );
         emit(0, out, &mut log, &mut journal, &mut Vec::new());

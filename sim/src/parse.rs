@@ -349,9 +349,11 @@ impl Scenario {
                 let name = w.get(1).ok_or("vm NAME")?.to_string();
                 let mut agent = true;
                 let mut mem = (1 << 20, 2 << 20);
+                let mut cluster = false;
                 for a in &w[2..] {
                     match *a {
                         "agent" => agent = true,
+                        "cluster" => cluster = true,
                         "noagent" => agent = false,
                         m if m.starts_with("memory=") => {
                             let (c, x) = m[7..].split_once('/').ok_or("memory=CUR/MAX")?;
@@ -360,7 +362,7 @@ impl Scenario {
                         other => return Err(format!("unknown vm option {other:?}")),
                     }
                 }
-                self.vms.push((name, agent, mem));
+                self.vms.push((name, agent, mem, cluster));
             }
             "at" => {
                 let t = num(w.get(1).ok_or("at T EVENT")?, "time")?;

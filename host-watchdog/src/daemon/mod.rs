@@ -8,6 +8,7 @@
 
 pub mod backend_thread;
 pub mod clock;
+pub mod cluster;
 pub mod control;
 pub mod executor;
 pub mod handover;
@@ -232,6 +233,16 @@ async fn run_async(
             .name("host-storage".into())
             .spawn(move || host_storage::run(journal, storage_rx, tx))?;
     }
+    let cluster_tx = if config.cluster.enabled() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (core, cfg) = (core_tx.clone(), config.cluster.clone());
+        std::thread::Builder::new()
+            .name("cluster".into())
+            .spawn(move || cluster::run(cfg, rx, core))?;
+        Some(tx)
+    } else {
+        None
+    };
     let metrics = Arc::new(metrics::Metrics::new());
     let open = || {
         crate::journal::Journal::open(&config.journal)
@@ -353,5 +364,8 @@ async fn run_async(
     core.adopt(adopted);
     core.watch_hypervisor(hv_watch);
     core.watch_storage(storage_tx);
+    if let Some(tx) = cluster_tx {
+        core.join_cluster(tx);
+    }
     core.run(core_rx).await
 }

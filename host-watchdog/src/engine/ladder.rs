@@ -176,7 +176,7 @@ impl Vm {
             return false;
         };
         let (rung_idx, attempt, fault_id) = (f.rung, f.attempt, f.id);
-        let Some(kind) = action_of(&rung.action, f.subject.as_deref()) else {
+        let Some(mut kind) = action_of(&rung.action, f.subject.as_deref()) else {
             self.escalate(
                 now,
                 &format!("rung {} has nothing to act on", rung.action),
@@ -185,6 +185,11 @@ impl Vm {
             );
             return true;
         };
+        // A cluster resource is started, stopped and moved by the cluster
+        // only: a rung that would do so asks the cluster instead.
+        if self.cluster && domain::stops_and_starts(&kind) {
+            kind = ActionKind::AskCluster;
+        }
         if kind.needs_agent() && !(self.session_open && self.domain == DomainState::Running) {
             out.records.push(Record::Suppressed {
                 vm: self.name.clone(),
@@ -330,11 +335,12 @@ impl Vm {
         if f.pending.as_ref().map(|(p, _)| *p) != Some(id) {
             return;
         }
-        if f.pending
+        if let Some((_, k)) = f
+            .pending
             .take()
-            .is_some_and(|(_, k)| domain::stops_and_starts(&k))
+            .filter(|(_, k)| domain::stops_and_starts(k))
         {
-            self.own_stop_until = Some(now + domain::OWN_EVENTS_MS);
+            self.own_stop_until = Some(now + domain::own_events_ms(&k));
         }
         if ok {
             let verify = ctx

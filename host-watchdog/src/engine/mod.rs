@@ -214,7 +214,12 @@ impl Engine {
     /// Feed one observation about `vm`.
     pub fn step(&mut self, now: Millis, vm: &str, input: Input) -> Output {
         let mut out = Output::default();
-        if let Input::VmAdded { agent, memory_kib } = input {
+        if let Input::VmAdded {
+            agent,
+            memory_kib,
+            cluster,
+        } = input
+        {
             let new = !self.vms.contains_key(vm);
             if new {
                 self.vms.insert(Vm::new(vm, now, &self.cfg));
@@ -222,6 +227,7 @@ impl Engine {
             if let Some(v) = self.vms.get_mut(vm) {
                 v.agent = agent;
                 v.memory_kib = memory_kib;
+                v.cluster = cluster;
             }
             if new {
                 self.added(now, vm, &mut out);
@@ -444,6 +450,7 @@ mod tests {
             Input::VmAdded {
                 agent: true,
                 memory_kib: (1 << 20, 2 << 20),
+                cluster: false,
             },
         );
         e.step(0, "vm", Input::Domain(DomainState::Running));
@@ -584,6 +591,7 @@ mod tests {
             Input::VmAdded {
                 agent: true,
                 memory_kib: (1, 1),
+                cluster: false,
             },
         );
         let restored = RestoredFault {
@@ -681,6 +689,7 @@ mod tests {
                 Input::VmAdded {
                     agent: false,
                     memory_kib: (1, 1),
+                    cluster: false,
                 },
             );
             e.step(0, vm, Input::Domain(DomainState::Running));

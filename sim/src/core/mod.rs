@@ -33,6 +33,7 @@ use vigil_watchdog::backend::Hypervisor;
 use vigil_watchdog::config::{Config, VmConfig};
 use vigil_watchdog::daemon::backend_thread::{act, BackendReq};
 use vigil_watchdog::daemon::clock::Clock;
+use vigil_watchdog::daemon::cluster::ClusterReq;
 use vigil_watchdog::daemon::control::{Request, Response};
 use vigil_watchdog::daemon::core::{Core, Journals};
 use vigil_watchdog::daemon::metrics::Metrics;
@@ -85,6 +86,8 @@ struct Harness<'a> {
     core_rx: mpsc::Receiver<CoreMsg>,
     written: mpsc::UnboundedReceiver<Written>,
     be_rx: std::sync::mpsc::Receiver<BackendReq>,
+    /// What the core asks of the cluster.
+    cluster_rx: std::sync::mpsc::Receiver<ClusterReq>,
     /// Bumped by a restart: what the old core started reports to no one.
     generation: u64,
     hv: FakeHv,
@@ -153,13 +156,21 @@ impl<'a> Harness<'a> {
             ..Config::default()
         };
         let mut world = World::default();
-        for (name, agent, memory) in &sc.vms {
+        if sc.vms.iter().any(|v| v.3) {
+            cfg.cluster = vigil_watchdog::cluster::ClusterConfig {
+                kind: vigil_watchdog::cluster::ClusterKind::Pacemaker,
+                node: "hv1".into(),
+                ..Default::default()
+            };
+        }
+        for (name, agent, memory, cluster) in &sc.vms {
             cfg.vm.push(VmConfig {
                 domain: name.clone(),
                 agent: agent.then(|| format!("unix://{}/{name}.sock", dir.display())),
                 probe: Some(format!("unix://{}/{name}.probe", dir.display())),
                 snapshot: Some("known-good".into()),
                 cid: None,
+                cluster_resource: cluster.then(|| format!("vm-{name}")),
             });
             world.doms.insert(
                 name.clone(),
@@ -174,7 +185,8 @@ impl<'a> Harness<'a> {
         }
         let clock = Clock::starting_at(0);
         let prober = ScriptedProber::default();
-        let (core, core_rx, written, be_rx) = start_core(&cfg, clock, &journal_path, &prober)?;
+        let (core, core_rx, written, be_rx, cluster_rx) =
+            start_core(&cfg, clock, &journal_path, &prober)?;
         let reader = Journal::open(&journal_path)?;
         Ok(Harness {
             sc,
@@ -185,6 +197,7 @@ impl<'a> Harness<'a> {
             core_rx,
             written,
             be_rx,
+            cluster_rx,
             generation: 0,
             hv: FakeHv(Arc::new(Mutex::new(world))),
             prober,
@@ -356,6 +369,22 @@ impl<'a> Harness<'a> {
                 any = true;
                 self.execute(req);
             }
+            while let Ok(req) = self.cluster_rx.try_recv() {
+                // A failed resource told to the cluster: scripted like a
+                // hypervisor action (its reactions follow it).
+                if let ClusterReq::Fail { id, vm, .. } = req {
+                    any = true;
+                    self.execute(BackendReq::Act {
+                        id,
+                        vm,
+                        kind: ActionKind::AskCluster,
+                        memory_kib: None,
+                        snapshot: None,
+                        now: self.now,
+                        resume: false,
+                    });
+                }
+            }
             let probes: Vec<String> =
                 std::mem::take(&mut *self.prober.0.lock().unwrap_or_else(|e| e.into_inner()));
             for vm in probes {
@@ -485,10 +514,12 @@ impl<'a> Harness<'a> {
             return;
         };
         let (id, vm, name) = (*id, vm.clone(), kind.name().to_string());
-        let result = if self.take_failure(&name, &vm) {
-            act(&mut self.hv.clone(), &req)
-        } else {
+        let result = if !self.take_failure(&name, &vm) {
             Err("scripted failure".into())
+        } else if *kind == ActionKind::AskCluster {
+            Ok("the cluster was told".into())
+        } else {
+            act(&mut self.hv.clone(), &req)
         };
         let ok = result.is_ok();
         let detail = result.unwrap_or_else(|e| e);
@@ -580,11 +611,12 @@ impl<'a> Harness<'a> {
             self.push(self.now + RECONNECT_MS, Due::Reconnect(vm));
         }
         match start_core(&self.cfg, self.clock, &self.journal_path, &self.prober) {
-            Ok((core, rx, written, be)) => {
+            Ok((core, rx, written, be, cl)) => {
                 self.core = core;
                 self.core_rx = rx;
                 self.written = written;
                 self.be_rx = be;
+                self.cluster_rx = cl;
                 // A new vigild's backend starts its schedule over.
                 self.schedule = new_schedule(&self.cfg, self.at(self.now));
             }
@@ -631,6 +663,7 @@ type Started = (
     mpsc::Receiver<CoreMsg>,
     mpsc::UnboundedReceiver<Written>,
     std::sync::mpsc::Receiver<BackendReq>,
+    std::sync::mpsc::Receiver<ClusterReq>,
 );
 
 fn start_core(
@@ -659,7 +692,13 @@ fn start_core(
     let written = core
         .take_written()
         .ok_or_else(|| anyhow::anyhow!("no journal writer"))?;
-    Ok((core, rx, written, be_rx))
+    // The cluster's tools are scripted like the hypervisor: what the core
+    // asks of them is taken in by the harness.
+    let (cl_tx, cl_rx) = std::sync::mpsc::channel();
+    if cfg.cluster.enabled() {
+        core.join_cluster(cl_tx);
+    }
+    Ok((core, rx, written, be_rx, cl_rx))
 }
 
 /// The backend's schedule for `cfg`, its first pass due at `now`.

@@ -2,6 +2,7 @@
 //! pressure, and its storage under VM disks (where each VM's disks live,
 //! which block devices are under them, how full those filesystems are).
 
+use super::super::cluster::ClusterReq;
 use super::super::host_kmsg::HostKernel;
 use super::super::host_storage::StorageReq;
 use super::super::metrics::HostEventLabels;
@@ -9,6 +10,43 @@ use super::*;
 use crate::engine::storage::FsSample;
 
 impl Core {
+    /// Where the cluster is told things (the cluster thread): the host's
+    /// health goes out now and on every change.
+    pub fn join_cluster(&mut self, tx: std::sync::mpsc::Sender<ClusterReq>) {
+        let _ = tx.send(ClusterReq::Health(self.engine.host().health()));
+        self.cluster = Some(tx);
+    }
+
+    /// The host's health changed: the cluster hears of it.
+    pub(super) fn tell_cluster_health(&self, h: crate::engine::host::HostHealth) {
+        if let Some(tx) = &self.cluster {
+            let _ = tx.send(ClusterReq::Health(h));
+        }
+    }
+
+    /// A cluster-managed VM failed beyond what vigild may do: the cluster
+    /// recovers it.
+    pub(super) fn ask_cluster(&mut self, id: u64, vm: &str) {
+        let resource = self
+            .vms
+            .get(vm)
+            .and_then(|v| v.cfg.as_ref())
+            .and_then(|c| c.cluster_resource.clone());
+        match (&self.cluster, resource) {
+            (Some(tx), Some(resource)) => {
+                let req = ClusterReq::Fail {
+                    id,
+                    vm: vm.to_string(),
+                    resource,
+                };
+                if tx.send(req).is_err() {
+                    self.done(id, vm, false, "cluster thread gone");
+                }
+            }
+            _ => self.done(id, vm, false, "not a cluster resource here"),
+        }
+    }
+
     /// Where host storage is looked at (the host-storage thread).
     pub fn watch_storage(&mut self, tx: std::sync::mpsc::Sender<StorageReq>) {
         self.storage = Some(tx);

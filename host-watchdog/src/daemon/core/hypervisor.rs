@@ -28,6 +28,8 @@ impl Core {
             v.uuid = def.uuid.clone();
             let agent = v.cfg.as_ref().is_some_and(|c| c.agent.is_some())
                 || (def.vsock_cid.is_some() && !self.cfg.listen.is_empty());
+            let cluster = self.cfg.cluster.enabled()
+                && v.cfg.as_ref().is_some_and(|c| c.cluster_resource.is_some());
             v.def = Some(def);
             if was != Some(poll.state) && poll.state.guest_gone() {
                 v.boot_ended();
@@ -41,6 +43,7 @@ impl Core {
                 Input::VmAdded {
                     agent,
                     memory_kib: poll.memory_kib,
+                    cluster,
                 },
             );
             if !known {

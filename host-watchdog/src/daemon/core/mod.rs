@@ -151,6 +151,8 @@ pub struct Core {
     storage_disks: Option<BTreeMap<String, Vec<String>>>,
     /// Block device name → the VMs with disks on it (the last look).
     disk_devices: BTreeMap<String, Vec<String>>,
+    /// The cluster thread, when a cluster is configured.
+    cluster: Option<std::sync::mpsc::Sender<super::cluster::ClusterReq>>,
 }
 
 /// The journal's two connections: the core reads on one (control
@@ -332,6 +334,7 @@ impl Core {
             storage: None,
             storage_disks: None,
             disk_devices: BTreeMap::new(),
+            cluster: None,
         };
         Ok(core)
     }
@@ -616,6 +619,7 @@ impl Core {
 
     fn dispatch(&mut self, now: Millis, a: engine::Action) {
         match &a.kind {
+            ActionKind::AskCluster => self.ask_cluster(a.id, &a.vm),
             ActionKind::RestartService(_) | ActionKind::Repair(_) | ActionKind::AgentReboot => {
                 let action = match &a.kind {
                     ActionKind::RestartService(n) => {

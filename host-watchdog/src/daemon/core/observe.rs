@@ -67,6 +67,7 @@ impl Core {
             Record::HostHealth { from, to, why, .. } => {
                 log::warn!("host health {from} -> {to}: {why}");
                 self.metrics.host_health.set(to.level());
+                self.tell_cluster_health(*to);
             }
             Record::Reopened {
                 vm,

@@ -176,6 +176,9 @@ pub enum Input {
         agent: bool,
         /// Current memory (KiB) and the domain's maximum.
         memory_kib: (u64, u64),
+        /// A cluster resource: the cluster starts and stops it, vigild
+        /// asks the cluster instead (`ask-cluster`).
+        cluster: bool,
     },
     /// The VM is no longer defined.
     VmRemoved,

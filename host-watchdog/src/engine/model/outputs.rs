@@ -37,6 +37,10 @@ pub enum ActionKind {
     Shutdown,
     /// Power off (operator only).
     Destroy,
+    /// Tell the cluster the VM (a cluster resource) failed here, so that
+    /// it recovers it by its own policy (`crm_resource --fail`): what the
+    /// hypervisor-level rungs become for a cluster-managed VM.
+    AskCluster,
 }
 
 impl ActionKind {
@@ -49,6 +53,7 @@ impl ActionKind {
                 | ActionKind::SnapshotRevert
                 | ActionKind::Reboot
                 | ActionKind::AgentReboot
+                | ActionKind::AskCluster
         )
     }
 
@@ -119,6 +124,7 @@ impl ActionKind {
             ActionKind::Resume => "resume",
             ActionKind::Shutdown => "shutdown",
             ActionKind::Destroy => "destroy",
+            ActionKind::AskCluster => "ask-cluster",
         }
     }
 }

@@ -14,11 +14,18 @@ pub(crate) fn stops_and_starts(k: &ActionKind) -> bool {
             | ActionKind::Reset
             | ActionKind::Reboot
             | ActionKind::Start
+            | ActionKind::AskCluster
     )
 }
 
-/// How long after such an action's result its stop events may still come.
-pub(crate) const OWN_EVENTS_MS: Millis = 5_000;
+/// How long after such an action's result its stop events may still come
+/// (the cluster takes its time: its recovery stops the domain later).
+pub(crate) fn own_events_ms(k: &ActionKind) -> Millis {
+    match k {
+        ActionKind::AskCluster => 120_000,
+        _ => 5_000,
+    }
+}
 
 impl Vm {
     /// When a domain that stopped unasked stopped: the moment its agent's

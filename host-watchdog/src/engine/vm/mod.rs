@@ -198,6 +198,8 @@ pub(super) struct Vm {
     pub name: VmId,
     pub state: State,
     pub agent: bool,
+    /// A cluster resource: hypervisor-level rungs ask the cluster.
+    pub cluster: bool,
     pub domain: DomainState,
     pub memory_kib: (u64, u64),
     pub arrivals: Arrivals,
@@ -279,6 +281,7 @@ impl Vm {
             name: name.to_string(),
             state: State::Discovering,
             agent: true,
+            cluster: false,
             domain: DomainState::Unknown,
             memory_kib: (0, 0),
             arrivals: Arrivals::default(),
