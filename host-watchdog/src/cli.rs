@@ -99,6 +99,23 @@ pub enum Verb {
         #[arg(value_parser = ["reset", "reboot", "shutdown", "destroy", "start", "resume", "agent-reboot"])]
         action: String,
     },
+    /// Whether a VM is all right or being repaired (exit 0), or faulted
+    /// beyond what vigild can do (exit 1: quarantined, its ladder
+    /// exhausted, its agent absent past the boot grace); made for
+    /// Pacemaker's VirtualDomain `monitor_scripts`. Exit 3: no such VM; 4:
+    /// vigild unreachable or not answering within 2 s.
+    Health {
+        /// Domain name (or `--resource`; under Pacemaker the resource in
+        /// OCF_RESOURCE_INSTANCE).
+        domain: Option<String>,
+        /// The VM by its cluster resource name.
+        #[arg(long)]
+        resource: Option<String>,
+        /// vigild unreachable is exit 0 (with a warning): a watchdog that
+        /// is down is not a failed guest.
+        #[arg(long)]
+        unreachable_ok: bool,
+    },
     /// The host's own health (healthy, degraded, failed) and why.
     Host {
         /// The host's hardware and disks were seen to: clear those reasons.

@@ -63,12 +63,79 @@ fn secs(ms: f64) -> String {
 /// A control-socket client.
 pub struct Client {
     socket: PathBuf,
+    timeout: Duration,
 }
 
 impl Client {
     /// A client for the socket at `socket`.
     pub fn new(socket: PathBuf) -> Client {
-        Client { socket }
+        Client {
+            socket,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Give up on vigild's answer after `t` (a cluster's monitor must not
+    /// hang on a stuck vigild).
+    pub fn with_timeout(mut self, t: Duration) -> Client {
+        self.timeout = t;
+        self
+    }
+
+    /// Is the VM all right (or being repaired), or faulted beyond what
+    /// vigild can do? Exit 0 / 1; 3 no such VM; 4 vigild unreachable, or 0
+    /// with `unreachable_ok` (a cluster's monitor must not take a watchdog
+    /// that is down for a failed guest).
+    pub fn health(
+        &self,
+        domain: Option<String>,
+        resource: Option<String>,
+        unreachable_ok: bool,
+        json: bool,
+    ) -> Result<(), CtlError> {
+        let resource = resource.or_else(|| {
+            // As a VirtualDomain monitor script: the resource's own name.
+            domain
+                .is_none()
+                .then(|| std::env::var("OCF_RESOURCE_INSTANCE").ok())
+                .flatten()
+        });
+        if domain.is_some() == resource.is_some() {
+            return Err(err(
+                2,
+                "give a domain or --resource (or run under Pacemaker: OCF_RESOURCE_INSTANCE)",
+            ));
+        }
+        let data = match self.call(&Request::Health { domain, resource }) {
+            Ok(d) => d,
+            Err(e) if e.code == 3 || e.code == 2 => return Err(e),
+            Err(e) if unreachable_ok => {
+                eprintln!("vigilctl: {} (not a guest failure: exit 0)", e.message);
+                return Ok(());
+            }
+            Err(e) => return Err(err(4, e.message)),
+        };
+        if json {
+            Self::print_json(&data);
+        } else {
+            println!(
+                "{}: {} ({})",
+                data["domain"].as_str().unwrap_or("?"),
+                if data["ok"] == Value::Bool(true) {
+                    "ok"
+                } else {
+                    "FAILED"
+                },
+                data["why"].as_str().unwrap_or("")
+            );
+        }
+        match data["ok"] {
+            Value::Bool(true) => Ok(()),
+            _ => Err(err(
+                1,
+                format!("{} is faulted beyond what vigild can do", data["domain"]),
+            )),
+        }
     }
 
     /// Send one request, get the data of a successful reply.
@@ -79,7 +146,8 @@ impl Client {
                 format!("cannot reach vigild at {}: {e}", self.socket.display()),
             )
         })?;
-        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        s.set_read_timeout(Some(self.timeout)).ok();
+        s.set_write_timeout(Some(self.timeout)).ok();
         let mut line = serde_json::to_string(req).map_err(|e| err(1, e.to_string()))?;
         line.push('\n');
         s.write_all(line.as_bytes())

@@ -38,6 +38,16 @@ fn main() -> ExitCode {
         Verb::Release { domain } => c.release(&domain, args.json),
         Verb::Action { domain, action } => c.act(&domain, &action, args.json),
         Verb::Host { clear } => c.host(clear, args.json),
+        Verb::Health {
+            domain,
+            resource,
+            unreachable_ok,
+        } => c.with_timeout(std::time::Duration::from_secs(2)).health(
+            domain,
+            resource,
+            unreachable_ok,
+            args.json,
+        ),
         Verb::Disarm => c.arm(false, args.json),
         Verb::Arm => c.arm(true, args.json),
     };

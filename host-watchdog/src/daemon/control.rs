@@ -19,6 +19,17 @@ pub enum Request {
         /// Domain name.
         domain: String,
     },
+    /// Whether a VM is all right or being repaired, or faulted beyond
+    /// what vigild can do (a cluster's monitor asks), by domain or by its
+    /// cluster resource.
+    Health {
+        /// Domain name.
+        #[serde(default)]
+        domain: Option<String>,
+        /// Cluster resource name (`[[vm]] cluster_resource`).
+        #[serde(default)]
+        resource: Option<String>,
+    },
     /// A live snapshot from the VM's agent.
     Probe {
         /// Domain name.

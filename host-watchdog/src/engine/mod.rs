@@ -185,6 +185,12 @@ impl Engine {
         self.vms.get(vm).map(|v| v.state)
     }
 
+    /// Whether a VM is all right or being put right (true), or faulted
+    /// beyond what vigild can do (false), and why.
+    pub fn verdict(&self, now: Millis, vm: &str) -> Option<(bool, String)> {
+        self.vms.get(vm).map(|v| v.health_verdict(now))
+    }
+
     /// Last heartbeat time of a VM.
     pub fn last_heartbeat(&self, vm: &str) -> Option<Millis> {
         self.vms.get(vm).and_then(|v| v.arrivals.last())

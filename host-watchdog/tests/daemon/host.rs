@@ -3,7 +3,8 @@
 
 use super::*;
 
-fn append(path: &std::path::Path, line: &str) {
+/// Append a record line to a stand-in kernel log.
+pub fn append(path: &std::path::Path, line: &str) {
     let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     writeln!(f, "{line}").unwrap();
 }

@@ -68,6 +68,33 @@ impl Core {
                 }
                 None => Response::err("not-found", format!("no monitored domain named {domain:?}")),
             },
+            Request::Health { domain, resource } => {
+                let by_resource = |r: &str| {
+                    self.vms
+                        .iter()
+                        .find(|(_, v)| {
+                            v.cfg
+                                .as_ref()
+                                .is_some_and(|c| c.cluster_resource.as_deref() == Some(r))
+                        })
+                        .map(|(n, _)| n.clone())
+                };
+                let name = match (domain, resource) {
+                    (Some(d), None) => Some(d),
+                    (None, Some(r)) => by_resource(&r),
+                    _ => None,
+                };
+                match name.and_then(|n| Some((self.engine.verdict(now, &n)?, n))) {
+                    Some(((ok, why), domain)) => Response::ok(serde_json::json!({
+                        "domain": domain,
+                        "ok": ok,
+                        "why": why,
+                    })),
+                    None => {
+                        Response::err("not-found", "no such monitored domain or cluster resource")
+                    }
+                }
+            }
             Request::Probe { domain } => {
                 if !known(self, &domain) {
                     Response::err("not-found", format!("no monitored domain named {domain:?}"))
@@ -189,8 +216,23 @@ impl Core {
                         return;
                     }
                 };
+                let resource = self
+                    .vms
+                    .get(&domain)
+                    .and_then(|v| v.cfg.as_ref())
+                    .and_then(|c| c.cluster_resource.clone())
+                    .filter(|_| self.cfg.cluster.enabled());
                 if !known(self, &domain) {
                     Response::err("not-found", format!("no monitored domain named {domain:?}"))
+                } else if let Some(r) = resource
+                    .filter(|_| !matches!(kind, ActionKind::AgentReboot | ActionKind::Resume))
+                {
+                    Response::err(
+                        "usage",
+                        format!(
+                            "{domain} is cluster resource {r}: the cluster starts, stops and moves it (crm_resource / pcs resource), not vigild"
+                        ),
+                    )
                 } else {
                     // An operator's action goes through the engine like
                     // everything else: journaled (intent first, outcome

@@ -343,6 +343,31 @@ impl Vm {
         }
     }
 
+    /// Whether the VM is all right or being put right by its ladder (true),
+    /// or faulted beyond what vigild can do (false: quarantined, ladder
+    /// exhausted, an expected agent absent past its boot grace), and why:
+    /// what a cluster's monitor asks.
+    pub fn health_verdict(&self, now: Millis) -> (bool, String) {
+        if self.quarantined {
+            return (false, "quarantined: no more repairs until released".into());
+        }
+        if let Some(f) = &self.fault {
+            if f.held {
+                let why = format!("fault #{} {} holds: its ladder is exhausted", f.id, f.kind);
+                return (false, why);
+            }
+            return (true, format!("fault #{} {} being repaired", f.id, f.kind));
+        }
+        let running = self.domain == DomainState::Running;
+        if self.agent && self.awaiting_first && running && now >= self.grace_until {
+            return (
+                false,
+                "agent expected, none heard since the boot grace ended".into(),
+            );
+        }
+        (true, self.state.name().to_string())
+    }
+
     /// Record a transition if the facts changed the state.
     pub fn settle(&mut self, why: &str, out: &mut Output) {
         let to = self.derive();
