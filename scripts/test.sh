@@ -38,6 +38,9 @@ bash scripts/demo.sh
 step "real-VM fault matrix (QEMU TCG, libvirtd, vhost-device-vsock)"
 bash scripts/vm/test.sh
 
+step "live two-node Pacemaker cluster (network namespaces): host health and cluster resources"
+bash scripts/cluster/test.sh
+
 step "real-VM fault matrix on a Debian 12 systemd guest (the packaged agent; image cached under target/vm-debian/)"
 bash scripts/vm/test-debian.sh
 
