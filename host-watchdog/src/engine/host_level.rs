@@ -5,6 +5,7 @@
 //! theirs; and the host's health they feed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::host;
 use super::storage::FsSample;
@@ -196,33 +197,39 @@ impl Engine {
             armed: self.armed,
             host_wide: self.host_wide_until.is_some(),
             hypervisor_silent: self.hypervisor_silent.is_some(),
-            host_open: self.host_open(),
+            host_open: self.host_open.clone(),
             next_fault: self.next_fault,
             next_action: self.next_action,
             destructive_recent: self.destructive_recent.len(),
         }
     }
 
-    /// The open host-level faults, in words, with the VMs each touches
-    /// (none: every VM on the host): a VM's own fault names them.
-    pub(super) fn host_open(&self) -> Vec<(String, Option<Vec<VmId>>)> {
+    /// The VMs a host-level fault touches (none: every VM on the host).
+    fn touched(&self, kind: FaultKind, subject: &str) -> Option<Vec<VmId>> {
+        match kind {
+            FaultKind::HostStorageFull => Some(self.storage.vms_on(subject)),
+            FaultKind::HostDiskErrors => Some(
+                self.host
+                    .disk_errors()
+                    .find(|(dev, _)| *dev == subject)
+                    .map_or(Vec::new(), |(_, d)| d.vms.clone()),
+            ),
+            _ => None,
+        }
+    }
+
+    /// The open host-level faults, in words, with the VMs each touches: a
+    /// VM's own fault names them. Kept from one settle to the next (every
+    /// step reads it).
+    fn open_host_faults(&self) -> Arc<[(String, Option<Vec<VmId>>)]> {
         self.host_faults
             .iter()
             .map(|((kind, subject), f)| {
-                let touched = match kind {
-                    FaultKind::HostStorageFull => Some(self.storage.vms_on(subject)),
-                    FaultKind::HostDiskErrors => self
-                        .host
-                        .disk_errors()
-                        .find(|(dev, _)| dev == subject)
-                        .map(|(_, d)| d.vms.clone()),
-                    _ => None,
-                };
                 let text = match subject.as_str() {
                     "" => format!("{kind} #{}", f.0),
                     s => format!("{kind} #{} ({s})", f.0),
                 };
-                (text, touched)
+                (text, self.touched(*kind, subject))
             })
             .collect()
     }
@@ -230,14 +237,8 @@ impl Engine {
     /// The open faults of the VMs a new host-level fault touches, in words
     /// (the fault it explains, when the VM's came first).
     fn explains(&self, kind: FaultKind, subject: &str) -> String {
-        let touched = match kind {
-            FaultKind::HostStorageFull => self.storage.vms_on(subject),
-            FaultKind::HostDiskErrors => self
-                .host
-                .disk_errors()
-                .find(|(dev, _)| *dev == subject)
-                .map_or(Vec::new(), |(_, d)| d.vms.clone()),
-            _ => return String::new(),
+        let Some(touched) = self.touched(kind, subject) else {
+            return String::new();
         };
         let open: Vec<String> = touched
             .iter()
@@ -342,6 +343,7 @@ impl Engine {
             self.host_fault(now, id, kind, sub, why, onset, out);
             self.host_faults.insert((kind, subject), (id, onset, now));
         }
+        self.host_open = self.open_host_faults();
         if let Some((from, to, why)) = self.host.settle(now) {
             out.records.push(Record::HostHealth {
                 vm: HOST.into(),

@@ -60,6 +60,9 @@ pub struct Engine {
     /// device's I/O errors, a filesystem full), by kind and subject: id,
     /// onset, located.
     host_faults: BTreeMap<(FaultKind, String), (u64, Millis, Millis)>,
+    /// Those faults in words, with the VMs each touches (none: all), as
+    /// the last settle left them.
+    host_open: std::sync::Arc<[(String, Option<Vec<VmId>>)]>,
     /// Destructive actions started recently, host-wide.
     destructive_recent: VecDeque<Millis>,
     /// What is known of VMs not monitored yet (seeded from the journal,
@@ -87,6 +90,7 @@ impl Engine {
             host: host::HostState::default(),
             storage: storage::Storage::default(),
             host_faults: BTreeMap::new(),
+            host_open: std::sync::Arc::from(Vec::new()),
             destructive_recent: VecDeque::new(),
             waiting: BTreeMap::new(),
             resumes: BTreeMap::new(),

@@ -39,7 +39,7 @@ pub(super) struct Ctx<'a> {
     /// Open host-level faults, in words, with the VMs each touches (none:
     /// all): named in the evidence of a fault a VM they touch is located
     /// with.
-    pub host_open: Vec<(String, Option<Vec<VmId>>)>,
+    pub host_open: std::sync::Arc<[(String, Option<Vec<VmId>>)]>,
     next_fault: u64,
     next_action: u64,
     destructive_recent: usize,
@@ -60,7 +60,7 @@ pub(super) struct CtxSeed {
     pub armed: bool,
     pub host_wide: bool,
     pub hypervisor_silent: bool,
-    pub host_open: Vec<(String, Option<Vec<VmId>>)>,
+    pub host_open: std::sync::Arc<[(String, Option<Vec<VmId>>)]>,
     pub next_fault: u64,
     pub next_action: u64,
     pub destructive_recent: usize,
