@@ -80,6 +80,56 @@ pub struct Watch {
     pub units: Vec<String>,
 }
 
+/// Which network interfaces are reported (loopback never is).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Only these (names, or prefixes ending in `*`); empty: all.
+    pub include: Vec<String>,
+    /// Never these (names, or prefixes ending in `*`).
+    pub exclude: Vec<String>,
+}
+
+impl NetworkConfig {
+    /// Whether interface `name` is reported.
+    pub fn reports(&self, name: &str) -> bool {
+        let hit = |p: &String| match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == p,
+        };
+        (self.include.is_empty() || self.include.iter().any(hit)) && !self.exclude.iter().any(hit)
+    }
+}
+
+/// One "can I reach what I serve" check: a TCP connect to `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpTarget {
+    /// `address:port` (an IP address: no name lookups in the agent).
+    pub target: String,
+    /// Connect timeout, ms.
+    #[serde(default = "default_tcp_timeout")]
+    pub timeout_ms: u64,
+    /// Check this often, ms.
+    #[serde(default = "default_tcp_every")]
+    pub every_ms: u64,
+}
+
+fn default_tcp_timeout() -> u64 {
+    2000
+}
+fn default_tcp_every() -> u64 {
+    5000
+}
+
+/// Active checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Checks {
+    /// TCP connect checks (`[[check.tcp]]`).
+    pub tcp: Vec<TcpTarget>,
+}
+
 /// Guest-declared maintenance (`vigil-agent maintenance`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -144,6 +194,10 @@ pub struct Config {
     pub limits: Limits,
     /// Guest-declared maintenance.
     pub maintenance: Maintenance,
+    /// Network interfaces reported.
+    pub network: NetworkConfig,
+    /// Active checks.
+    pub check: Checks,
 }
 
 impl Default for Config {
@@ -159,6 +213,8 @@ impl Default for Config {
             allow: Vec::new(),
             limits: Limits::default(),
             maintenance: Maintenance::default(),
+            network: NetworkConfig::default(),
+            check: Checks::default(),
         }
     }
 }
@@ -280,6 +336,35 @@ impl Config {
         if !(100..=600_000).contains(&self.limits.max_backoff_ms) {
             return bad("limits.max_backoff_ms must be 100..=600000".into());
         }
+        for p in self.network.include.iter().chain(&self.network.exclude) {
+            let stem = p.strip_suffix('*').unwrap_or(p);
+            if stem.is_empty() && p != "*" || stem.contains(['*', '/']) || stem.len() > 15 {
+                return bad(format!(
+                    "network: {p:?} is not an interface name or a prefix ending in '*'"
+                ));
+            }
+        }
+        let max = vigil_protocol::limits::MAX_TCP_CHECKS;
+        if self.check.tcp.len() > max {
+            return bad(format!("check.tcp: {} checks, at most {max} allowed", self.check.tcp.len()));
+        }
+        for t in &self.check.tcp {
+            if t.target.parse::<std::net::SocketAddr>().is_err() {
+                return bad(format!(
+                    "check.tcp: target {:?} is not address:port (an IP address, [v6]:port for IPv6)",
+                    t.target
+                ));
+            }
+            if !(100..=30_000).contains(&t.timeout_ms) {
+                return bad(format!("check.tcp {:?}: timeout_ms must be 100..=30000", t.target));
+            }
+            if !(1000..=3_600_000).contains(&t.every_ms) || t.every_ms < t.timeout_ms {
+                return bad(format!(
+                    "check.tcp {:?}: every_ms must be 1000..=3600000 and at least timeout_ms",
+                    t.target
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -299,6 +384,34 @@ mod tests {
         let c = Config::from_toml(text, Path::new("t.toml"))?;
         c.validate()?;
         Ok(c)
+    }
+
+    #[test]
+    fn network_filters_and_tcp_checks() {
+        let c = parse(
+            r#"
+            [network]
+            exclude = ["docker*", "veth*"]
+            [[check.tcp]]
+            target = "10.0.2.2:8080"
+            [[check.tcp]]
+            target = "[fec0::2]:443"
+            timeout_ms = 500
+            "#,
+        )
+        .unwrap();
+        assert!(c.network.reports("eth0"));
+        assert!(!c.network.reports("docker0") && !c.network.reports("veth12"));
+        assert_eq!((c.check.tcp[0].timeout_ms, c.check.tcp[0].every_ms), (2000, 5000));
+        for (bad, word) in [
+            ("[[check.tcp]]\ntarget = \"example:80\"", "address:port"),
+            ("[[check.tcp]]\ntarget = \"10.0.2.2\"", "address:port"),
+            ("[[check.tcp]]\ntarget = \"10.0.2.2:1\"\ntimeout_ms = 5", "timeout_ms"),
+            ("[network]\ninclude = [\"e*th\"]", "prefix"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(word), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub fn encode_into(
     out.push(kind as u8);
     out.extend_from_slice(&[0; 4]);
     let mut out = msg
-        .encode_payload(out)
+        .encode_payload(version, out)
         .map_err(|source| EncodeError::Serialize {
             kind: kind.name(),
             source,
@@ -422,7 +422,7 @@ impl MessageDecoder {
                 });
             }
         }
-        let msg = Message::decode_payload(kind, payload).map_err(|source| FrameError::Payload {
+        let msg = Message::decode_payload(kind, version, payload).map_err(|source| FrameError::Payload {
             kind: kind.name(),
             source,
         })?;

@@ -13,6 +13,12 @@ pub const MAX_FILESYSTEMS: usize = 64;
 pub const MAX_WATCHED: usize = 128;
 /// Most collector failures listed in one snapshot.
 pub const MAX_FAILURES: usize = 16;
+/// Most network interfaces in one snapshot.
+pub const MAX_INTERFACES: usize = 32;
+/// Most addresses listed per interface.
+pub const MAX_ADDRESSES: usize = 16;
+/// Most TCP checks.
+pub const MAX_TCP_CHECKS: usize = 16;
 
 /// Truncate `s` to at most `max` bytes on a UTF-8 boundary.
 pub fn truncate_utf8(s: &str, max: usize) -> &str {

@@ -10,6 +10,9 @@ use crate::Text;
 
 use crate::snapshot::Snapshot;
 
+/// The first protocol version whose snapshots carry the guest's network.
+pub const NETWORK_VERSION: u8 = 3;
+
 /// Protocol major versions, inclusive range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -420,15 +423,27 @@ impl Message {
     }
 
     /// Serialize the payload (without header) into `out`.
-    pub(crate) fn encode_payload(&self, out: Vec<u8>) -> Result<Vec<u8>, postcard::Error> {
+    pub(crate) fn encode_payload(
+        &self,
+        version: u8,
+        out: Vec<u8>,
+    ) -> Result<Vec<u8>, postcard::Error> {
+        // Version 3 on: a snapshot's network follows its message.
+        let network = |out: Vec<u8>, s: &Snapshot| {
+            if version >= NETWORK_VERSION {
+                postcard::to_extend(&s.network, out)
+            } else {
+                Ok(out)
+            }
+        };
         match self {
             Message::Hello(m) => postcard::to_extend(m, out),
             Message::Welcome(m) => postcard::to_extend(m, out),
             Message::Refused(m) => postcard::to_extend(m, out),
             Message::Heartbeat(m) => postcard::to_extend(m, out),
-            Message::Report(m) => postcard::to_extend(m, out),
+            Message::Report(m) => network(postcard::to_extend(m, out)?, &m.snapshot),
             Message::Probe(m) => postcard::to_extend(m, out),
-            Message::ProbeReply(m) => postcard::to_extend(m, out),
+            Message::ProbeReply(m) => network(postcard::to_extend(m, out)?, &m.snapshot),
             Message::Command(m) => postcard::to_extend(m, out),
             Message::CommandResult(m) => postcard::to_extend(m, out),
             Message::Notice(m) => postcard::to_extend(m, out),
@@ -440,7 +455,11 @@ impl Message {
 
     /// Deserialize a payload of a known kind. Trailing bytes are an error:
     /// a frame holds exactly one message.
-    pub(crate) fn decode_payload(kind: Kind, payload: &[u8]) -> Result<Message, postcard::Error> {
+    pub(crate) fn decode_payload(
+        kind: Kind,
+        version: u8,
+        payload: &[u8],
+    ) -> Result<Message, postcard::Error> {
         fn exact<'a, T: Deserialize<'a>>(p: &'a [u8]) -> Result<T, postcard::Error> {
             let (v, rest) = postcard::take_from_bytes(p)?;
             if rest.is_empty() {
@@ -449,14 +468,33 @@ impl Message {
                 Err(postcard::Error::DeserializeBadEncoding)
             }
         }
+        // A message with a snapshot, and from version 3 on its network.
+        fn with_network<'a, T: Deserialize<'a>>(
+            p: &'a [u8],
+            version: u8,
+            snapshot: impl FnOnce(&mut T) -> &mut Snapshot,
+        ) -> Result<T, postcard::Error> {
+            if version < NETWORK_VERSION {
+                return exact(p);
+            }
+            let (mut v, rest) = postcard::take_from_bytes::<T>(p)?;
+            snapshot(&mut v).network = exact(rest)?;
+            Ok(v)
+        }
         Ok(match kind {
             Kind::Hello => Message::Hello(exact(payload)?),
             Kind::Welcome => Message::Welcome(exact(payload)?),
             Kind::Refused => Message::Refused(exact(payload)?),
             Kind::Heartbeat => Message::Heartbeat(exact(payload)?),
-            Kind::Report => Message::Report(exact(payload)?),
+            Kind::Report => Message::Report(with_network(payload, version, |r: &mut Report| {
+                &mut r.snapshot
+            })?),
             Kind::Probe => Message::Probe(exact(payload)?),
-            Kind::ProbeReply => Message::ProbeReply(exact(payload)?),
+            Kind::ProbeReply => {
+                Message::ProbeReply(with_network(payload, version, |r: &mut ProbeReply| {
+                    &mut r.snapshot
+                })?)
+            }
             Kind::Command => Message::Command(exact(payload)?),
             Kind::CommandResult => Message::CommandResult(exact(payload)?),
             Kind::Notice => Message::Notice(exact(payload)?),

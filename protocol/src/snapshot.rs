@@ -36,6 +36,10 @@ pub struct Snapshot {
     pub crash_record: Option<CrashRecord>,
     /// Collectors that failed for this snapshot.
     pub failures: Vec<CollectorFailure>,
+    /// The guest's network (protocol version 3 on: carried after the
+    /// message in the frame, see [`crate::message`]; never in older ones).
+    #[serde(skip)]
+    pub network: Option<Network>,
 }
 
 /// Process table counts.
@@ -243,4 +247,110 @@ pub struct CollectorFailure {
     pub collector: Text,
     /// What went wrong.
     pub error: Text,
+}
+
+/// The guest's network as the agent sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Network {
+    /// Interfaces (loopback and excluded ones left out), by name.
+    pub interfaces: Vec<Interface>,
+    /// The IPv4 default route, if there is one.
+    pub default_v4: Option<Route>,
+    /// The IPv6 default route, if there is one.
+    pub default_v6: Option<Route>,
+    /// The IPv4 default gateway's neighbour entry, if the kernel has one.
+    pub gateway: Option<Neighbour>,
+    /// The configured TCP checks' last results, in configured order.
+    pub tcp: Vec<TcpCheck>,
+}
+
+/// One network interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Interface {
+    /// Name (`eth0`).
+    pub name: Text,
+    /// Hardware address (`52:54:00:..`), lowercase; the host matches its
+    /// vNICs by it.
+    pub mac: Text,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    /// The link has a carrier (always false while administratively down).
+    pub carrier: bool,
+    /// The kernel's operstate (`up`, `down`, `lowerlayerdown`, ...).
+    pub operstate: Text,
+    /// MTU.
+    pub mtu: u32,
+    /// Addresses with prefix length (`10.0.2.15/24`), link-local IPv6 ones
+    /// left out.
+    pub addresses: Vec<Text>,
+    /// Counters since the interface appeared.
+    pub counters: NetCounters,
+}
+
+/// An interface's packet counters (running totals; the host takes deltas).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct NetCounters {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Send errors.
+    pub tx_errors: u64,
+    /// Received packets dropped.
+    pub rx_dropped: u64,
+    /// Sent packets dropped.
+    pub tx_dropped: u64,
+}
+
+/// A default route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Route {
+    /// Outgoing interface.
+    pub interface: Text,
+    /// Gateway address, when the route has one.
+    pub gateway: Option<Text>,
+}
+
+/// Whether the kernel could resolve a neighbour's hardware address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub enum NeighbourState {
+    /// Resolved (reachable, stale, delayed: a hardware address is known).
+    Resolved,
+    /// Not resolved: incomplete or failed (no answer to ARP).
+    Unresolved,
+}
+
+/// A neighbour table entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Neighbour {
+    /// Its address.
+    pub address: Text,
+    /// The interface it is on.
+    pub interface: Text,
+    /// Its state.
+    pub state: NeighbourState,
+}
+
+/// One TCP check's last result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct TcpCheck {
+    /// `host:port` as configured.
+    pub target: Text,
+    /// The last connect succeeded within its timeout.
+    pub ok: bool,
+    /// How long the last connect took (or the timeout), ms.
+    pub latency_ms: u32,
+    /// Failed connects in a row.
+    pub failures: u32,
+    /// Why the last one failed.
+    pub error: Option<Text>,
 }

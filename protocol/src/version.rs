@@ -11,7 +11,10 @@ use crate::message::VersionRange;
 /// - 2: adds host→guest `Keepalive` (so an agent notices a dead session)
 ///   and the report trigger `Changed` (when the agent last looked and
 ///   found nothing new). Neither is sent in a version-1 session.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// - 3: snapshots carry the guest's network ([`crate::snapshot::Network`])
+///   after the `Report` / `ProbeReply` message in the same frame; older
+///   sessions leave it out, and their frames are unchanged.
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Versions this build can speak.
 pub const SUPPORTED: VersionRange = VersionRange {
     min: 1,

@@ -8,7 +8,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use vigil_protocol::{encode, Kind, MessageDecoder, DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION};
+use vigil_protocol::{
+    encode, Kind, Message, MessageDecoder, DEFAULT_MAX_PAYLOAD, HEADER_LEN, PROTOCOL_VERSION,
+};
 
 fn golden_path(kind: Kind) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -86,26 +88,46 @@ fn golden_vectors_match() {
     );
 }
 
-/// Frames a version-1 agent sends (kept from before version 2) still decode
-/// in a session negotiated at version 1: old agents in old guest images keep
+/// Frames older agents send (kept from before each version change) still
+/// decode in a session negotiated at their version, without the parts
+/// their version does not carry: old agents in old guest images keep
 /// working with a new host.
 #[test]
-fn version_1_frames_still_decode() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1");
-    let samples = common::one_of_each();
-    let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let bytes = from_hex(&text);
-        assert_eq!(bytes[2], 1, "{}: not a version-1 frame", path.display());
-        let mut dec = MessageDecoder::new(DEFAULT_MAX_PAYLOAD);
-        dec.set_version(1);
-        let mut input: &[u8] = &bytes;
-        let msg = dec.push(&mut input).unwrap().unwrap();
-        let want = samples.iter().find(|m| m.kind() == msg.kind()).unwrap();
-        assert_eq!(&msg, want, "{}", path.display());
-        seen += 1;
+fn older_versions_frames_still_decode() {
+    for (version, least) in [(1u8, 5), (2, 13)] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/v{version}"));
+        let samples = common::one_of_each();
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let bytes = from_hex(&text);
+            assert_eq!(bytes[2], version, "{}: not a version-{version} frame", path.display());
+            let mut dec = MessageDecoder::new(DEFAULT_MAX_PAYLOAD);
+            dec.set_version(version);
+            let mut input: &[u8] = &bytes;
+            let msg = dec.push(&mut input).unwrap().unwrap();
+            let want = samples.iter().find(|m| m.kind() == msg.kind()).unwrap();
+            assert_eq!(msg, common::without_network(want), "{}", path.display());
+            // And a new sender in that session sends the same bytes.
+            assert_eq!(encode(&msg, version).unwrap(), bytes, "{}", path.display());
+            seen += 1;
+        }
+        assert!(seen >= least, "only {seen} version-{version} samples");
     }
-    assert!(seen >= 5, "only {seen} version-1 samples");
+}
+
+/// A version-3 report carries the network; the same report in a version-2
+/// session is byte for byte what version 2 sent.
+#[test]
+fn the_network_rides_only_from_version_3() {
+    let r = Message::Report(common::realistic_report());
+    let v3 = encode(&r, 3).unwrap();
+    let v2 = encode(&r, 2).unwrap();
+    assert!(v3.len() > v2.len());
+    assert_eq!(v3[HEADER_LEN..v2.len()], v2[HEADER_LEN..]);
+    let mut dec = MessageDecoder::new(DEFAULT_MAX_PAYLOAD);
+    dec.set_version(3);
+    let mut input: &[u8] = &v3;
+    assert_eq!(dec.push(&mut input).unwrap(), Some(r));
 }

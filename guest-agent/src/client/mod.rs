@@ -211,6 +211,7 @@ impl Agent {
                 .spawn(move || heartbeat_thread(slot, ms, uptime, tx, stop))?;
         }
         self.serve_maintenance();
+        self.collector.start_tcp_checks(&self.config);
         let max_backoff = Duration::from_millis(self.config.limits.max_backoff_ms);
         let mut backoff = Duration::from_millis(100);
         let mut notified = false;
@@ -522,7 +523,10 @@ impl Agent {
             }
             if now >= next_watch {
                 next_watch = now + WATCH_TICK;
-                if self.collector.watch_changed() || self.collector.fs_changed() {
+                if self.collector.watch_changed()
+                    || self.collector.fs_changed()
+                    || self.collector.net_changed()
+                {
                     let trigger = if self.version >= 2 {
                         ReportTrigger::Changed {
                             last_good_uptime_ms: last_good,

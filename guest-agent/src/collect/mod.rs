@@ -4,7 +4,9 @@
 
 pub mod fs;
 pub mod mem;
+pub mod net;
 pub mod procs;
+pub mod tcp;
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -87,6 +89,12 @@ pub struct Collector {
     full_percent: u8,
     /// Inode use (percent) at which it counts as full.
     inodes_full_percent: u8,
+    /// Which interfaces are reported.
+    network: crate::config::NetworkConfig,
+    /// The TCP checks' results, kept by their own thread once started.
+    tcp: tcp::Results,
+    /// The network's shape (see [`net::shape`]) as the last snapshot saw it.
+    net_seen: Option<String>,
 }
 
 impl Collector {
@@ -105,7 +113,34 @@ impl Collector {
                 .ok(),
             full_percent: 95,
             inodes_full_percent: 95,
+            network: config.network.clone(),
+            tcp: tcp::Results::default(),
+            net_seen: None,
         }
+    }
+
+    /// Run the config's TCP checks on a thread of their own from now on
+    /// (a snapshot never waits for a connect).
+    pub fn start_tcp_checks(&mut self, config: &Config) {
+        self.tcp = tcp::start(&config.check.tcp);
+    }
+
+    fn network(&self) -> Result<vigil_protocol::snapshot::Network, String> {
+        let r = &self.roots;
+        // Addresses from the kernel only when reading the real tree.
+        let addrs = if r.sys_root == std::path::Path::new("/sys") {
+            net::kernel_addresses()
+        } else {
+            Default::default()
+        };
+        net::collect(&r.sys_root, &r.proc_root, &self.network, &addrs, self.tcp.get())
+    }
+
+    /// Whether the network changed shape since the last snapshot: a link,
+    /// an address, a route, the gateway, a TCP check (cheap: a few sysfs
+    /// and procfs files, for the 1 s tick).
+    pub fn net_changed(&self) -> bool {
+        self.network().ok().map(|n| net::shape(&n)) != self.net_seen
     }
 
     /// The host's thresholds for a full filesystem: blocks and inodes
@@ -305,6 +340,16 @@ impl Collector {
             Ok(c) => s.cpu = Some(c),
             Err(e) => fail("cpu", e),
         }
+        match self.network() {
+            Ok(n) => {
+                self.net_seen = Some(net::shape(&n));
+                s.network = Some(n);
+            }
+            Err(e) => {
+                self.net_seen = None;
+                fail("network", e);
+            }
+        }
         (s, changes)
     }
 }
@@ -398,7 +443,7 @@ mod tests {
         };
         let (s, _) = Collector::new(&config).snapshot();
         let failed: Vec<&str> = s.failures.iter().map(|f| f.collector.as_str()).collect();
-        assert_eq!(failed, ["processes", "filesystems", "memory", "cpu"]);
+        assert_eq!(failed, ["processes", "filesystems", "memory", "cpu", "network"]);
         assert_eq!(s.processes, None);
     }
 
@@ -409,6 +454,7 @@ mod tests {
         assert!(s.memory.unwrap().total_bytes > 0);
         assert!(s.cpu.is_some());
         assert!(s.uptime_ms > 0);
+        assert!(s.network.is_some(), "{:?}", s.failures);
     }
 
     #[test]

@@ -119,8 +119,64 @@ pub fn realistic_report() -> Report {
                 collector: "pressure".into(),
                 error: "no /proc/pressure/io".into(),
             }],
+            network: Some(sample_network()),
         },
     }
+}
+
+/// A guest with one interface, both default routes, its gateway resolved
+/// and one TCP check failing.
+pub fn sample_network() -> Network {
+    Network {
+        interfaces: vec![Interface {
+            name: "eth0".into(),
+            mac: "52:54:00:12:34:56".into(),
+            up: true,
+            carrier: true,
+            operstate: "up".into(),
+            mtu: 1500,
+            addresses: vec!["10.0.2.15/24".into(), "fec0::5054:ff:fe12:3456/64".into()],
+            counters: NetCounters {
+                rx_packets: 1200,
+                tx_packets: 900,
+                rx_errors: 0,
+                tx_errors: 0,
+                rx_dropped: 3,
+                tx_dropped: 0,
+            },
+        }],
+        default_v4: Some(Route {
+            interface: "eth0".into(),
+            gateway: Some("10.0.2.2".into()),
+        }),
+        default_v6: Some(Route {
+            interface: "eth0".into(),
+            gateway: Some("fe80::2".into()),
+        }),
+        gateway: Some(Neighbour {
+            address: "10.0.2.2".into(),
+            interface: "eth0".into(),
+            state: NeighbourState::Resolved,
+        }),
+        tcp: vec![TcpCheck {
+            target: "10.0.2.2:8080".into(),
+            ok: false,
+            latency_ms: 2000,
+            failures: 3,
+            error: Some("connection refused".into()),
+        }],
+    }
+}
+
+/// `msg` as a session older than version 3 carries it: no network.
+pub fn without_network(msg: &Message) -> Message {
+    let mut m = msg.clone();
+    match &mut m {
+        Message::Report(r) => r.snapshot.network = None,
+        Message::ProbeReply(r) => r.snapshot.network = None,
+        _ => {}
+    }
+    m
 }
 
 /// A small snapshot for probe replies.
