@@ -408,7 +408,7 @@ fn a_silent_host_is_taken_for_dead_and_a_talking_one_is_kept() {
     let listener = UnixListener::bind(&fx.sock).unwrap();
     let _agent = spawn_agent(&fx.config);
     let (silent, hello) = Host::accept_version(&listener, 200, 2);
-    assert_eq!(hello.versions.max, 2);
+    assert_eq!(hello.versions.max, vigil_protocol::PROTOCOL_VERSION);
     let t0 = std::time::Instant::now();
     listener.set_nonblocking(true).unwrap();
     let again = loop {
