@@ -346,7 +346,10 @@ impl Config {
         }
         let max = vigil_protocol::limits::MAX_TCP_CHECKS;
         if self.check.tcp.len() > max {
-            return bad(format!("check.tcp: {} checks, at most {max} allowed", self.check.tcp.len()));
+            return bad(format!(
+                "check.tcp: {} checks, at most {max} allowed",
+                self.check.tcp.len()
+            ));
         }
         for t in &self.check.tcp {
             if t.target.parse::<std::net::SocketAddr>().is_err() {
@@ -356,7 +359,10 @@ impl Config {
                 ));
             }
             if !(100..=30_000).contains(&t.timeout_ms) {
-                return bad(format!("check.tcp {:?}: timeout_ms must be 100..=30000", t.target));
+                return bad(format!(
+                    "check.tcp {:?}: timeout_ms must be 100..=30000",
+                    t.target
+                ));
             }
             if !(1000..=3_600_000).contains(&t.every_ms) || t.every_ms < t.timeout_ms {
                 return bad(format!(
@@ -402,11 +408,17 @@ mod tests {
         .unwrap();
         assert!(c.network.reports("eth0"));
         assert!(!c.network.reports("docker0") && !c.network.reports("veth12"));
-        assert_eq!((c.check.tcp[0].timeout_ms, c.check.tcp[0].every_ms), (2000, 5000));
+        assert_eq!(
+            (c.check.tcp[0].timeout_ms, c.check.tcp[0].every_ms),
+            (2000, 5000)
+        );
         for (bad, word) in [
             ("[[check.tcp]]\ntarget = \"example:80\"", "address:port"),
             ("[[check.tcp]]\ntarget = \"10.0.2.2\"", "address:port"),
-            ("[[check.tcp]]\ntarget = \"10.0.2.2:1\"\ntimeout_ms = 5", "timeout_ms"),
+            (
+                "[[check.tcp]]\ntarget = \"10.0.2.2:1\"\ntimeout_ms = 5",
+                "timeout_ms",
+            ),
             ("[network]\ninclude = [\"e*th\"]", "prefix"),
         ] {
             let e = parse(bad).unwrap_err().to_string();

@@ -422,9 +422,11 @@ impl MessageDecoder {
                 });
             }
         }
-        let msg = Message::decode_payload(kind, version, payload).map_err(|source| FrameError::Payload {
-            kind: kind.name(),
-            source,
+        let msg = Message::decode_payload(kind, version, payload).map_err(|source| {
+            FrameError::Payload {
+                kind: kind.name(),
+                source,
+            }
         })?;
         self.stats.messages += 1;
         self.stats.bytes += payload.len() as u64;

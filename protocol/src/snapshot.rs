@@ -265,6 +265,34 @@ pub struct Network {
     pub tcp: Vec<TcpCheck>,
 }
 
+impl Network {
+    /// Its shape: what, changed, is news (an interface's link, its having
+    /// addresses, a default route, the gateway's resolution, a TCP check's
+    /// outcome), never the counters. Equal shapes: nothing to tell.
+    pub fn shape(&self) -> String {
+        let mut s = String::new();
+        for i in &self.interfaces {
+            s.push_str(&format!(
+                "{}:{}{}{};",
+                i.name,
+                u8::from(i.up),
+                u8::from(i.carrier),
+                u8::from(!i.addresses.is_empty())
+            ));
+        }
+        s.push_str(&format!(
+            "r{}{}g{:?}t",
+            u8::from(self.default_v4.is_some()),
+            u8::from(self.default_v6.is_some()),
+            self.gateway.as_ref().map(|g| g.state)
+        ));
+        for t in &self.tcp {
+            s.push(if t.ok { '1' } else { '0' });
+        }
+        s
+    }
+}
+
 /// One network interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]

@@ -95,14 +95,20 @@ fn golden_vectors_match() {
 #[test]
 fn older_versions_frames_still_decode() {
     for (version, least) in [(1u8, 5), (2, 13)] {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/v{version}"));
+        let dir =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/v{version}"));
         let samples = common::one_of_each();
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();
             let bytes = from_hex(&text);
-            assert_eq!(bytes[2], version, "{}: not a version-{version} frame", path.display());
+            assert_eq!(
+                bytes[2],
+                version,
+                "{}: not a version-{version} frame",
+                path.display()
+            );
             let mut dec = MessageDecoder::new(DEFAULT_MAX_PAYLOAD);
             dec.set_version(version);
             let mut input: &[u8] = &bytes;

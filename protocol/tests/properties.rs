@@ -23,12 +23,10 @@ proptest! {
         let Some(mut msg) = message_from(&seed) else { return Ok(()) };
         if version < 3 {
             // Older sessions carry no network.
-            for s in match &mut msg {
-                Message::Report(r) => Some(&mut r.snapshot),
-                Message::ProbeReply(r) => Some(&mut r.snapshot),
-                _ => None,
-            } {
-                s.network = None;
+            match &mut msg {
+                Message::Report(r) => r.snapshot.network = None,
+                Message::ProbeReply(r) => r.snapshot.network = None,
+                _ => {}
             }
         }
         let wire = match encode_into(&msg, version, DEFAULT_MAX_PAYLOAD, Vec::new()) {

@@ -186,10 +186,98 @@ fn report(args: &[&str]) -> Result<Snapshot, String> {
                     ..Pressure::default()
                 });
             }
+            "net" => {
+                // net=IF:up|down|nocarrier|noaddr (MAC 52:54:00:00:00:0N for
+                // the Nth interface, address 10.0.2.15/24 unless noaddr).
+                let (name, st) = v.split_once(':').ok_or(format!("bad net {v:?}"))?;
+                let (up, carrier, addr) = match st {
+                    "up" => (true, true, true),
+                    "down" => (false, false, true),
+                    "nocarrier" => (true, false, true),
+                    "noaddr" => (true, true, false),
+                    _ => return Err(format!("bad net state {st:?}")),
+                };
+                let n = s.network.get_or_insert_with(Network::default);
+                let mac = format!("52:54:00:00:00:{:02x}", n.interfaces.len() + 1);
+                n.interfaces.push(Interface {
+                    name: name.into(),
+                    mac: mac.into(),
+                    up,
+                    carrier,
+                    operstate: if up && carrier { "up" } else { "down" }.into(),
+                    mtu: 1500,
+                    addresses: if addr {
+                        vec!["10.0.2.15/24".into()]
+                    } else {
+                        vec![]
+                    },
+                    counters: NetCounters::default(),
+                });
+                if n.interfaces.len() == 1 {
+                    n.default_v4 = Some(Route {
+                        interface: name.into(),
+                        gateway: Some("10.0.2.2".into()),
+                    });
+                    n.gateway = Some(Neighbour {
+                        address: "10.0.2.2".into(),
+                        interface: name.into(),
+                        state: NeighbourState::Resolved,
+                    });
+                }
+            }
+            // route=none: no default route; gw=unresolved: the gateway
+            // does not answer; tcp=ADDR:PORT:ok|fail: a TCP check.
+            "route" | "gw" | "tcp" => {
+                let n = s
+                    .network
+                    .as_mut()
+                    .ok_or(format!("{k}= needs a net= first"))?;
+                match (k, v) {
+                    ("route", "none") => n.default_v4 = None,
+                    ("gw", "unresolved") => {
+                        if let Some(g) = n.gateway.as_mut() {
+                            g.state = NeighbourState::Unresolved;
+                        }
+                    }
+                    ("tcp", t) => {
+                        let (target, r) = t.rsplit_once(':').ok_or(format!("bad tcp {t:?}"))?;
+                        let ok = r == "ok";
+                        n.tcp.push(TcpCheck {
+                            target: target.into(),
+                            ok,
+                            latency_ms: if ok { 1 } else { 2000 },
+                            failures: u32::from(!ok),
+                            error: (!ok).then(|| "connection refused".into()),
+                        });
+                    }
+                    _ => return Err(format!("bad {k}={v}")),
+                }
+            }
             _ => return Err(format!("unknown report field {k:?}")),
         }
     }
     Ok(s)
+}
+
+/// `nics VM MAC:up|down ...`: the host's view of the VM's vNICs.
+fn nics(args: &[&str]) -> Result<Vec<HostNic>, String> {
+    args.iter()
+        .map(|a| {
+            let (mac, st) = a.rsplit_once(':').ok_or(format!("bad nic {a:?}"))?;
+            let link_up = match st {
+                "up" => true,
+                "down" => false,
+                _ => return Err(format!("bad nic state {st:?}")),
+            };
+            Ok(HostNic {
+                mac: mac.to_lowercase(),
+                target: Some("vnet0".into()),
+                link_up,
+                bridge: None,
+                tap: None,
+            })
+        })
+        .collect()
 }
 
 fn event(words: &[&str]) -> Result<Event, String> {
@@ -250,6 +338,7 @@ fn event(words: &[&str]) -> Result<Event, String> {
             line: words[2..].join(" "),
         }),
         "removed" => input(Input::VmRemoved),
+        "nics" => input(Input::Nics(nics(&words[2..])?)),
         "stats" => {
             let mut d = DomainStats::default();
             for a in &words[2..] {

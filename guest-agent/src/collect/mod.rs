@@ -133,7 +133,13 @@ impl Collector {
         } else {
             Default::default()
         };
-        net::collect(&r.sys_root, &r.proc_root, &self.network, &addrs, self.tcp.get())
+        net::collect(
+            &r.sys_root,
+            &r.proc_root,
+            &self.network,
+            &addrs,
+            self.tcp.get(),
+        )
     }
 
     /// Whether the network changed shape since the last snapshot: a link,
@@ -443,7 +449,10 @@ mod tests {
         };
         let (s, _) = Collector::new(&config).snapshot();
         let failed: Vec<&str> = s.failures.iter().map(|f| f.collector.as_str()).collect();
-        assert_eq!(failed, ["processes", "filesystems", "memory", "cpu", "network"]);
+        assert_eq!(
+            failed,
+            ["processes", "filesystems", "memory", "cpu", "network"]
+        );
         assert_eq!(s.processes, None);
     }
 

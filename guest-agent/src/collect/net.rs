@@ -32,7 +32,9 @@ fn text(s: &str) -> Text {
 }
 
 fn read(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn hex_u32(s: &str) -> Option<u32> {
@@ -93,7 +95,9 @@ pub fn interfaces(
     for name in names {
         let d = dir.join(&name);
         let num = |f: &str| read(&d.join(f)).and_then(|v| v.parse::<u64>().ok());
-        let flags = read(&d.join("flags")).and_then(|f| hex_u32(&f)).unwrap_or(0);
+        let flags = read(&d.join("flags"))
+            .and_then(|f| hex_u32(&f))
+            .unwrap_or(0);
         let kind = num("type").unwrap_or(0);
         if flags & IFF_LOOPBACK != 0 || kind == u64::from(ARPHRD_LOOPBACK) {
             continue;
@@ -240,30 +244,9 @@ pub fn collect(
     })
 }
 
-/// What about the network, changed, warrants a report at once: an
-/// interface's link, address or presence, a default route, the gateway's
-/// resolution, a TCP check's outcome (never the counters).
+/// What about the network, changed, warrants a report at once.
 pub fn shape(n: &Network) -> String {
-    let mut s = String::new();
-    for i in &n.interfaces {
-        s.push_str(&format!(
-            "{}:{}{}{};",
-            i.name,
-            u8::from(i.up),
-            u8::from(i.carrier),
-            i.addresses.len().min(1)
-        ));
-    }
-    s.push_str(&format!(
-        "r{}{}g{:?}t",
-        u8::from(n.default_v4.is_some()),
-        u8::from(n.default_v6.is_some()),
-        n.gateway.as_ref().map(|g| g.state)
-    ));
-    for t in &n.tcp {
-        s.push(if t.ok { '1' } else { '0' });
-    }
-    s
+    n.shape()
 }
 
 #[cfg(test)]
@@ -385,17 +368,28 @@ mod tests {
         let none = BTreeMap::new();
         let cfg = NetworkConfig::default();
         let a = shape(&collect(&sys, &proc, &cfg, &none, vec![]).unwrap());
-        put(t.path(), "sys/class/net/eth0/statistics/rx_packets", "9000\n");
-        assert_eq!(a, shape(&collect(&sys, &proc, &cfg, &none, vec![]).unwrap()));
+        put(
+            t.path(),
+            "sys/class/net/eth0/statistics/rx_packets",
+            "9000\n",
+        );
+        assert_eq!(
+            a,
+            shape(&collect(&sys, &proc, &cfg, &none, vec![]).unwrap())
+        );
         put(t.path(), "sys/class/net/eth0/carrier", "0\n");
-        assert_ne!(a, shape(&collect(&sys, &proc, &cfg, &none, vec![]).unwrap()));
+        assert_ne!(
+            a,
+            shape(&collect(&sys, &proc, &cfg, &none, vec![]).unwrap())
+        );
     }
 
     #[test]
     fn the_running_kernel_has_addresses_for_loopback() {
         let a = kernel_addresses();
         assert!(
-            a.get("lo").is_some_and(|v| v.iter().any(|x| x == "127.0.0.1/8")),
+            a.get("lo")
+                .is_some_and(|v| v.iter().any(|x| x == "127.0.0.1/8")),
             "{a:?}"
         );
     }

@@ -14,6 +14,7 @@ use virt::enumutil::Enum;
 use super::{BackendError, DomainDef, DomainPoll, Hypervisor};
 
 mod bulk;
+mod nics;
 use crate::engine::{DomainState, DomainStats, PauseReason, StopReason};
 pub use bulk::{Bulk, IoFigures};
 
@@ -128,6 +129,7 @@ pub fn parse_domain_xml(name: &str, uuid: &str, xml: &str) -> DomainDef {
         disks: Vec::new(),
         sources: Vec::new(),
         interfaces: Vec::new(),
+        nics: nics::parse_nics(xml),
     };
     let Ok(doc) = roxmltree::Document::parse(xml) else {
         return def;
@@ -416,6 +418,18 @@ impl Hypervisor for Libvirt {
         d.create_snapshot_xml(&xml, 0)
             .map(|_| ())
             .map_err(|e| call("snapshot-create", name, e))
+    }
+
+    fn nics(&mut self, name: &str) -> Result<Vec<crate::engine::HostNic>, BackendError> {
+        self.nics_now(name)
+    }
+
+    fn set_link(&mut self, name: &str, mac: &str, up: bool) -> Result<(), BackendError> {
+        self.set_link_now(name, mac, up)
+    }
+
+    fn replug_nic(&mut self, name: &str, mac: &str) -> Result<(), BackendError> {
+        self.replug_now(name, mac)
     }
 
     fn snapshot_revert(&mut self, name: &str, snapshot: &str) -> Result<(), BackendError> {

@@ -51,6 +51,9 @@ pub struct DomainDef {
     pub sources: Vec<String>,
     /// Interface target names (vnet0, ...).
     pub interfaces: Vec<String>,
+    /// The vNICs with their link state (taps filled in by the backend
+    /// thread from the host's sysfs).
+    pub nics: Vec<crate::engine::HostNic>,
 }
 
 /// A domain's live state and counters.
@@ -108,4 +111,31 @@ pub trait Hypervisor: Send {
     fn snapshot_create(&mut self, name: &str, snapshot: &str) -> Result<(), BackendError>;
     /// Revert to a named snapshot.
     fn snapshot_revert(&mut self, name: &str, snapshot: &str) -> Result<(), BackendError>;
+    /// The domain's vNICs as its live definition has them now.
+    fn nics(&mut self, name: &str) -> Result<Vec<crate::engine::HostNic>, BackendError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| BackendError::NoDomain(name.into()))?
+            .nics)
+    }
+    /// Set the link of the vNIC with this MAC up or down (live).
+    fn set_link(&mut self, name: &str, mac: &str, up: bool) -> Result<(), BackendError> {
+        let _ = (mac, up);
+        Err(BackendError::Call {
+            op: "set-link",
+            domain: name.into(),
+            message: "not supported by this backend".into(),
+        })
+    }
+    /// Detach the vNIC with this MAC and attach it again (live).
+    fn replug_nic(&mut self, name: &str, mac: &str) -> Result<(), BackendError> {
+        let _ = mac;
+        Err(BackendError::Call {
+            op: "replug-nic",
+            domain: name.into(),
+            message: "not supported by this backend".into(),
+        })
+    }
 }

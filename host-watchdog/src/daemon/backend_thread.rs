@@ -42,6 +42,9 @@ pub enum BackendReq {
     },
     /// Re-read domain definitions now.
     Relist,
+    /// Read one domain's vNICs now (its live definition and taps) and
+    /// tell the core.
+    Nics(String),
     /// A domain needs watching (its I/O counters gathered at once, then
     /// polled at the poll interval) or is healthy again (left to the
     /// quiet pass).
@@ -106,6 +109,14 @@ pub fn act(hv: &mut dyn Hypervisor, req: &BackendReq) -> Result<String, String> 
                 .map_err(e)
                 .map(|_| format!("memory set to {kib} KiB"))
         }
+        ActionKind::SetLinkUp(mac) => hv
+            .set_link(vm, mac, true)
+            .map_err(e)
+            .map(|_| format!("link of {mac} set up")),
+        ActionKind::ReplugNic(mac) => hv
+            .replug_nic(vm, mac)
+            .map_err(e)
+            .map(|_| format!("{mac} detached and attached again")),
         ActionKind::SnapshotRevert => {
             let good = snapshot
                 .as_deref()
@@ -171,6 +182,7 @@ fn state(hv: &mut dyn Hypervisor, vm: &str) -> Option<DomainState> {
         disks: Vec::new(),
         sources: Vec::new(),
         interfaces: Vec::new(),
+        nics: Vec::new(),
     };
     hv.poll(&def).ok().map(|p| p.state)
 }
@@ -360,6 +372,19 @@ pub fn run(
                     relist = true;
                     schedule.all_soon(Instant::now());
                 }
+                BackendReq::Nics(vm) => {
+                    let nics = watched.call(|| hv.nics(&vm));
+                    last_call = Instant::now();
+                    match nics {
+                        Ok(mut nics) => {
+                            crate::host::net::fill_taps(std::path::Path::new("/sys"), &mut nics);
+                            if core.blocking_send(CoreMsg::Nics { vm, nics }).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => log::debug!("vm={vm} cannot read its vNICs: {e}"),
+                    }
+                }
                 BackendReq::Watch { vm, hot } => {
                     schedule.watch(&vm, hot, Instant::now());
                     hot_changed = true;
@@ -416,7 +441,10 @@ pub fn run(
         // a slow full relist only in case an event was missed.
         if relist || last_list.elapsed() > RELIST_EVERY {
             match watched.call(|| hv.list()) {
-                Ok(d) => {
+                Ok(mut d) => {
+                    for def in &mut d {
+                        crate::host::net::fill_taps(std::path::Path::new("/sys"), &mut def.nics);
+                    }
                     defs = d;
                     if let Ok(mut s) = shared_defs.lock() {
                         s.clone_from(&defs);

@@ -125,6 +125,8 @@ pub struct Metrics {
     pub host_fs_avail: Family<MountLabels, Gauge>,
     /// Their sizes.
     pub host_fs_size: Family<MountLabels, Gauge>,
+    /// Per-interface network state.
+    pub net: super::net_metrics::NetMetrics,
 }
 
 impl Metrics {
@@ -152,8 +154,10 @@ impl Metrics {
             host_health: Gauge::default(),
             host_fs_avail: Family::default(),
             host_fs_size: Family::default(),
+            net: Default::default(),
             registry: Registry::default(),
         };
+        m.net.register(&mut registry);
         registry.register(
             "vm_up",
             "Whether the VM's workload is up (1) or in an outage (0)",
@@ -230,6 +234,21 @@ impl Metrics {
             m.host_fs_size.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// A guest's network from its last report.
+    pub fn set_guest_network(
+        &self,
+        domain: &str,
+        uuid: &str,
+        n: &vigil_protocol::snapshot::Network,
+    ) {
+        self.net.guest(domain, uuid, n);
+    }
+
+    /// A VM's vNICs as the host sees them.
+    pub fn set_vnics(&self, domain: &str, uuid: &str, nics: &[crate::engine::HostNic]) {
+        self.net.vnics(domain, uuid, nics);
     }
 
     /// Set the one-hot state gauges of a VM.

@@ -17,6 +17,7 @@ pub mod host_storage;
 pub mod hv_watch;
 mod io_counters;
 pub mod metrics;
+pub mod net_metrics;
 pub mod probe;
 pub mod schedule;
 pub mod session;
@@ -86,6 +87,13 @@ pub enum CoreMsg {
     },
     /// A hypervisor event.
     Hv(crate::backend::events::HvEvent),
+    /// A domain's vNICs as the host sees them now.
+    Nics {
+        /// Domain.
+        vm: String,
+        /// Its vNICs.
+        nics: Vec<crate::engine::HostNic>,
+    },
     /// A record of the host's kernel log that tells about the host.
     HostKernel(host_kmsg::HostKernel),
     /// The host's filesystems under VM disks, sampled, and which VMs sit

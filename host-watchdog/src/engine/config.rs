@@ -137,6 +137,10 @@ pub struct EngineConfig {
     /// A host filesystem predicted full within this is a fault already
     /// (0: no prediction).
     pub host_storage_horizon_ms: Millis,
+    /// A network condition (a link, an address, a route, the gateway, a
+    /// TCP check) must hold this long before it is a fault: a flap shorter
+    /// than this is not one.
+    pub network_hold_ms: Millis,
     /// Grow memory by this share of the current size per step (percent).
     pub memory_step_percent: u8,
     /// Longest guest-declared maintenance window.
@@ -256,7 +260,34 @@ pub fn default_ladders() -> BTreeMap<String, Ladder> {
         FaultKind::HostWide,
         ladder(vec![rung("alert", 1, 300_000)], Hold),
     );
+    // The host's side of the link: set it up, then plug the NIC in again
+    // (a tap recreated, put back on its bridge), then tell an operator.
+    put(
+        FaultKind::VnicLinkDown,
+        ladder(
+            vec![
+                rung("set-link-up", 1, 15_000),
+                rung("replug-nic", 1, 30_000),
+                rung("alert", 1, 300_000),
+            ],
+            Hold,
+        ),
+    );
+    // The guest's own configuration: its allow-listed network restart,
+    // then a clean reboot, then tell an operator.
+    put(
+        FaultKind::NetworkDown,
+        ladder(
+            vec![
+                rung("restart-network", 1, 20_000),
+                rung("agent-reboot", 1, 90_000),
+                rung("alert", 1, 300_000),
+            ],
+            Hold,
+        ),
+    );
     for kind in [
+        FaultKind::NetworkUnreachable,
         FaultKind::HypervisorUnresponsive,
         FaultKind::HostStorageFull,
         FaultKind::HostDiskErrors,
@@ -298,6 +329,7 @@ impl Default for EngineConfig {
             inodes_full_percent: 95,
             host_storage_full_percent: 99,
             host_storage_horizon_ms: 6 * 3_600_000,
+            network_hold_ms: 5_000,
             memory_step_percent: 25,
             max_guest_maintenance_ms: 3_600_000,
             ladders: default_ladders(),
@@ -320,6 +352,10 @@ pub fn action_of(name: &str, service: Option<&str>) -> Option<ActionKind> {
         "capture-evidence" => ActionKind::CaptureEvidence,
         "alert" => ActionKind::Alert,
         "resume" => ActionKind::Resume,
+        "set-link-up" => ActionKind::SetLinkUp(service?.to_string()),
+        "replug-nic" => ActionKind::ReplugNic(service?.to_string()),
+        // The guest's own allow-listed repair of that name.
+        "restart-network" => ActionKind::Repair("restart-network".into()),
         _ => return None,
     })
 }
@@ -358,6 +394,9 @@ impl EngineConfig {
             return Err(
                 "host_storage_horizon_ms must be at most 30 days (0: no prediction)".into(),
             );
+        }
+        if self.network_hold_ms > 600_000 {
+            return Err("network_hold_ms must be at most 600000 (10 min)".into());
         }
         if self.reset_budget == 0 || self.reset_window_ms == 0 {
             return Err("reset_budget and reset_window_ms must be > 0".into());

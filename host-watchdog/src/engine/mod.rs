@@ -19,6 +19,7 @@ pub mod host;
 mod host_level;
 mod ladder;
 pub mod model;
+pub mod network;
 mod render;
 pub mod storage;
 mod table;

@@ -4,6 +4,7 @@
 //! QEMU process runs, and where VM disks live (filesystems, devices).
 
 pub mod kmsg;
+pub mod net;
 pub mod pressure;
 pub mod qemu;
 pub mod storage;

@@ -22,6 +22,9 @@ pub(super) struct Dom {
     pub(super) memory: (u64, u64),
     pub(super) listed: bool,
     pub(super) snapshots: Vec<String>,
+    /// Its vNICs (`nics VM ...` sets them; set-link-up and replug-nic
+    /// bring a link up).
+    pub(super) nics: Vec<HostNic>,
 }
 
 /// The fake hypervisor's world, shared with its handles.
@@ -41,6 +44,38 @@ impl FakeHv {
     pub(super) fn with<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
         let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut w)
+    }
+
+    fn nic_op(
+        &mut self,
+        op: &'static str,
+        name: &str,
+        mac: &str,
+        up: bool,
+    ) -> Result<(), BackendError> {
+        self.with(|w| {
+            let broken = w.broken.iter().any(|(o, d)| o == op && d == name);
+            let nic = w
+                .doms
+                .get_mut(name)
+                .and_then(|d| d.nics.iter_mut().find(|n| n.mac == mac));
+            match nic {
+                Some(n) if !broken => {
+                    n.link_up = up;
+                    Ok(())
+                }
+                _ => Err(BackendError::Call {
+                    op,
+                    domain: name.into(),
+                    message: if broken {
+                        "scripted failure"
+                    } else {
+                        "no such vNIC"
+                    }
+                    .into(),
+                }),
+            }
+        })
     }
 
     fn change(
@@ -80,6 +115,7 @@ fn def(name: &str) -> DomainDef {
         disks: Vec::new(),
         sources: Vec::new(),
         interfaces: Vec::new(),
+        nics: Vec::new(),
     }
 }
 
@@ -89,7 +125,10 @@ impl Hypervisor for FakeHv {
             w.doms
                 .iter()
                 .filter(|(_, d)| d.listed && d.state.is_some())
-                .map(|(n, _)| def(n))
+                .map(|(n, d)| DomainDef {
+                    nics: d.nics.clone(),
+                    ..def(n)
+                })
                 .collect()
         }))
     }
@@ -153,6 +192,20 @@ impl Hypervisor for FakeHv {
     }
     fn set_vcpus(&mut self, _: &str, _: u32) -> Result<(), BackendError> {
         Ok(())
+    }
+    fn nics(&mut self, name: &str) -> Result<Vec<HostNic>, BackendError> {
+        self.with(|w| {
+            w.doms
+                .get(name)
+                .map(|d| d.nics.clone())
+                .ok_or_else(|| BackendError::NoDomain(name.into()))
+        })
+    }
+    fn set_link(&mut self, name: &str, mac: &str, up: bool) -> Result<(), BackendError> {
+        self.nic_op("set-link-up", name, mac, up)
+    }
+    fn replug_nic(&mut self, name: &str, mac: &str) -> Result<(), BackendError> {
+        self.nic_op("replug-nic", name, mac, true)
     }
     fn snapshots(&mut self, name: &str) -> Result<Vec<String>, BackendError> {
         Ok(self.with(|w| {

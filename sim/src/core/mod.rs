@@ -66,6 +66,8 @@ enum Due {
         ok: bool,
     },
     Probed(VmId),
+    /// The backend reads a VM's vNICs.
+    Nics(VmId),
     /// An agent connects again after vigild went away.
     Reconnect(VmId),
 }
@@ -180,6 +182,7 @@ impl<'a> Harness<'a> {
                     memory: *memory,
                     listed: !sc.unlisted.contains(name),
                     snapshots: vec!["known-good".into()],
+                    nics: Vec::new(),
                 },
             );
         }
@@ -493,6 +496,7 @@ impl<'a> Harness<'a> {
                 return;
             }
             BackendReq::Relist => return self.schedule.all_soon(at),
+            BackendReq::Nics(vm) => return self.push(self.now, Due::Nics(vm.clone())),
             _ => {}
         }
         let BackendReq::Act { vm, kind, .. } = &req else {
@@ -547,6 +551,12 @@ impl<'a> Harness<'a> {
         match d {
             Due::Scripted(e) => self.scripted(e).await,
             Due::Finish(req, generation) => self.finish_action(req, generation).await,
+            Due::Nics(vm) => {
+                use vigil_watchdog::backend::Hypervisor;
+                if let Ok(nics) = self.hv.clone().nics(&vm) {
+                    self.deliver(CoreMsg::Nics { vm, nics }).await;
+                }
+            }
             Due::Answer {
                 vm,
                 session,

@@ -260,6 +260,13 @@ impl Harness<'_> {
                     None => self.say(&vm, format_args!("operator got no answer")),
                 }
             }
+            // The hypervisor's vNICs change; the core reads them when the
+            // guest's network changes shape.
+            Input::Nics(nics) => self.hv.with(|w| {
+                if let Some(d) = w.doms.get_mut(&vm) {
+                    d.nics = nics;
+                }
+            }),
             other => self.say(&vm, format_args!("not in the core harness: {other:?}")),
         }
     }

@@ -200,8 +200,13 @@ impl Core {
             ),
             Message::Report(r) => {
                 let snapshot = Box::new(r.snapshot);
-                if let Some(v) = self.vms.get_mut(vm) {
-                    v.last_report = Some(snapshot.clone());
+                let before = self
+                    .vms
+                    .get_mut(vm)
+                    .and_then(|v| v.last_report.replace(snapshot.clone()));
+                if let Some(n) = &snapshot.network {
+                    let was = before.as_ref().and_then(|b| b.network.as_ref());
+                    self.guest_network(now, vm, was, n);
                 }
                 let last_good_ms = match r.trigger {
                     ReportTrigger::Changed {

@@ -32,6 +32,7 @@ mod guest;
 mod host;
 mod hypervisor;
 mod journaling;
+mod network;
 mod observe;
 mod sessions;
 
@@ -69,6 +70,11 @@ struct VmRt {
     /// The boot the last agent session spoke for.
     last_boot_id: Option<String>,
     last_report: Option<Box<Snapshot>>,
+    /// The vNICs as the engine was last told.
+    nics: Option<Vec<crate::engine::HostNic>>,
+    /// When the vNICs were last asked for, and whether another read is due.
+    nics_asked: Option<Millis>,
+    nics_due: bool,
 }
 
 impl VmRt {
@@ -427,6 +433,7 @@ impl Core {
                     self.judge_hypervisor(now);
                     let out = self.engine.global(now, engine::Global::Tick);
                     self.apply(now, out);
+                    self.nics_due(now);
                     // The systemd watchdog is fed from the main loop, so a
                     // stuck core stops feeding it.
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -485,6 +492,7 @@ impl Core {
                     self.adopt_handed_over();
                 }
                 CoreMsg::Hv(ev) => self.on_hv(now, ev),
+                CoreMsg::Nics { vm, nics } => self.on_nics(now, &vm, nics),
                 CoreMsg::HostKernel(h) => self.on_host_kernel(now, h),
                 CoreMsg::HostStorage {
                     filesystems,
@@ -495,6 +503,10 @@ impl Core {
                     self.apply(now, out);
                 }
                 CoreMsg::ActionDone { id, vm, ok, detail } => {
+                    let nic = self
+                        .action_kinds
+                        .get(&id)
+                        .is_some_and(|k| k == "set-link-up" || k == "replug-nic");
                     if let Some(kind) = self.action_kinds.remove(&id) {
                         let l = RecoveryLabels {
                             domain: vm.clone(),
@@ -506,6 +518,9 @@ impl Core {
                         log::info!("vm={vm} action=#{id} {kind} ok={ok} detail={detail}");
                     }
                     self.step(now, &vm, Input::ActionDone { id, ok, detail });
+                    if nic {
+                        self.ask_nics(now, &vm); // show its effect at once
+                    }
                 }
                 CoreMsg::Probed { vm, result } => self.step(now, &vm, Input::Probe(result)),
                 CoreMsg::ResolveCid { cid, reply } => {

@@ -237,6 +237,52 @@ pub enum Input {
         /// Why not, or what it did.
         detail: String,
     },
+    /// The VM's vNICs as the host sees them now.
+    Nics(Vec<HostNic>),
+}
+
+/// One vNIC as the host sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostNic {
+    /// Its MAC address, lowercase (the guest's interface has the same).
+    pub mac: String,
+    /// The host-side device (`vnet3`), when it has one (user-mode
+    /// networking has none).
+    pub target: Option<String>,
+    /// libvirt's link state (`<link state='down'/>` is false).
+    pub link_up: bool,
+    /// The bridge the domain's XML puts it on, if any.
+    pub bridge: Option<String>,
+    /// Its tap device on the host, when it has one.
+    pub tap: Option<Tap>,
+}
+
+/// A vNIC's tap device as `/sys/class/net` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tap {
+    /// Administratively up.
+    pub up: bool,
+    /// The bridge it is enslaved to, if any.
+    pub master: Option<String>,
+}
+
+impl HostNic {
+    /// What is wrong with it on the host, if anything.
+    pub fn problem(&self) -> Option<String> {
+        let name = self.target.as_deref().unwrap_or("vNIC");
+        if !self.link_up {
+            return Some(format!("libvirt link state down on {name} ({})", self.mac));
+        }
+        match (&self.tap, &self.bridge) {
+            (Some(t), _) if !t.up => Some(format!("tap {name} ({}) is down on the host", self.mac)),
+            (Some(t), Some(b)) if t.master.as_deref() != Some(b.as_str()) => Some(format!(
+                "tap {name} ({}) is not on its bridge {b} (on {})",
+                self.mac,
+                t.master.as_deref().unwrap_or("none")
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Host-wide inputs.

@@ -101,6 +101,12 @@ pub enum Layer {
     HostStorage,
     /// The host's hardware (CPU, memory: machine checks, ECC).
     HostHardware,
+    /// The host's side of a VM's network: its vNIC's link, tap and bridge.
+    HostNetwork,
+    /// The guest's network configuration: interfaces, addresses, routes.
+    GuestNetwork,
+    /// The network beyond this host: nothing on it can mend it.
+    Network,
 }
 
 impl Layer {
@@ -118,6 +124,9 @@ impl Layer {
             Layer::HostResources => "host-resources",
             Layer::HostStorage => "host-storage",
             Layer::HostHardware => "host-hardware",
+            Layer::HostNetwork => "host-network",
+            Layer::GuestNetwork => "guest-network",
+            Layer::Network => "network",
         }
     }
 }
@@ -169,11 +178,20 @@ pub enum FaultKind {
     /// Uncorrected machine checks or memory errors, or a storm of
     /// corrected ones (a host-level fault).
     HostHardware,
+    /// A vNIC's link is down on the host (libvirt's link state, its tap
+    /// down or off its bridge): the guest sees no carrier.
+    VnicLinkDown,
+    /// The host's link is up, but in the guest an interface that worked
+    /// is down, or lost its addresses or its default route.
+    NetworkDown,
+    /// Links and configuration are fine on both sides, yet the gateway
+    /// does not answer or the TCP checks fail: outside this host.
+    NetworkUnreachable,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 19] = [
+    pub const ALL: [FaultKind; 22] = [
         FaultKind::VmCrashed,
         FaultKind::GuestPanic,
         FaultKind::GuestHang,
@@ -193,6 +211,9 @@ impl FaultKind {
         FaultKind::HostStorageFull,
         FaultKind::HostDiskErrors,
         FaultKind::HostHardware,
+        FaultKind::VnicLinkDown,
+        FaultKind::NetworkDown,
+        FaultKind::NetworkUnreachable,
     ];
 
     /// Kebab-case name.
@@ -217,6 +238,9 @@ impl FaultKind {
             FaultKind::HostStorageFull => "host-storage-full",
             FaultKind::HostDiskErrors => "host-disk-errors",
             FaultKind::HostHardware => "host-hardware",
+            FaultKind::VnicLinkDown => "vnic-link-down",
+            FaultKind::NetworkDown => "network-down",
+            FaultKind::NetworkUnreachable => "network-unreachable",
         }
     }
 
@@ -245,6 +269,9 @@ impl FaultKind {
             }
             FaultKind::MemoryExhaustion => Layer::GuestResources,
             FaultKind::HostOom => Layer::HostResources,
+            FaultKind::VnicLinkDown => Layer::HostNetwork,
+            FaultKind::NetworkDown => Layer::GuestNetwork,
+            FaultKind::NetworkUnreachable => Layer::Network,
         }
     }
 
@@ -262,13 +289,13 @@ impl FaultKind {
             FaultKind::GuestHang => 10,
             FaultKind::VcpuStalled => 9,
             FaultKind::HostStorage => 8,
-            FaultKind::AgentDown | FaultKind::TransportDown => 7,
-            FaultKind::ServiceDown => 6,
+            FaultKind::AgentDown | FaultKind::TransportDown | FaultKind::VnicLinkDown => 7,
+            FaultKind::ServiceDown | FaultKind::NetworkDown => 6,
             FaultKind::MemoryExhaustion => 5,
             FaultKind::FsReadonly => 4,
             FaultKind::DiskFull => 3,
             FaultKind::IoErrors => 2,
-            FaultKind::KernelDegraded => 1,
+            FaultKind::KernelDegraded | FaultKind::NetworkUnreachable => 1,
         }
     }
 
@@ -284,6 +311,8 @@ impl FaultKind {
                 | FaultKind::HostStorage
                 | FaultKind::HostWide
                 | FaultKind::HostOom
+                | FaultKind::VnicLinkDown
+                | FaultKind::NetworkDown
         )
     }
 }
@@ -302,6 +331,10 @@ pub enum Basis {
     /// tasks, memory pressure) is gone too. Never because the next report
     /// does not repeat the event.
     Event,
+    /// What the agent's reports and the host's view of the vNICs show
+    /// together, held for a hold-off: ends when neither shows it
+    /// (`engine/network.rs`).
+    Network,
 }
 
 impl FaultKind {
@@ -325,6 +358,9 @@ impl FaultKind {
             FaultKind::ServiceDown | FaultKind::DiskFull | FaultKind::FsReadonly => Basis::State,
             FaultKind::IoErrors | FaultKind::MemoryExhaustion | FaultKind::KernelDegraded => {
                 Basis::Event
+            }
+            FaultKind::VnicLinkDown | FaultKind::NetworkDown | FaultKind::NetworkUnreachable => {
+                Basis::Network
             }
         }
     }

@@ -41,6 +41,10 @@ pub enum ActionKind {
     /// it recovers it by its own policy (`crm_resource --fail`): what the
     /// hypervisor-level rungs become for a cluster-managed VM.
     AskCluster,
+    /// Set the vNIC with this MAC's link up (live).
+    SetLinkUp(String),
+    /// Detach the vNIC with this MAC and attach it again, same MAC (live).
+    ReplugNic(String),
 }
 
 impl ActionKind {
@@ -125,6 +129,8 @@ impl ActionKind {
             ActionKind::Shutdown => "shutdown",
             ActionKind::Destroy => "destroy",
             ActionKind::AskCluster => "ask-cluster",
+            ActionKind::SetLinkUp(_) => "set-link-up",
+            ActionKind::ReplugNic(_) => "replug-nic",
         }
     }
 }
@@ -132,9 +138,10 @@ impl ActionKind {
 impl fmt::Display for ActionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ActionKind::RestartService(n) | ActionKind::Repair(n) => {
-                write!(f, "{} {n}", self.name())
-            }
+            ActionKind::RestartService(n)
+            | ActionKind::Repair(n)
+            | ActionKind::SetLinkUp(n)
+            | ActionKind::ReplugNic(n) => write!(f, "{} {n}", self.name()),
             other => f.write_str(other.name()),
         }
     }

@@ -12,6 +12,7 @@ use super::model::*;
 
 pub(super) mod domain;
 mod fault;
+mod network;
 mod report;
 mod silence;
 
@@ -262,6 +263,8 @@ pub(super) struct Vm {
     /// where on their ladders (one per kind and subject, at most
     /// `MAX_RECOVERED`).
     pub recovered: VecDeque<Recovered>,
+    /// Its network as the guest and the host show it.
+    pub net: super::network::NetView,
 }
 
 /// Where the last recovered fault's ladder stood when it closed.
@@ -314,6 +317,7 @@ impl Vm {
             last_closed: None,
             destructive_log: VecDeque::new(),
             recovered: VecDeque::new(),
+            net: Default::default(),
         }
     }
 
@@ -472,6 +476,7 @@ impl Vm {
             Input::Hello { boot_id } => {
                 if self.boot_id.as_deref().is_some_and(|b| b != boot_id) {
                     self.awaiting_first = true;
+                    self.net.new_boot();
                     self.operator_down_over(now, None, "guest booted again", out);
                 }
                 self.boot_id = Some(boot_id);
@@ -643,6 +648,10 @@ impl Vm {
                     self.operator_down_over(now, Some(ctx.cfg.resume_grace_ms), why, out);
                 }
                 self.on_action_done(now, id, ok, detail, ctx, out)
+            }
+            Input::Nics(nics) => {
+                self.net.host = nics;
+                self.review_network(now, ctx, out);
             }
         }
     }

@@ -46,6 +46,15 @@ impl Vm {
             None => self.pressure_streak = 0,
         }
         self.review_active(now, s, &conds, ctx, out);
+        if let Some(n) = &s.network {
+            self.net.reported(n.clone());
+            // The agent last looked and found nothing new then: what this
+            // report shows began after it.
+            if last_good_ms.is_some() {
+                self.net.last_look = Some(last_good.max(self.net.last_look.unwrap_or(0)));
+            }
+        }
+        self.review_network(now, ctx, out);
         if self.frozen() {
             return;
         }
@@ -91,7 +100,7 @@ impl Vm {
                 && evidence::same_subject(f.subject.as_deref(), c.subject.as_deref(), s)
         };
         match f.kind.basis() {
-            Basis::Liveness => {}
+            Basis::Liveness | Basis::Network => {}
             Basis::State => {
                 // Gone when a report shows the state good again: the thing
                 // itself listed and good, not merely absent (a filesystem

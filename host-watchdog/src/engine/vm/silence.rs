@@ -75,6 +75,9 @@ impl Vm {
                 }
             }
         }
+        if !self.net.pending.is_empty() {
+            self.review_network(now, ctx, out);
+        }
         self.corroborate(now, ctx, out);
     }
 

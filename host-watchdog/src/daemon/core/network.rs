@@ -1,0 +1,71 @@
+//! The core's side of the network: the host's view of each VM's vNICs
+//! (asked of the backend when the guest's network changes shape, at most
+//! twice a second per VM), and per-interface metrics.
+
+use super::*;
+use crate::engine::HostNic;
+use vigil_protocol::snapshot::Network;
+
+/// Least time between two reads of one VM's vNICs (a guest that flaps its
+/// links cannot make vigild read libvirt faster than this).
+const NICS_EVERY_MS: Millis = 500;
+
+impl Core {
+    /// The guest's network changed shape (or this is its first report):
+    /// the host's side is read again, now or when the limit allows.
+    pub(super) fn guest_network(
+        &mut self,
+        now: Millis,
+        vm: &str,
+        before: Option<&Network>,
+        n: &Network,
+    ) {
+        if before.map(Network::shape) != Some(n.shape()) {
+            self.ask_nics(now, vm);
+        }
+        self.metrics
+            .set_guest_network(vm, &uuid_of(&self.vms, vm), n);
+    }
+
+    /// Read a VM's vNICs now, or as soon as the limit allows.
+    pub(super) fn ask_nics(&mut self, now: Millis, vm: &str) {
+        let Some(v) = self.vms.get_mut(vm) else {
+            return;
+        };
+        if v.nics_asked
+            .is_some_and(|t| now.saturating_sub(t) < NICS_EVERY_MS)
+        {
+            v.nics_due = true;
+            return;
+        }
+        v.nics_asked = Some(now);
+        v.nics_due = false;
+        let _ = self.backend.send(BackendReq::Nics(vm.to_string()));
+    }
+
+    /// On the tick: the reads the limit held back.
+    pub(super) fn nics_due(&mut self, now: Millis) {
+        let due: Vec<String> = self
+            .vms
+            .iter()
+            .filter(|(_, v)| v.nics_due)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for vm in due {
+            self.ask_nics(now, &vm);
+        }
+    }
+
+    /// The host's view of a VM's vNICs: the engine hears of a change.
+    pub(super) fn on_nics(&mut self, now: Millis, vm: &str, nics: Vec<HostNic>) {
+        let Some(v) = self.vms.get_mut(vm) else {
+            return;
+        };
+        if v.nics.as_ref() == Some(&nics) {
+            return;
+        }
+        v.nics = Some(nics.clone());
+        self.metrics.set_vnics(vm, &uuid_of(&self.vms, vm), &nics);
+        self.step(now, vm, Input::Nics(nics));
+    }
+}
