@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the test guest: the Debian cloud kernel (downloaded as a package and
-# unpacked), and a busybox initramfs with the virtio/vsock/pvpanic/balloon
-# modules, the static vigil-agent with its config, a watched test service,
+# unpacked), and a busybox initramfs with the virtio (blk, net)/vsock/
+# pvpanic/balloon modules, a static network set-up for a user-mode NIC, the static vigil-agent with its config, a watched test service,
 # and a root shell on the second serial port for fault injection.
 # The guest's data disk template is an ext4 qcow2 (with a journal: an error aborts it and the filesystem refuses writes, as on a real guest) with a marker file; the
 # guest panics at boot when it cannot mount it (as a guest whose root disk
@@ -35,7 +35,7 @@ order() {
     for d in $deps; do order "$(basename "$d" .ko)"; done
     echo "${line%%:*}"
 }
-mods=$(for m in virtio_pci virtio_blk vmw_vsock_virtio_transport pvpanic-mmio virtio_balloon; do order "$m"; done | awk '!seen[$0]++')
+mods=$(for m in virtio_pci virtio_blk virtio_net vmw_vsock_virtio_transport pvpanic-mmio virtio_balloon; do order "$m"; done | awk '!seen[$0]++')
 
 # Initramfs tree.
 IR="$OUT/initramfs"
@@ -72,6 +72,10 @@ argv = ["/bin/sh", "-c", "setsid /bin/testsvc </dev/null >/dev/null 2>&1 &"]
 action = "reboot"
 name = "reboot"
 argv = ["/bin/busybox", "reboot", "-f"]
+[[allow]]
+action = "repair"
+name = "restart-network"
+argv = ["/bin/net-up"]
 CONF
 cat > "$IR/init" <<'INIT'
 #!/bin/busybox sh
@@ -94,6 +98,7 @@ if ! mount -t ext4 -o errors=remount-ro /dev/vda /data; then
     echo "vigil-guest: cannot mount /data: disk corrupted"
     echo c > /proc/sysrq-trigger
 fi
+/bin/net-up
 setsid /bin/testsvc </dev/null >/dev/null 2>&1 &
 setsid /bin/agent-loop </dev/null >/dev/null 2>&1 &
 # A root shell on the second serial port: the host injects faults there.
@@ -101,7 +106,18 @@ setsid sh -c 'exec sh </dev/ttyS1 >/dev/ttyS1 2>&1' &
 echo "vigil-guest: up"
 while true; do sleep 3600; done
 INIT
-chmod 755 "$IR/init" "$IR/bin/testsvc" "$IR/bin/agent-loop"
+cat > "$IR/bin/net-up" <<'NET'
+#!/bin/sh
+# The guest's network on a user-mode NIC (when the domain has one): the
+# address and the default route QEMU's user-mode network expects. Also the
+# agent's allow-listed restart-network repair.
+[ -e /sys/class/net/eth0 ] || exit 0
+ip link set eth0 up
+ip addr flush dev eth0
+ip addr add 10.0.2.15/24 dev eth0
+ip route add default via 10.0.2.2 dev eth0 2>/dev/null || ip route replace default via 10.0.2.2 dev eth0
+NET
+chmod 755 "$IR/init" "$IR/bin/testsvc" "$IR/bin/agent-loop" "$IR/bin/net-up"
 (cd "$IR" && find . | cpio -o -H newc --quiet | gzip -1) > "$OUT/initrd.img"
 
 # The data disk template.

@@ -16,6 +16,7 @@ mod control;
 mod handover;
 mod host;
 mod hostile;
+mod network;
 mod recovery;
 mod rig;
 

@@ -330,7 +330,7 @@ fn a_fault_recurring_after_a_vigild_restart_continues_its_ladder() {
 fn a_guest_whose_boot_ended_is_not_written_to() {
     let rig = Rig::with_top("keepalive_interval_ms = 200\n", "");
     let mut a = FakeAgent::connect(&rig, "db");
-    assert_eq!(a.version, 2);
+    assert!(a.version >= 2, "keepalives need version 2 on");
     a.stream
         .set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();

@@ -57,13 +57,16 @@ impl Core {
             }
             Request::Status { domain } => match self.view(now, &domain) {
                 Some(v) => {
-                    let report = self
-                        .vms
-                        .get(&domain)
+                    let rt = self.vms.get(&domain);
+                    let report = rt
                         .and_then(|v| v.last_report.as_ref())
-                        .map(|r| serde_json::to_value(r).unwrap_or_default());
+                        .map(|r| super::network::snapshot_json(r));
                     let mut data = serde_json::to_value(v).unwrap_or_default();
                     data["last_report"] = report.unwrap_or_default();
+                    data["vnics"] = rt
+                        .and_then(|v| v.nics.as_ref())
+                        .map(|n| serde_json::to_value(n).unwrap_or_default())
+                        .unwrap_or_default();
                     Response::ok(data)
                 }
                 None => Response::err("not-found", format!("no monitored domain named {domain:?}")),

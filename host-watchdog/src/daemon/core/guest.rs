@@ -225,7 +225,7 @@ impl Core {
             }
             Message::ProbeReply(p) => {
                 if let Some(pending) = self.probes.remove(&p.id) {
-                    let data = serde_json::to_value(&p.snapshot).unwrap_or_default();
+                    let data = super::network::snapshot_json(&p.snapshot);
                     let _ = pending.reply.send(Response::ok(data));
                 }
             }

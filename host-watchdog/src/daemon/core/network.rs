@@ -69,3 +69,13 @@ impl Core {
         self.step(now, vm, Input::Nics(nics));
     }
 }
+
+/// A snapshot as JSON for the control API, with its network (which the
+/// wire carries apart from the rest).
+pub(super) fn snapshot_json(s: &Snapshot) -> serde_json::Value {
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    if let Some(n) = &s.network {
+        v["network"] = serde_json::to_value(n).unwrap_or_default();
+    }
+    v
+}

@@ -1,0 +1,208 @@
+//! Network faults on a real VM with a user-mode NIC (QEMU's own network:
+//! no bridge, no tap, nothing on the host's interfaces). Every packet stays
+//! on this machine: the guest's gateway 10.0.2.2 is the host's loopback,
+//! where the test listens.
+
+use std::net::TcpListener;
+
+use super::*;
+
+/// The test NIC's MAC.
+const MAC: &str = "52:54:00:76:67:01";
+
+/// Network kinds, for the must-not checks.
+fn network_fault(r: &Value) -> bool {
+    r["record"] == "fault"
+        && ["vnic-link-down", "network-down", "network-unreachable"]
+            .iter()
+            .any(|k| r["kind"] == *k)
+}
+
+/// A listener on the host's loopback that takes and drops connections
+/// (what the guest's TCP check and its traffic reach), until dropped.
+struct Sink {
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Sink {
+    fn new() -> Sink {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut total = 0u64;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        c.set_nonblocking(false).ok();
+                        c.set_read_timeout(Some(Duration::from_millis(500))).ok();
+                        let mut buf = [0u8; 65536];
+                        loop {
+                            if s.load(std::sync::atomic::Ordering::Relaxed) {
+                                break;
+                            }
+                            match c.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => total += n as u64,
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+            total
+        });
+        Sink {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop listening; the bytes it took.
+    fn close(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// No network fault for `secs` from `t0`.
+fn none_for(vm: &Vm, t0: u64, secs: u64, what: &str) {
+    std::thread::sleep(Duration::from_secs(secs));
+    let bad: Vec<Value> = vm
+        .records_since(t0)
+        .into_iter()
+        .filter(|r| network_fault(r) || destructive(r))
+        .collect();
+    assert!(bad.is_empty(), "{what} made faults: {bad:?}\n{}", vm.log());
+}
+
+/// Network faults, on a VM of their own with a user-mode NIC.
+pub fn network_faults(rows: &mut Vec<Row>) {
+    let sink = Sink::new();
+    let mut g = Guest::busybox();
+    g.extra =
+        format!("<interface type='user'><mac address='{MAC}'/><model type='virtio'/></interface>");
+    let mut vm = boot_guest(&g, None);
+    vm.wait_healthy(60);
+    // A TCP check of what the guest "serves": the test's listener through
+    // the gateway. Added to the guest's config; the agent restarts.
+    vm.shell(&format!(
+        "printf '[[check.tcp]]\\ntarget = \"10.0.2.2:{}\"\\ntimeout_ms = 1000\\nevery_ms = 2000\\n' \
+         >> /etc/vigil/agent.toml; killall vigil-agent",
+        sink.port
+    ));
+    std::thread::sleep(Duration::from_secs(3));
+    vm.wait_healthy(60);
+    let status = common::ctl(&vm.sock(), &["status", DOMAIN]);
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    eprintln!("{status}");
+    assert!(
+        status.contains(&format!("eth0 {MAC} up 10.0.2.15/24"))
+            && status.contains("host user-mode link up")
+            && status.contains("v4 via 10.0.2.2 on eth0")
+            && status.contains(&format!("10.0.2.2:{} ok", sink.port)),
+        "vigilctl status shows the interface, both sides: {status}"
+    );
+
+    // Must not: a 1 s link flap (under the 5 s hold-off).
+    let t0 = now_ms();
+    assert!(virsh(&["domif-setlink", DOMAIN, MAC, "down"])
+        .status
+        .success());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(virsh(&["domif-setlink", DOMAIN, MAC, "up"])
+        .status
+        .success());
+    none_for(&vm, t0, 12, "a 1 s link flap");
+    eprintln!("a 1 s link flap: no fault");
+
+    // Must not: 60 s of heavy traffic to the host (bounded: at most 512 MiB
+    // or 60 s, whichever ends first).
+    let t0 = now_ms();
+    vm.shell(&format!(
+        "timeout 60 sh -c 'dd if=/dev/zero bs=64k count=8192 2>/dev/null | nc 10.0.2.2 {}' &",
+        sink.port
+    ));
+    none_for(&vm, t0, 62, "60 s of heavy traffic");
+    eprintln!("60 s of traffic: no fault");
+
+    // The host sets the vNIC's link down: vnic-link-down (host-network),
+    // and vigild sets it up again.
+    case(
+        &mut vm,
+        rows,
+        "vnic link down",
+        "vnic-link-down",
+        "host-network",
+        Some("set-link-up"),
+        |_| {
+            assert!(virsh(&["domif-setlink", DOMAIN, MAC, "down"])
+                .status
+                .success())
+        },
+        |_| {},
+    );
+    let link = String::from_utf8_lossy(&virsh(&["domif-getlink", DOMAIN, MAC]).stdout).to_string();
+    assert!(link.contains("up"), "the link is up again: {link}");
+
+    // Inside the guest: the interface set down, then the default route
+    // deleted: network-down (guest-network), the guest's restart-network.
+    case(
+        &mut vm,
+        rows,
+        "guest if down",
+        "network-down",
+        "guest-network",
+        Some("repair"),
+        |vm| vm.shell("ip link set eth0 down"),
+        |_| {},
+    );
+    case(
+        &mut vm,
+        rows,
+        "route deleted",
+        "network-down",
+        "guest-network",
+        Some("repair"),
+        |vm| vm.shell("ip route del default"),
+        |_| {},
+    );
+
+    // What the guest serves stops answering: network-unreachable (the
+    // network beyond the host), alert only; it clears when it answers.
+    let port = sink.port;
+    let mut back: Option<TcpListener> = None;
+    let mut sink = Some(sink);
+    case(
+        &mut vm,
+        rows,
+        "tcp target gone",
+        "network-unreachable",
+        "network",
+        Some("alert"),
+        |_| {
+            sink.take().unwrap().close();
+        },
+        |_| back = Some(TcpListener::bind(("127.0.0.1", port)).unwrap()),
+    );
+    drop(back);
+    drop(vm);
+}
