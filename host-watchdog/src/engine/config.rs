@@ -288,6 +288,7 @@ pub fn default_ladders() -> BTreeMap<String, Ladder> {
     );
     for kind in [
         FaultKind::NetworkUnreachable,
+        FaultKind::HostUplink,
         FaultKind::HypervisorUnresponsive,
         FaultKind::HostStorageFull,
         FaultKind::HostDiskErrors,

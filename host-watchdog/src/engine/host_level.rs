@@ -11,6 +11,10 @@ use super::host;
 use super::storage::FsSample;
 use super::*;
 
+/// VMs that must lose the same gateway at once for it to be the host's
+/// uplink.
+pub const UPLINK_MIN_VMS: usize = 3;
+
 impl Engine {
     /// A libvirt call has not returned for `for_ms`: one host-level fault
     /// (and an alert) for as long as it lasts; destructive actions wait.
@@ -204,9 +208,39 @@ impl Engine {
         }
     }
 
+    /// The VMs whose open fault is network-unreachable for the same
+    /// unanswering gateway, by gateway: the host's uplink when there are
+    /// [`UPLINK_MIN_VMS`] of them.
+    fn lost_gateways(&self) -> BTreeMap<String, Vec<VmId>> {
+        let mut by: BTreeMap<String, Vec<VmId>> = BTreeMap::new();
+        for v in self.vms.values() {
+            let Some(f) = v
+                .fault
+                .as_ref()
+                .filter(|f| f.kind == FaultKind::NetworkUnreachable)
+            else {
+                continue;
+            };
+            if let Some(gw) = f
+                .subject
+                .as_deref()
+                .and_then(|s| s.strip_prefix("gateway "))
+            {
+                by.entry(gw.to_string()).or_default().push(v.name.clone());
+            }
+        }
+        by.retain(|_, vms| vms.len() >= UPLINK_MIN_VMS);
+        by
+    }
+
     /// The VMs a host-level fault touches (none: every VM on the host).
     fn touched(&self, kind: FaultKind, subject: &str) -> Option<Vec<VmId>> {
         match kind {
+            FaultKind::HostUplink => Some(
+                self.lost_gateways()
+                    .remove(subject.trim_start_matches("gateway "))
+                    .unwrap_or_default(),
+            ),
             FaultKind::HostStorageFull => Some(self.storage.vms_on(subject)),
             FaultKind::HostDiskErrors => Some(
                 self.host
@@ -286,6 +320,22 @@ impl Engine {
         for t in self.storage.troubles(now) {
             want.insert((FaultKind::HostStorageFull, t.mount), (now, t.why));
         }
+        for (gw, vms) in self.lost_gateways() {
+            let onset = vms
+                .iter()
+                .filter_map(|v| self.vms.get(v)?.fault.as_ref().map(|f| f.onset))
+                .min()
+                .unwrap_or(now);
+            let why = format!(
+                "{} VMs lost their gateway {gw} at once ({}): the host's uplink, not their networks",
+                vms.len(),
+                vms.join(", ")
+            );
+            want.insert(
+                (FaultKind::HostUplink, format!("gateway {gw}")),
+                (onset, why),
+            );
+        }
         want
     }
 
@@ -311,6 +361,13 @@ impl Engine {
             .collect();
         let full = (!full.is_empty()).then(|| (Degraded, full.join("; ")));
         self.host.condition(now, "storage-full", full);
+        let uplink: Vec<String> = self
+            .lost_gateways()
+            .into_iter()
+            .map(|(gw, vms)| format!("{} VMs lost their gateway {gw}", vms.len()))
+            .collect();
+        let uplink = (!uplink.is_empty()).then(|| (Degraded, uplink.join("; ")));
+        self.host.condition(now, "uplink", uplink);
         self.host.expire(now);
         let want = self.host_faults_wanted(now);
         let gone: Vec<_> = self

@@ -14,6 +14,10 @@ use vigil_protocol::snapshot::{NeighbourState, Network};
 use super::evidence::{Condition, MAX_EVIDENCE};
 use super::model::{FaultKind, HostNic, Millis};
 
+/// The subject of a network-down for a lost default route (an interface's
+/// is its name).
+pub const DEFAULT_ROUTE: &str = "default route";
+
 /// What the engine knows of one VM's network.
 #[derive(Debug, Clone, Default)]
 pub struct NetView {
@@ -131,7 +135,7 @@ impl NetView {
             if g.default_v4.is_none() && g.default_v6.is_none() && linked {
                 out.push(cond(
                     FaultKind::NetworkDown,
-                    via.clone(),
+                    DEFAULT_ROUTE.into(),
                     format!("guest has no default route (it had one via {via})"),
                 ));
                 guest_down = true;
@@ -334,7 +338,10 @@ mod tests {
             .evidence
             .contains("lost its addresses"));
         v.reported(net(eth0(true, true, true), false));
-        assert_eq!(kinds(&v), [(FaultKind::NetworkDown, "eth0".to_string())]);
+        assert_eq!(
+            kinds(&v),
+            [(FaultKind::NetworkDown, DEFAULT_ROUTE.to_string())]
+        );
         assert!(v.conditions(true)[0].evidence.contains("no default route"));
         // A stale report (no session) is no evidence of the guest's.
         assert!(v.conditions(false).is_empty());

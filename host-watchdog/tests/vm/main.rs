@@ -18,6 +18,7 @@ mod case;
 mod debian;
 mod harness;
 mod host;
+mod network;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -492,6 +493,11 @@ fn fault_matrix_on_a_real_vm() {
     // Host faults (libvirtd stopped during a hang, the host filesystem
     // under a VM's disk full), on a VM of their own.
     host::host_faults(&mut rows);
+
+    // Network faults (the host's link, the guest's interface and route, a
+    // TCP check's target) and what is not one (a 1 s flap, heavy traffic),
+    // on a VM of their own with a user-mode NIC.
+    network::network_faults(&mut rows);
 
     // Snapshot restore, on a fresh VM and journal (a fresh destructive
     // budget) whose shut-off disk was snapshotted as known-good. The data

@@ -83,6 +83,14 @@ impl Drop for Sink {
     }
 }
 
+/// Packets the guest's eth0 sent, from a live probe of its agent.
+fn tx_packets(vm: &Vm) -> u64 {
+    let p = common::ctl_json(&vm.sock(), &["probe", DOMAIN]);
+    p["network"]["interfaces"][0]["counters"]["tx_packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a probe with the network: {p}"))
+}
+
 /// No network fault for `secs` from `t0`.
 fn none_for(vm: &Vm, t0: u64, secs: u64, what: &str) {
     std::thread::sleep(Duration::from_secs(secs));
@@ -136,13 +144,16 @@ pub fn network_faults(rows: &mut Vec<Row>) {
 
     // Must not: 60 s of heavy traffic to the host (bounded: at most 512 MiB
     // or 60 s, whichever ends first).
+    let tx0 = tx_packets(&vm);
     let t0 = now_ms();
     vm.shell(&format!(
         "timeout 60 sh -c 'dd if=/dev/zero bs=64k count=8192 2>/dev/null | nc 10.0.2.2 {}' &",
         sink.port
     ));
     none_for(&vm, t0, 62, "60 s of heavy traffic");
-    eprintln!("60 s of traffic: no fault");
+    let sent = tx_packets(&vm).saturating_sub(tx0);
+    eprintln!("60 s of traffic ({sent} packets sent by the guest): no fault");
+    assert!(sent > 10_000, "the traffic was heavy: {sent} packets");
 
     // The host sets the vNIC's link down: vnic-link-down (host-network),
     // and vigild sets it up again.

@@ -187,11 +187,14 @@ pub enum FaultKind {
     /// Links and configuration are fine on both sides, yet the gateway
     /// does not answer or the TCP checks fail: outside this host.
     NetworkUnreachable,
+    /// Several VMs lost the same gateway at once: the host's uplink, not
+    /// their networks (a host-level fault, one per gateway).
+    HostUplink,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 22] = [
+    pub const ALL: [FaultKind; 23] = [
         FaultKind::VmCrashed,
         FaultKind::GuestPanic,
         FaultKind::GuestHang,
@@ -214,6 +217,7 @@ impl FaultKind {
         FaultKind::VnicLinkDown,
         FaultKind::NetworkDown,
         FaultKind::NetworkUnreachable,
+        FaultKind::HostUplink,
     ];
 
     /// Kebab-case name.
@@ -241,6 +245,7 @@ impl FaultKind {
             FaultKind::VnicLinkDown => "vnic-link-down",
             FaultKind::NetworkDown => "network-down",
             FaultKind::NetworkUnreachable => "network-unreachable",
+            FaultKind::HostUplink => "host-uplink",
         }
     }
 
@@ -269,7 +274,7 @@ impl FaultKind {
             }
             FaultKind::MemoryExhaustion => Layer::GuestResources,
             FaultKind::HostOom => Layer::HostResources,
-            FaultKind::VnicLinkDown => Layer::HostNetwork,
+            FaultKind::VnicLinkDown | FaultKind::HostUplink => Layer::HostNetwork,
             FaultKind::NetworkDown => Layer::GuestNetwork,
             FaultKind::NetworkUnreachable => Layer::Network,
         }
@@ -282,7 +287,8 @@ impl FaultKind {
             | FaultKind::HypervisorUnresponsive
             | FaultKind::HostStorageFull
             | FaultKind::HostDiskErrors
-            | FaultKind::HostHardware => 14,
+            | FaultKind::HostHardware
+            | FaultKind::HostUplink => 14,
             FaultKind::HostOom => 13,
             FaultKind::VmCrashed => 12,
             FaultKind::GuestPanic => 11,
@@ -354,7 +360,8 @@ impl FaultKind {
             | FaultKind::HypervisorUnresponsive
             | FaultKind::HostStorageFull
             | FaultKind::HostDiskErrors
-            | FaultKind::HostHardware => Basis::Liveness,
+            | FaultKind::HostHardware
+            | FaultKind::HostUplink => Basis::Liveness,
             FaultKind::ServiceDown | FaultKind::DiskFull | FaultKind::FsReadonly => Basis::State,
             FaultKind::IoErrors | FaultKind::MemoryExhaustion | FaultKind::KernelDegraded => {
                 Basis::Event

@@ -104,7 +104,12 @@ impl Vm {
             detected,
             located: now,
         });
-        ctx.located.push(self.name.clone());
+        // A fault beyond the host (the network outside) is no sign of a
+        // host-wide event: many VMs losing their gateway is the uplink's
+        // fault (`host_level.rs`), not a reason to hold every repair.
+        if kind.layer() != Layer::Network {
+            ctx.located.push(self.name.clone());
+        }
         self.linger = None;
         self.fault = Some(ActiveFault {
             id,
@@ -273,7 +278,9 @@ impl Vm {
             flaps: f.flaps,
             evidence: evidence.to_vec(),
         });
-        ctx.located.push(self.name.clone());
+        if kind.layer() != Layer::Network {
+            ctx.located.push(self.name.clone());
+        }
         self.suspect = None;
         self.linger = None;
         let (flaps, id) = (f.flaps, f.id);

@@ -3,6 +3,7 @@
 //! closed only when one side shows the subject good again.
 
 use super::*;
+use crate::engine::network::DEFAULT_ROUTE;
 
 impl Vm {
     /// Judge the network from both views now.
@@ -28,7 +29,9 @@ impl Vm {
             }
         }
         let due = self.net.held(now, &conds, ctx.cfg.network_hold_ms);
-        if self.frozen() || self.domain != DomainState::Running {
+        // During a host-wide event a network condition waits: it is
+        // located (and acted on) once the breaker closes, if it lasts.
+        if self.frozen() || self.domain != DomainState::Running || ctx.host_wide {
             return;
         }
         if let Some((c, since, from)) = due.into_iter().next() {
@@ -67,6 +70,9 @@ impl Vm {
                 (host_up && !carrierless)
                     .then_some("the host's link is up and the guest has its carrier")
             }
+            FaultKind::NetworkDown if sub == DEFAULT_ROUTE => guest
+                .is_some_and(|g| g.default_v4.is_some() || g.default_v6.is_some())
+                .then_some("the guest has a default route again"),
             FaultKind::NetworkDown => guest
                 .is_some_and(|g| {
                     let routed = g.default_v4.is_some() || g.default_v6.is_some();
