@@ -312,6 +312,9 @@ impl Client {
                 }
             );
         }
+        for line in network_lines(&data["network"], &Value::Null) {
+            println!("  {line}");
+        }
         Ok(())
     }
 

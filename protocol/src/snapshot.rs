@@ -266,6 +266,44 @@ pub struct Network {
 }
 
 impl Network {
+    /// Cut to the limits a sender keeps to (a receiver applies them to
+    /// whatever a peer sent): interfaces, addresses, TCP checks, and every
+    /// text.
+    pub fn bound(&mut self) {
+        use crate::limits::{
+            truncate_utf8, MAX_ADDRESSES, MAX_INTERFACES, MAX_TCP_CHECKS, MAX_TEXT,
+        };
+        let cut = |t: &mut Text| {
+            if t.len() > MAX_TEXT {
+                *t = Text::from(truncate_utf8(t, MAX_TEXT));
+            }
+        };
+        self.interfaces.truncate(MAX_INTERFACES);
+        for i in &mut self.interfaces {
+            i.addresses.truncate(MAX_ADDRESSES);
+            i.addresses.iter_mut().for_each(cut);
+            cut(&mut i.name);
+            cut(&mut i.mac);
+            cut(&mut i.operstate);
+        }
+        for r in [&mut self.default_v4, &mut self.default_v6]
+            .into_iter()
+            .flatten()
+        {
+            cut(&mut r.interface);
+            r.gateway.as_mut().map(cut);
+        }
+        if let Some(g) = &mut self.gateway {
+            cut(&mut g.address);
+            cut(&mut g.interface);
+        }
+        self.tcp.truncate(MAX_TCP_CHECKS);
+        for t in &mut self.tcp {
+            cut(&mut t.target);
+            t.error.as_mut().map(cut);
+        }
+    }
+
     /// Its shape: what, changed, is news (an interface's link, its having
     /// addresses, a default route, the gateway's resolution, a TCP check's
     /// outcome), never the counters. Equal shapes: nothing to tell.
@@ -381,4 +419,40 @@ pub struct TcpCheck {
     pub failures: u32,
     /// Why the last one failed.
     pub error: Option<Text>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_network_is_cut_to_the_limits() {
+        let long = "x".repeat(10_000);
+        let mut n = Network {
+            interfaces: (0..100)
+                .map(|_| Interface {
+                    name: long.as_str().into(),
+                    addresses: (0..100).map(|_| long.as_str().into()).collect(),
+                    ..Interface::default()
+                })
+                .collect(),
+            tcp: (0..100)
+                .map(|_| TcpCheck {
+                    target: long.as_str().into(),
+                    ok: false,
+                    latency_ms: 0,
+                    failures: 0,
+                    error: Some(long.as_str().into()),
+                })
+                .collect(),
+            ..Network::default()
+        };
+        n.bound();
+        use crate::limits::*;
+        assert_eq!(n.interfaces.len(), MAX_INTERFACES);
+        assert_eq!(n.interfaces[0].addresses.len(), MAX_ADDRESSES);
+        assert_eq!(n.interfaces[0].name.len(), MAX_TEXT);
+        assert_eq!(n.tcp.len(), MAX_TCP_CHECKS);
+        assert_eq!(n.tcp[0].error.as_ref().unwrap().len(), MAX_TEXT);
+    }
 }

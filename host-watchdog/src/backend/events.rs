@@ -1,6 +1,6 @@
 //! Domain events from libvirt: a small safe wrapper over
 //! `virConnectDomainEventRegisterAny` (the `virt` crate has none), turning
-//! lifecycle, reboot, watchdog and I/O-error callbacks into [`HvEvent`]s on
+//! lifecycle, reboot, watchdog, I/O-error and device callbacks into [`HvEvent`]s on
 //! a channel.
 //!
 //! libvirt needs an event loop: [`start_event_loop`] registers the default
@@ -25,6 +25,9 @@ pub enum HvEvent {
     Definitions,
     /// The guest reset (reboot event).
     Rebooted(String),
+    /// A device was attached to or detached from the domain (its vNICs
+    /// may have changed).
+    Devices(String),
 }
 
 /// Map a lifecycle event and detail to what the daemon needs: pure.
@@ -126,6 +129,19 @@ unsafe extern "C" fn on_lifecycle(
     0
 }
 
+unsafe extern "C" fn on_device(
+    _conn: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    _alias: *const c_char,
+    opaque: *mut c_void,
+) {
+    // SAFETY: as above.
+    let (name, tx) = unsafe { (name_of(dom), sender(opaque)) };
+    if let Some(n) = name {
+        let _ = tx.send(HvEvent::Devices(n));
+    }
+}
+
 unsafe extern "C" fn on_reboot(
     _conn: sys::virConnectPtr,
     dom: sys::virDomainPtr,
@@ -211,7 +227,7 @@ impl Drop for Registration {
     }
 }
 
-/// Register lifecycle, reboot, watchdog and I/O-error callbacks on `conn`,
+/// Register lifecycle, reboot, watchdog, I/O-error and device callbacks on `conn`,
 /// sending events to `tx`; they stay registered until the returned value is
 /// dropped.
 pub fn register(conn: &Connect, tx: Sender<HvEvent>) -> Result<Registration, String> {
@@ -228,7 +244,7 @@ pub fn register(conn: &Connect, tx: Sender<HvEvent>) -> Result<Registration, Str
     // SAFETY: each callback is transmuted to libvirt's generic callback type,
     // as libvirt's API requires (it calls it with the event-specific
     // signature that matches the event id).
-    let callbacks: [(u32, Generic); 4] = unsafe {
+    let callbacks: [(u32, Generic); 6] = unsafe {
         [
             (
                 sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE,
@@ -245,6 +261,14 @@ pub fn register(conn: &Connect, tx: Sender<HvEvent>) -> Result<Registration, Str
             (
                 sys::VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON,
                 std::mem::transmute::<*const (), Generic>(on_io_error as *const ()),
+            ),
+            (
+                sys::VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
+                std::mem::transmute::<*const (), Generic>(on_device as *const ()),
+            ),
+            (
+                sys::VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+                std::mem::transmute::<*const (), Generic>(on_device as *const ()),
             ),
         ]
     };

@@ -27,6 +27,9 @@ pub struct NetView {
     pub guest: Option<Network>,
     /// Guest interfaces seen up with carrier and an address this boot.
     pub worked: BTreeSet<String>,
+    /// vNICs (MACs) seen up on the host: one defined with its link down
+    /// (an operator's choice) is not a fault.
+    pub host_worked: BTreeSet<String>,
     /// The interface a default route went out of this boot, if one did.
     pub routed: Option<String>,
     /// Conditions seen, not yet held long enough: (kind, subject), since
@@ -48,6 +51,16 @@ fn cond(kind: FaultKind, subject: String, evidence: String) -> Condition {
 }
 
 impl NetView {
+    /// The host's vNICs now: remember which were up.
+    pub fn host_seen(&mut self, nics: Vec<HostNic>) {
+        for n in &nics {
+            if n.problem().is_none() && self.host_worked.len() < 64 {
+                self.host_worked.insert(n.mac.clone());
+            }
+        }
+        self.host = nics;
+    }
+
     /// A new guest report: remember what works (the baseline).
     pub fn reported(&mut self, n: Network) {
         for i in &n.interfaces {
@@ -85,7 +98,11 @@ impl NetView {
             })
         };
         // The host's side first: what it shows explains the guest's.
-        for nic in &self.host {
+        for nic in self
+            .host
+            .iter()
+            .filter(|n| self.host_worked.contains(&n.mac))
+        {
             let Some(problem) = nic.problem() else {
                 continue;
             };
@@ -281,10 +298,8 @@ mod tests {
     }
 
     fn worked() -> NetView {
-        let mut v = NetView {
-            host: vec![nic(true)],
-            ..NetView::default()
-        };
+        let mut v = NetView::default();
+        v.host_seen(vec![nic(true)]);
         v.reported(net(eth0(true, true, true), true));
         assert!(kinds(&v).is_empty());
         v
@@ -293,14 +308,14 @@ mod tests {
     #[test]
     fn no_carrier_with_the_host_link_down_is_the_hosts_fault() {
         let mut v = worked();
-        v.host = vec![nic(false)];
+        v.host_seen(vec![nic(false)]);
         v.reported(net(eth0(true, false, true), true));
         assert_eq!(kinds(&v), [(FaultKind::VnicLinkDown, MAC.to_string())]);
         assert!(v.conditions(true)[0]
             .evidence
             .contains("guest eth0 sees no carrier"));
         // With the host's link up it is the guest's.
-        v.host = vec![nic(true)];
+        v.host_seen(vec![nic(true)]);
         assert_eq!(kinds(&v), [(FaultKind::NetworkDown, "eth0".to_string())]);
     }
 
@@ -349,11 +364,13 @@ mod tests {
 
     #[test]
     fn what_never_worked_is_not_lost() {
-        let mut v = NetView {
-            host: vec![nic(true)],
-            ..NetView::default()
-        };
+        let mut v = NetView::default();
+        v.host_seen(vec![nic(true)]);
         v.reported(net(eth0(false, false, false), false));
+        assert!(kinds(&v).is_empty());
+        // A vNIC defined with its link down (never up) is no fault.
+        let mut v = NetView::default();
+        v.host_seen(vec![nic(false)]);
         assert!(kinds(&v).is_empty());
         // Nor after a new boot, until it works in that boot.
         let mut v = worked();
@@ -389,7 +406,7 @@ mod tests {
             ]
         );
         // The same checks failing behind a down link are the link's.
-        v.host = vec![nic(false)];
+        v.host_seen(vec![nic(false)]);
         assert_eq!(kinds(&v), [(FaultKind::VnicLinkDown, MAC.to_string())]);
     }
 

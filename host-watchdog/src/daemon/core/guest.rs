@@ -199,7 +199,10 @@ impl Core {
                 },
             ),
             Message::Report(r) => {
-                let snapshot = Box::new(r.snapshot);
+                let mut snapshot = Box::new(r.snapshot);
+                if let Some(n) = snapshot.network.as_mut() {
+                    n.bound(); // the guest's words, cut to size
+                }
                 let before = self
                     .vms
                     .get_mut(vm)
@@ -225,7 +228,11 @@ impl Core {
             }
             Message::ProbeReply(p) => {
                 if let Some(pending) = self.probes.remove(&p.id) {
-                    let data = super::network::snapshot_json(&p.snapshot);
+                    let mut s = p.snapshot;
+                    if let Some(n) = s.network.as_mut() {
+                        n.bound();
+                    }
+                    let data = super::network::snapshot_json(&s);
                     let _ = pending.reply.send(Response::ok(data));
                 }
             }

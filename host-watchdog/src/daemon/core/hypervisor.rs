@@ -141,6 +141,7 @@ impl Core {
                 self.reboot_seen(now, &name);
                 self.step(now, &name, Input::Rebooted);
             }
+            HvEvent::Devices(name) => self.ask_nics(now, &name),
         }
     }
 }

@@ -9,6 +9,11 @@ use vigil_protocol::snapshot::Network;
 /// Least time between two reads of one VM's vNICs (a guest that flaps its
 /// links cannot make vigild read libvirt faster than this).
 const NICS_EVERY_MS: Millis = 500;
+/// A VM whose guest cannot tell (no agent, or none connected) has its
+/// vNICs read this often, at most [`SWEEP_PER_TICK`] VMs per tick (nothing
+/// tells vigild of `virsh domif-setlink`).
+const SWEEP_EVERY_MS: Millis = 60_000;
+const SWEEP_PER_TICK: usize = 5;
 
 impl Core {
     /// The guest's network changed shape (or this is its first report):
@@ -43,14 +48,28 @@ impl Core {
         let _ = self.backend.send(BackendReq::Nics(vm.to_string()));
     }
 
-    /// On the tick: the reads the limit held back.
+    /// On the tick: the reads the limit held back, and a few of the VMs
+    /// whose guest cannot say, read again.
     pub(super) fn nics_due(&mut self, now: Millis) {
-        let due: Vec<String> = self
+        let mut due: Vec<String> = self
             .vms
             .iter()
             .filter(|(_, v)| v.nics_due)
             .map(|(n, _)| n.clone())
             .collect();
+        let stale = |v: &VmRt| {
+            v.def.as_ref().is_some_and(|d| !d.nics.is_empty())
+                && v.live_session().is_none()
+                && v.nics_asked
+                    .is_none_or(|t| now.saturating_sub(t) >= SWEEP_EVERY_MS)
+        };
+        due.extend(
+            self.vms
+                .iter()
+                .filter(|(_, v)| !v.nics_due && stale(v))
+                .take(SWEEP_PER_TICK)
+                .map(|(n, _)| n.clone()),
+        );
         for vm in due {
             self.ask_nics(now, &vm);
         }

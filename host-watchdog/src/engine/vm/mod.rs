@@ -650,7 +650,7 @@ impl Vm {
                 self.on_action_done(now, id, ok, detail, ctx, out)
             }
             Input::Nics(nics) => {
-                self.net.host = nics;
+                self.net.host_seen(nics);
                 self.review_network(now, ctx, out);
             }
         }
