@@ -216,7 +216,6 @@ pub fn network_faults(rows: &mut Vec<Row>) {
         },
         |_| back = Some(TcpListener::bind(("127.0.0.1", port)).unwrap()),
     );
-    drop(back);
 
     // The second NIC plugged in again (the ladder's second rung, made the
     // first for this case: vigild restarted on a config that says so):
@@ -233,6 +232,10 @@ pub fn network_faults(rows: &mut Vec<Row>) {
     std::fs::write(&cfg, text).unwrap();
     vm.restart_vigild(true);
     vm.wait_healthy(60);
+    // Its link up in the guest (no address: nothing it worked with), so
+    // the guest sees the carrier go and says so at once.
+    vm.shell("ip link set eth1 up");
+    std::thread::sleep(Duration::from_secs(2));
     case(
         &mut vm,
         rows,
@@ -252,5 +255,6 @@ pub fn network_faults(rows: &mut Vec<Row>) {
         xml.matches(MAC2).count() == 1 && !xml.contains("state='down'"),
         "the NIC back, same MAC, link up: {xml}"
     );
+    drop(back); // the TCP check's target kept answering until now
     drop(vm);
 }

@@ -9,9 +9,10 @@ use vigil_protocol::snapshot::Network;
 /// Least time between two reads of one VM's vNICs (a guest that flaps its
 /// links cannot make vigild read libvirt faster than this).
 const NICS_EVERY_MS: Millis = 500;
-/// A VM whose guest cannot tell (no agent, or none connected) has its
-/// vNICs read this often, at most [`SWEEP_PER_TICK`] VMs per tick (nothing
-/// tells vigild of `virsh domif-setlink`).
+/// Every VM's vNICs are read at least this often, at most
+/// [`SWEEP_PER_TICK`] VMs per tick: nothing tells vigild of `virsh
+/// domif-setlink`, and a guest without an agent, or one that does not use
+/// the NIC, sees no change to report.
 const SWEEP_EVERY_MS: Millis = 60_000;
 const SWEEP_PER_TICK: usize = 5;
 
@@ -59,7 +60,6 @@ impl Core {
             .collect();
         let stale = |v: &VmRt| {
             v.def.as_ref().is_some_and(|d| !d.nics.is_empty())
-                && v.live_session().is_none()
                 && v.nics_asked
                     .is_none_or(|t| now.saturating_sub(t) >= SWEEP_EVERY_MS)
         };
