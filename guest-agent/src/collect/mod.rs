@@ -93,7 +93,7 @@ pub struct Collector {
     network: crate::config::NetworkConfig,
     /// The TCP checks' results, kept by their own thread once started.
     tcp: tcp::Results,
-    /// The network's shape (see [`net::shape`]) as the last snapshot saw it.
+    /// The network's shape (see `Network::shape`) as the last snapshot saw it.
     net_seen: Option<String>,
 }
 
@@ -146,7 +146,7 @@ impl Collector {
     /// an address, a route, the gateway, a TCP check (cheap: a few sysfs
     /// and procfs files, for the 1 s tick).
     pub fn net_changed(&self) -> bool {
-        self.network().ok().map(|n| net::shape(&n)) != self.net_seen
+        self.network().ok().map(|n| n.shape()) != self.net_seen
     }
 
     /// The host's thresholds for a full filesystem: blocks and inodes
@@ -348,7 +348,7 @@ impl Collector {
         }
         match self.network() {
             Ok(n) => {
-                self.net_seen = Some(net::shape(&n));
+                self.net_seen = Some(n.shape());
                 s.network = Some(n);
             }
             Err(e) => {

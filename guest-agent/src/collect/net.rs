@@ -244,11 +244,6 @@ pub fn collect(
     })
 }
 
-/// What about the network, changed, warrants a report at once.
-pub fn shape(n: &Network) -> String {
-    n.shape()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,7 +362,7 @@ mod tests {
         let (sys, proc) = (t.path().join("sys"), t.path().join("proc"));
         let none = BTreeMap::new();
         let cfg = NetworkConfig::default();
-        let a = shape(&collect(&sys, &proc, &cfg, &none, vec![]).unwrap());
+        let a = collect(&sys, &proc, &cfg, &none, vec![]).unwrap().shape();
         put(
             t.path(),
             "sys/class/net/eth0/statistics/rx_packets",
@@ -375,12 +370,12 @@ mod tests {
         );
         assert_eq!(
             a,
-            shape(&collect(&sys, &proc, &cfg, &none, vec![]).unwrap())
+            collect(&sys, &proc, &cfg, &none, vec![]).unwrap().shape()
         );
         put(t.path(), "sys/class/net/eth0/carrier", "0\n");
         assert_ne!(
             a,
-            shape(&collect(&sys, &proc, &cfg, &none, vec![]).unwrap())
+            collect(&sys, &proc, &cfg, &none, vec![]).unwrap().shape()
         );
     }
 

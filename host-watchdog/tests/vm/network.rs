@@ -212,7 +212,8 @@ pub fn network_faults(rows: &mut Vec<Row>) {
         "network",
         Some("alert"),
         |_| {
-            sink.take().unwrap().close();
+            let took = sink.take().unwrap().close();
+            eprintln!("the host's listener took {took} bytes from the guest");
         },
         |_| back = Some(TcpListener::bind(("127.0.0.1", port)).unwrap()),
     );
