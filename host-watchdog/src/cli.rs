@@ -67,6 +67,13 @@ pub enum Verb {
         #[arg(long)]
         follow: bool,
     },
+    /// Open warnings: what the guests' trends announce before it is a
+    /// fault (a disk or memory filling, OOM kills or restarts that keep
+    /// coming, CPU starvation), with the evidence and when.
+    Warnings {
+        /// Domain name (all VMs when absent).
+        domain: Option<String>,
+    },
     /// Per-VM faults, fault rate, MTTD/MTTL/MTTR and availability.
     Report {
         /// Window start: seconds ago (`600`, `10m`, `2h`) or ms since the epoch.

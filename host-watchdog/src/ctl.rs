@@ -2,6 +2,7 @@
 //! render the reply as a table or as stable JSON.
 
 mod network;
+mod prevent;
 pub use network::network_lines;
 
 use std::io::{BufRead, BufReader, Write};

@@ -61,6 +61,8 @@ fn kind_of(r: &Record) -> (&str, &'static str) {
         Record::Closed { vm, .. } => (vm, "closed"),
         Record::Reopened { vm, .. } => (vm, "reopened"),
         Record::HostHealth { vm, .. } => (vm, "host-health"),
+        Record::Warning { vm, .. } => (vm, "warning"),
+        Record::WarningCleared { vm, .. } => (vm, "warning-cleared"),
     }
 }
 

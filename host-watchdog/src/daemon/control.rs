@@ -46,6 +46,12 @@ pub enum Request {
         #[serde(default)]
         limit: Option<u32>,
     },
+    /// Open warnings (of one VM, or all).
+    Warnings {
+        /// Domain name; all VMs when absent.
+        #[serde(default)]
+        domain: Option<String>,
+    },
     /// Per-VM metrics since a time.
     Report {
         /// Window start (ms since the epoch); default: the journal's start.

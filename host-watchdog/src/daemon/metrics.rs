@@ -127,6 +127,8 @@ pub struct Metrics {
     pub host_fs_size: Family<MountLabels, Gauge>,
     /// Per-interface network state.
     pub net: super::net_metrics::NetMetrics,
+    /// Open warnings.
+    pub warn: super::warn_metrics::WarnMetrics,
 }
 
 impl Metrics {
@@ -155,9 +157,11 @@ impl Metrics {
             host_fs_avail: Family::default(),
             host_fs_size: Family::default(),
             net: Default::default(),
+            warn: Default::default(),
             registry: Registry::default(),
         };
         m.net.register(&mut registry);
+        m.warn.register(&mut registry);
         registry.register(
             "vm_up",
             "Whether the VM's workload is up (1) or in an outage (0)",

@@ -22,6 +22,7 @@ pub mod probe;
 pub mod schedule;
 pub mod session;
 pub mod vsock;
+pub mod warn_metrics;
 pub mod writer;
 
 pub mod core;

@@ -145,6 +145,8 @@ pub struct EngineConfig {
     pub memory_step_percent: u8,
     /// Longest guest-declared maintenance window.
     pub max_guest_maintenance_ms: Millis,
+    /// What is a warning (`[engine.warnings]`).
+    pub warnings: super::warn::WarnConfig,
     /// Ladders by fault kind name.
     pub ladders: BTreeMap<String, Ladder>,
 }
@@ -333,6 +335,7 @@ impl Default for EngineConfig {
             network_hold_ms: 5_000,
             memory_step_percent: 25,
             max_guest_maintenance_ms: 3_600_000,
+            warnings: Default::default(),
             ladders: default_ladders(),
         }
     }
@@ -399,6 +402,7 @@ impl EngineConfig {
         if self.network_hold_ms > 600_000 {
             return Err("network_hold_ms must be at most 600000 (10 min)".into());
         }
+        self.warnings.validate()?;
         if self.reset_budget == 0 || self.reset_window_ms == 0 {
             return Err("reset_budget and reset_window_ms must be > 0".into());
         }

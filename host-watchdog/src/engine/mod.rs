@@ -23,6 +23,8 @@ pub mod network;
 mod render;
 pub mod storage;
 mod table;
+pub mod trend;
+pub mod warn;
 use table::{VmTable, Waiting};
 mod vm;
 
@@ -222,6 +224,13 @@ impl Engine {
             .is_some_and(|v| v.domain == DomainState::Running && v.state != State::Paused)
     }
 
+    /// `vm`'s open warnings.
+    pub fn warnings(&self, vm: &str) -> Vec<warn::Warning> {
+        self.vms
+            .get(vm)
+            .map_or(Vec::new(), |v| v.warn.open().cloned().collect())
+    }
+
     /// Feed one observation about `vm`.
     pub fn step(&mut self, now: Millis, vm: &str, input: Input) -> Output {
         let mut out = Output::default();
@@ -266,6 +275,7 @@ impl Engine {
         if let Input::VmRemoved = input {
             if let Some(mut v) = self.vms.remove(vm) {
                 v.close_fault(now, Closure::Withdrawn, &mut out);
+                v.warn.withdraw(vm, &mut out);
             }
             return out;
         }

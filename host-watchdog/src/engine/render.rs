@@ -27,6 +27,15 @@ pub fn render(t: Millis, r: &Record) -> String {
             evidence.join("; ")
         ),
         Record::Suppressed { vm, kind, why } => format!("{t:>7} {vm:<8} suppressed {kind}: {why}"),
+        Record::Warning { vm, kind, subject, evidence, eta } => format!(
+            "{t:>7} {vm:<8} WARNING {kind}{}{}: {evidence}",
+            subject.as_ref().map(|s| format!(" {s}")).unwrap_or_default(),
+            eta.map(|e| format!(" eta={e}")).unwrap_or_default()
+        ),
+        Record::WarningCleared { vm, kind, subject, why } => format!(
+            "{t:>7} {vm:<8} warning {kind}{} cleared: {why}",
+            subject.as_ref().map(|s| format!(" {s}")).unwrap_or_default()
+        ),
         Record::HostHealth { vm, from, to, why } => {
             format!("{t:>7} {vm:<8} host health {from} -> {to}: {why}")
         }

@@ -4,8 +4,9 @@
 //! every delete (a drop in use), so a cleanup does not read as a negative
 //! rate and a steady writer is not hidden by one.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
+use super::trend::{words, Fit, Series};
 use super::{Millis, VmId};
 
 /// One host filesystem as sampled (statvfs), and who depends on it.
@@ -61,20 +62,20 @@ impl FsSample {
     }
 }
 
-/// Samples a fill rate is fitted over, at most.
-const RATE_SAMPLES: usize = 64;
-/// How far back a fill rate looks.
-const RATE_WINDOW_MS: Millis = 30 * 60_000;
-/// The least span of samples a rate is trusted over.
-const RATE_MIN_SPAN_MS: Millis = 60_000;
-/// The least samples a rate is fitted over.
-const RATE_MIN_SAMPLES: usize = 4;
+/// How a fill rate is fitted: at most 64 samples over 30 minutes, trusted
+/// from 4 samples over a minute.
+const FIT: Fit = Fit {
+    max_samples: 64,
+    window_ms: 30 * 60_000,
+    min_span_ms: 60_000,
+    min_samples: 4,
+};
 
 #[derive(Debug)]
 struct Track {
     last: FsSample,
-    /// (time, bytes used) since the last delete.
-    used: VecDeque<(Millis, u64)>,
+    /// Bytes used since the last delete.
+    used: Series,
     full: bool,
     /// A VM's write found no space here with this much free (a write needs
     /// more than a percentage mark can tell): full until clearly more is.
@@ -115,7 +116,7 @@ impl Storage {
         for s in samples {
             let t = self.fs.entry(s.mount.clone()).or_insert_with(|| Track {
                 last: s.clone(),
-                used: VecDeque::new(),
+                used: Series::default(),
                 full: false,
                 enospc: None,
                 eta: None,
@@ -123,17 +124,13 @@ impl Storage {
             let used = s.used();
             // A delete (a drop of more than 1 % of the size) starts the
             // rate over.
-            if t.used.back().is_some_and(|(_, u)| *u > used + s.size / 100) {
+            if t.used
+                .last()
+                .is_some_and(|u| u > (used + s.size / 100) as f64)
+            {
                 t.used.clear();
             }
-            t.used.push_back((now, used));
-            while t.used.len() > RATE_SAMPLES
-                || t.used
-                    .front()
-                    .is_some_and(|(at, _)| now.saturating_sub(*at) > RATE_WINDOW_MS)
-            {
-                t.used.pop_front();
-            }
+            t.used.push(now, used as f64, FIT);
             let (space, inodes) = s.use_percent();
             let high = f64::from(full_pct);
             // Full at the mark; space again one point below it.
@@ -238,37 +235,8 @@ impl Storage {
 
 /// Milliseconds until `s` reaches `full_pct` at the fitted rate (none
 /// when it does not fill, or too little is known).
-fn predict(used: &VecDeque<(Millis, u64)>, s: &FsSample, full_pct: u8) -> Option<Millis> {
-    let (first, last) = (used.front()?.0, used.back()?.0);
-    if used.len() < RATE_MIN_SAMPLES || last - first < RATE_MIN_SPAN_MS {
-        return None;
-    }
-    let n = used.len() as f64;
-    let mx = used.iter().map(|(t, _)| (t - first) as f64).sum::<f64>() / n;
-    let my = used.iter().map(|(_, u)| *u as f64).sum::<f64>() / n;
-    let (mut sxy, mut sxx) = (0.0, 0.0);
-    for (t, u) in used {
-        let dx = (t - first) as f64 - mx;
-        sxy += dx * (*u as f64 - my);
-        sxx += dx * dx;
-    }
-    let rate = sxy / sxx; // bytes per ms
-    if !(rate.is_finite() && rate > 0.0) {
-        return None;
-    }
-    let at_full = s.size as f64 * f64::from(full_pct) / 100.0;
-    let left = (at_full - s.used() as f64).max(0.0);
-    Some((left / rate) as Millis)
-}
-
-/// A duration in words ("3h 12m", "45m", "20s").
-fn words(ms: Millis) -> String {
-    let s = ms / 1000;
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m", s / 60),
-        _ => format!("{}h {}m", s / 3600, s % 3600 / 60),
-    }
+fn predict(used: &Series, s: &FsSample, full_pct: u8) -> Option<Millis> {
+    used.until(s.size as f64 * f64::from(full_pct) / 100.0, FIT)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ mod hostile;
 mod network;
 mod recovery;
 mod rig;
+mod warnings;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

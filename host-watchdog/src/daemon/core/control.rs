@@ -157,6 +157,14 @@ impl Core {
                     Err(e) => Response::err("internal", format!("{e:#}")),
                 }
             }
+            Request::Warnings { domain } => {
+                match domain.as_ref().filter(|d| self.engine.state(d).is_none()) {
+                    Some(d) => {
+                        Response::err("not-found", format!("no monitored domain named {d:?}"))
+                    }
+                    None => self.warnings_view(now, domain.as_deref()),
+                }
+            }
             Request::Report { since } => match self.journal.since(0) {
                 Ok(entries) => {
                     let from = since
@@ -360,5 +368,24 @@ async fn control_connection(stream: UnixStream, core: mpsc::Sender<CoreMsg>) {
         if wr.write_all(text.as_bytes()).await.is_err() {
             return;
         }
+    }
+}
+
+impl Core {
+    /// Open warnings of `domain` (all VMs when none).
+    fn warnings_view(&self, now: Millis, domain: Option<&str>) -> Response {
+        let warnings: Vec<serde_json::Value> = self
+            .engine
+            .vms()
+            .filter(|(n, _)| domain.is_none_or(|d| d == *n))
+            .flat_map(|(n, _)| {
+                self.engine.warnings(n).into_iter().map(move |w| {
+                    let mut v = serde_json::to_value(&w).unwrap_or_default();
+                    v["domain"] = n.into();
+                    v
+                })
+            })
+            .collect();
+        Response::ok(serde_json::json!({ "now": now, "warnings": warnings }))
     }
 }

@@ -225,6 +225,10 @@ impl Core {
                         last_good_ms,
                     },
                 );
+                let open = self.engine.warnings(vm);
+                self.metrics
+                    .warn
+                    .set(vm, &uuid_of(&self.vms, vm), now, &open);
             }
             Message::ProbeReply(p) => {
                 if let Some(pending) = self.probes.remove(&p.id) {

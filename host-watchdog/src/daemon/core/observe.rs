@@ -64,6 +64,31 @@ impl Core {
                     .insert(action.id, action.kind.name().to_string());
             }
             Record::Suppressed { vm, kind, why } => log::warn!("vm={vm} suppressed {kind}: {why}"),
+            Record::Warning {
+                vm,
+                kind,
+                subject,
+                evidence,
+                ..
+            } => log::warn!(
+                "vm={vm} warning {kind}{}: {evidence}",
+                subject
+                    .as_ref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
+            ),
+            Record::WarningCleared {
+                vm,
+                kind,
+                subject,
+                why,
+            } => log::info!(
+                "vm={vm} warning {kind}{} cleared: {why}",
+                subject
+                    .as_ref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default()
+            ),
             Record::HostHealth { from, to, why, .. } => {
                 log::warn!("host health {from} -> {to}: {why}");
                 self.metrics.host_health.set(to.level());

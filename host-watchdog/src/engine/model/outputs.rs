@@ -291,6 +291,34 @@ pub enum Record {
         /// What shows it again.
         evidence: Vec<String>,
     },
+    /// A warning raised: what a guest's trends announce before it is a
+    /// fault (no action is taken for it).
+    Warning {
+        /// VM.
+        vm: VmId,
+        /// Kind.
+        kind: crate::engine::warn::WarningKind,
+        /// About what (mount point, service), if anything.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subject: Option<String>,
+        /// What shows it.
+        evidence: String,
+        /// When it is predicted to happen, where it has a time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        eta: Option<Millis>,
+    },
+    /// A warning no longer holds.
+    WarningCleared {
+        /// VM.
+        vm: VmId,
+        /// Kind.
+        kind: crate::engine::warn::WarningKind,
+        /// About what.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subject: Option<String>,
+        /// Why.
+        why: String,
+    },
     /// The host's health changed.
     HostHealth {
         /// Always `(host)`.

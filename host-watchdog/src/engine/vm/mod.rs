@@ -265,6 +265,8 @@ pub(super) struct Vm {
     pub recovered: VecDeque<Recovered>,
     /// Its network as the guest and the host show it.
     pub net: super::network::NetView,
+    /// Trends and open warnings.
+    pub warn: super::warn::Trends,
 }
 
 /// Where the last recovered fault's ladder stood when it closed.
@@ -318,6 +320,7 @@ impl Vm {
             destructive_log: VecDeque::new(),
             recovered: VecDeque::new(),
             net: Default::default(),
+            warn: Default::default(),
         }
     }
 

@@ -45,6 +45,14 @@ impl Vm {
             }
             None => self.pressure_streak = 0,
         }
+        self.warn.report(
+            now,
+            &self.name,
+            s,
+            &ctx.cfg.warnings,
+            (ctx.cfg.disk_full_percent, ctx.cfg.inodes_full_percent),
+            out,
+        );
         self.review_active(now, s, &conds, ctx, out);
         if let Some(n) = &s.network {
             self.net.reported(n.clone());
