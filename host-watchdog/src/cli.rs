@@ -74,6 +74,26 @@ pub enum Verb {
         /// Domain name (all VMs when absent).
         domain: Option<String>,
     },
+    /// Recommendations from each VM's history, with the evidence and the
+    /// exact change: memory, vCPUs, disks, the heartbeat bound, ladders.
+    /// `--apply` makes the applicable ones (memory, vCPUs) through libvirt
+    /// in the domain's definition, journaled as a `reconfigure` action;
+    /// `--revert ACTION` undoes one.
+    Advise {
+        /// Domain name (all VMs when absent; needed with --apply/--revert).
+        domain: Option<String>,
+        /// With --apply: only these recommendations (`memory`, `vcpus`).
+        items: Vec<String>,
+        /// Apply the applicable recommendations.
+        #[arg(long)]
+        apply: bool,
+        /// With --apply: also to the running domain, where it allows.
+        #[arg(long, requires = "apply")]
+        live: bool,
+        /// Undo the reconfigure action with this id.
+        #[arg(long, value_name = "ACTION", conflicts_with = "apply")]
+        revert: Option<u64>,
+    },
     /// Per-VM faults, fault rate, MTTD/MTTL/MTTR and availability.
     Report {
         /// Window start: seconds ago (`600`, `10m`, `2h`) or ms since the epoch.

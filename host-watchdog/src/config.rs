@@ -130,6 +130,8 @@ pub struct Config {
     pub vm: Vec<VmConfig>,
     /// Fault engine settings.
     pub engine: EngineConfig,
+    /// The advisor (`vigilctl advise`).
+    pub advisor: crate::advisor::AdvisorConfig,
 }
 
 impl Default for Config {
@@ -156,6 +158,7 @@ impl Default for Config {
             cluster: crate::cluster::ClusterConfig::default(),
             vm: Vec::new(),
             engine: EngineConfig::default(),
+            advisor: Default::default(),
         }
     }
 }
@@ -242,6 +245,7 @@ impl Config {
         self.cluster
             .validate()
             .map_err(|e| ConfigError::Invalid(format!("cluster: {e}")))?;
+        self.advisor.validate().map_err(ConfigError::Invalid)?;
         let mut names = BTreeSet::new();
         let mut cids = BTreeSet::new();
         let mut resources = BTreeSet::new();

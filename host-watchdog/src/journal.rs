@@ -51,6 +51,11 @@ pub struct Journal {
     db: Connection,
 }
 
+/// The VM a record is about (`(host)` for the host's).
+pub fn vm_of(r: &Record) -> &str {
+    kind_of(r).0
+}
+
 fn kind_of(r: &Record) -> (&str, &'static str) {
     match r {
         Record::Transition { vm, .. } => (vm, "transition"),

@@ -7,6 +7,7 @@
 //! - [`config`]: vigild's configuration;
 //! - [`metrics`]: fault rate, MTTD/MTTL/MTTR and availability from journal records;
 
+pub mod advisor;
 pub mod backend;
 pub mod cli;
 pub mod cluster;

@@ -15,6 +15,7 @@ use super::{BackendError, DomainDef, DomainPoll, Hypervisor};
 
 mod bulk;
 mod nics;
+mod sizing;
 use crate::engine::{DomainState, DomainStats, PauseReason, StopReason};
 pub use bulk::{Bulk, IoFigures};
 
@@ -422,6 +423,14 @@ impl Hypervisor for Libvirt {
 
     fn nics(&mut self, name: &str) -> Result<Vec<crate::engine::HostNic>, BackendError> {
         self.nics_now(name)
+    }
+
+    fn sizing(&mut self, name: &str) -> Result<super::Sizing, BackendError> {
+        self.sizing_now(name)
+    }
+
+    fn resize(&mut self, name: &str, r: &crate::engine::Resize) -> Result<String, BackendError> {
+        self.resize_now(name, r)
     }
 
     fn set_link(&mut self, name: &str, mac: &str, up: bool) -> Result<(), BackendError> {

@@ -68,6 +68,24 @@ pub struct DomainPoll {
     pub memory_kib: (u64, u64),
 }
 
+/// A domain's size: its persistent definition's, and the running
+/// domain's limits (what a live change can reach).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sizing {
+    /// Maximum memory in the definition, KiB.
+    pub memory_kib: u64,
+    /// Current memory in the definition, KiB.
+    pub current_kib: u64,
+    /// vCPUs in the definition.
+    pub vcpus: u32,
+    /// The running domain's maximum memory, KiB (none when not running).
+    pub live_max_kib: Option<u64>,
+    /// The running domain's vCPU maximum (none when not running).
+    pub live_max_vcpus: Option<u32>,
+    /// The host's CPUs.
+    pub host_cpus: u32,
+}
+
 /// The narrow interface to the hypervisor. All calls block.
 pub trait Hypervisor: Send {
     /// Every defined domain.
@@ -111,6 +129,16 @@ pub trait Hypervisor: Send {
     fn snapshot_create(&mut self, name: &str, snapshot: &str) -> Result<(), BackendError>;
     /// Revert to a named snapshot.
     fn snapshot_revert(&mut self, name: &str, snapshot: &str) -> Result<(), BackendError>;
+    /// The domain's size.
+    fn sizing(&mut self, name: &str) -> Result<Sizing, BackendError> {
+        Err(unsupported("sizing", name))
+    }
+    /// Resize the domain persistently, and live where it allows; says
+    /// what it did.
+    fn resize(&mut self, name: &str, r: &crate::engine::Resize) -> Result<String, BackendError> {
+        let _ = r;
+        Err(unsupported("resize", name))
+    }
     /// The domain's vNICs as its live definition has them now.
     fn nics(&mut self, name: &str) -> Result<Vec<crate::engine::HostNic>, BackendError> {
         Ok(self
@@ -137,5 +165,13 @@ pub trait Hypervisor: Send {
             domain: name.into(),
             message: "not supported by this backend".into(),
         })
+    }
+}
+
+fn unsupported(op: &'static str, name: &str) -> BackendError {
+    BackendError::Call {
+        op,
+        domain: name.into(),
+        message: "not supported by this backend".into(),
     }
 }

@@ -29,6 +29,13 @@ fn main() -> ExitCode {
         Verb::Status { domain } => c.status(&domain, args.json),
         Verb::Probe { domain } => c.probe(&domain, args.json),
         Verb::Events { since, follow } => c.events(since.as_deref(), follow, args.json),
+        Verb::Advise {
+            domain,
+            items,
+            apply,
+            live,
+            revert,
+        } => c.advise(domain.as_deref(), &items, apply, live, revert, args.json),
         Verb::Warnings { domain } => c.warnings(domain.as_deref(), args.json),
         Verb::Report { since } => c.report(since.as_deref(), args.json),
         Verb::Maintenance {

@@ -42,3 +42,93 @@ impl Client {
         Ok(())
     }
 }
+
+impl Client {
+    /// `advise [DOM] [--apply [--live] [ITEM…] | --revert ACTION]`.
+    pub fn advise(
+        &self,
+        domain: Option<&str>,
+        items: &[String],
+        apply: bool,
+        live: bool,
+        revert: Option<u64>,
+        json: bool,
+    ) -> Result<(), CtlError> {
+        let need = |what: &str| {
+            domain
+                .map(str::to_string)
+                .ok_or_else(|| super::err(2, format!("{what} needs a domain")))
+        };
+        if !items.is_empty() && !apply {
+            return Err(super::err(2, "recommendation items go with --apply"));
+        }
+        let req = match (apply, revert) {
+            (true, _) => Request::AdviseApply {
+                domain: need("--apply")?,
+                items: items.to_vec(),
+                live,
+            },
+            (false, Some(action)) => Request::AdviseRevert {
+                domain: need("--revert")?,
+                action,
+            },
+            (false, None) => Request::Advise {
+                domain: domain.map(str::to_string),
+            },
+        };
+        let data = self.call(&req)?;
+        if json {
+            Self::print_json(&data);
+            return Ok(());
+        }
+        if apply || revert.is_some() {
+            println!(
+                "{}: {} requested as action #{} (vigilctl events shows its outcome)",
+                data["domain"].as_str().unwrap_or("?"),
+                describe(&data["resize"]),
+                data["action"]
+            );
+            return Ok(());
+        }
+        for vm in data["vms"].as_array().into_iter().flatten() {
+            let name = vm["domain"].as_str().unwrap_or("?");
+            if let Some(e) = vm["error"].as_str() {
+                println!("{name}: cannot read its size: {e}");
+                continue;
+            }
+            let s = &vm["sizing"];
+            let mib = |k: &str| s[k].as_u64().unwrap_or(0) / 1024;
+            println!(
+                "{name}: memory {} MiB (current {} MiB), {} vCPUs (host {})",
+                mib("memory_kib"),
+                mib("current_kib"),
+                s["vcpus"],
+                s["host_cpus"]
+            );
+            let advice = vm["advice"].as_array().cloned().unwrap_or_default();
+            if advice.is_empty() {
+                println!("  nothing to recommend");
+            }
+            for a in &advice {
+                let t = |k: &str| a[k].as_str().unwrap_or("").to_string();
+                let how = if a["resize"].is_null() {
+                    String::new()
+                } else {
+                    format!("   [vigilctl advise {name} --apply {}]", t("item"))
+                };
+                println!("  {:<10} {}{how}", t("item"), t("summary"));
+                for e in a["evidence"].as_array().into_iter().flatten() {
+                    println!("  {:<10}   because: {}", "", e.as_str().unwrap_or(""));
+                }
+                println!("  {:<10}   change:  {}", "", t("change"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A resize in words.
+fn describe(r: &serde_json::Value) -> String {
+    serde_json::from_value::<crate::engine::Resize>(r.clone())
+        .map_or_else(|_| r.to_string(), |r| format!("reconfigure {r}"))
+}

@@ -45,6 +45,13 @@ pub enum BackendReq {
     /// Read one domain's vNICs now (its live definition and taps) and
     /// tell the core.
     Nics(String),
+    /// Read VMs' sizes for an advice request and tell the core.
+    Sizing {
+        /// The request.
+        token: u64,
+        /// The VMs.
+        vms: Vec<String>,
+    },
     /// A domain needs watching (its I/O counters gathered at once, then
     /// polled at the poll interval) or is healthy again (left to the
     /// quiet pass).
@@ -123,6 +130,7 @@ pub fn act(hv: &mut dyn Hypervisor, req: &BackendReq) -> Result<String, String> 
                 .ok_or("no known-good snapshot configured for this VM")?;
             snapshot_revert(hv, vm, good, &format!("vigil-safety-{now}"))
         }
+        ActionKind::Reconfigure(r) => hv.resize(vm, r).map_err(e),
         other => Err(format!("{} is not a hypervisor action", other.name())),
     }
 }
@@ -383,6 +391,22 @@ pub fn run(
                             }
                         }
                         Err(e) => log::debug!("vm={vm} cannot read its vNICs: {e}"),
+                    }
+                }
+                BackendReq::Sizing { token, vms } => {
+                    let sizes = vms
+                        .into_iter()
+                        .map(|vm| {
+                            let s = watched.call(|| hv.sizing(&vm)).map_err(|e| e.to_string());
+                            (vm, s)
+                        })
+                        .collect();
+                    last_call = Instant::now();
+                    if core
+                        .blocking_send(CoreMsg::Sizing { token, sizes })
+                        .is_err()
+                    {
+                        return;
                     }
                 }
                 BackendReq::Watch { vm, hot } => {

@@ -52,6 +52,30 @@ pub enum Request {
         #[serde(default)]
         domain: Option<String>,
     },
+    /// The advisor's recommendations (of one VM, or all).
+    Advise {
+        /// Domain name; all VMs when absent.
+        #[serde(default)]
+        domain: Option<String>,
+    },
+    /// Apply a VM's applicable recommendations: all, or those named.
+    AdviseApply {
+        /// Domain name.
+        domain: String,
+        /// Recommendation items (`memory`, `vcpus`); all when empty.
+        #[serde(default)]
+        items: Vec<String>,
+        /// Also to the running domain, where it allows.
+        #[serde(default)]
+        live: bool,
+    },
+    /// Undo a reconfigure action (one `advise --apply` made).
+    AdviseRevert {
+        /// Domain name.
+        domain: String,
+        /// The reconfigure action's id.
+        action: u64,
+    },
     /// Per-VM metrics since a time.
     Report {
         /// Window start (ms since the epoch); default: the journal's start.

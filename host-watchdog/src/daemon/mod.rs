@@ -95,6 +95,13 @@ pub enum CoreMsg {
         /// Its vNICs.
         nics: Vec<crate::engine::HostNic>,
     },
+    /// VMs' sizes, for an advice request.
+    Sizing {
+        /// The request.
+        token: u64,
+        /// Each VM's size, or why not.
+        sizes: Vec<(String, Result<crate::backend::Sizing, String>)>,
+    },
     /// A record of the host's kernel log that tells about the host.
     HostKernel(host_kmsg::HostKernel),
     /// The host's filesystems under VM disks, sampled, and which VMs sit

@@ -51,6 +51,12 @@ impl Arrivals {
         self.last
     }
 
+    /// Gaps learned from, and what they alone give (mean + k·sd, ms).
+    pub fn learned(&self, cfg: &EngineConfig) -> (u32, Millis) {
+        let b = self.mean + cfg.adaptive_k * self.var.sqrt();
+        (self.samples, b.ceil() as Millis)
+    }
+
     /// The silence that makes this VM suspect.
     pub fn bound(&self, cfg: &EngineConfig) -> Millis {
         if self.samples < WARMUP {

@@ -203,6 +203,19 @@ impl Engine {
         self.vms.get(vm).and_then(|v| v.arrivals.last())
     }
 
+    /// A VM's learned heartbeat arrivals, for the advisor.
+    pub fn heartbeat_spread(&self, vm: &str) -> Option<crate::advisor::Spread> {
+        let v = self.vms.get(vm)?;
+        let (samples, learned_ms) = v.arrivals.learned(&self.cfg);
+        Some(crate::advisor::Spread {
+            samples,
+            bound_ms: v.arrivals.bound(&self.cfg),
+            learned_ms,
+            min_timeout_ms: self.cfg.min_timeout_ms,
+            timeout_ms: self.cfg.heartbeat_timeout_ms,
+        })
+    }
+
     /// The active fault of a VM: (id, kind).
     pub fn active_fault(&self, vm: &str) -> Option<(u64, FaultKind)> {
         self.vms

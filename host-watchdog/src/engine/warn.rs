@@ -556,13 +556,7 @@ impl Trends {
         )
     }
 
-    fn services(
-        &mut self,
-        now: Millis,
-        s: &Snapshot,
-        cfg: &WarnConfig,
-        found: &mut Found,
-    ) {
+    fn services(&mut self, now: Millis, s: &Snapshot, cfg: &WarnConfig, found: &mut Found) {
         let name = |t: &WatchTarget| match t {
             WatchTarget::Process(n) | WatchTarget::Unit(n) => n.as_str().to_string(),
         };

@@ -11,6 +11,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod advise;
 mod cluster;
 mod control;
 mod handover;

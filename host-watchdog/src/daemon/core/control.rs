@@ -165,6 +165,24 @@ impl Core {
                     None => self.warnings_view(now, domain.as_deref()),
                 }
             }
+            Request::Advise { domain } => {
+                return self.ask_advice(advise::Ask::Show { domain }, reply);
+            }
+            Request::AdviseApply {
+                domain,
+                items,
+                live,
+            } => {
+                let ask = advise::Ask::Apply {
+                    domain,
+                    items,
+                    live,
+                };
+                return self.ask_advice(ask, reply);
+            }
+            Request::AdviseRevert { domain, action } => {
+                return self.ask_advice(advise::Ask::Revert { domain, action }, reply);
+            }
             Request::Report { since } => match self.journal.since(0) {
                 Ok(entries) => {
                     let from = since

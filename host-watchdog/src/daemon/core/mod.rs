@@ -27,6 +27,7 @@ use crate::engine::{self, ActionKind, Engine, Input, Millis, Output, ProbeResult
 use super::writer::{WriteReq, Written};
 use crate::journal::Journal;
 
+mod advise;
 mod control;
 mod guest;
 mod host;
@@ -114,6 +115,9 @@ pub struct Core {
     /// Action id → kind (for metrics labels).
     action_kinds: HashMap<u64, String>,
     probes: HashMap<u32, PendingProbe>,
+    /// Advice requests waiting for the VMs' sizes, by token.
+    advising: HashMap<u64, (advise::Ask, oneshot::Sender<Response>)>,
+    next_advice: u64,
     last_metrics: Millis,
     /// When old journal records were last pruned.
     last_prune: Millis,
@@ -319,6 +323,8 @@ impl Core {
             commands: HashMap::new(),
             action_kinds: HashMap::new(),
             probes: HashMap::new(),
+            advising: HashMap::new(),
+            next_advice: 0,
             last_metrics: 0,
             last_prune: 0,
             reject_logged: HashMap::new(),
@@ -493,6 +499,7 @@ impl Core {
                 }
                 CoreMsg::Hv(ev) => self.on_hv(now, ev),
                 CoreMsg::Nics { vm, nics } => self.on_nics(now, &vm, nics),
+                CoreMsg::Sizing { token, sizes } => self.on_sizing(now, token, sizes),
                 CoreMsg::HostKernel(h) => self.on_host_kernel(now, h),
                 CoreMsg::HostStorage {
                     filesystems,

@@ -45,6 +45,53 @@ pub enum ActionKind {
     SetLinkUp(String),
     /// Detach the vNIC with this MAC and attach it again, same MAC (live).
     ReplugNic(String),
+    /// Resize the domain (`vigilctl advise --apply` / `--revert`).
+    Reconfigure(Resize),
+}
+
+/// A change of a domain's size: in its persistent definition (from its
+/// next boot), and with `live` also now where the running domain allows
+/// (memory up to its live maximum; vCPUs up to its live maximum).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Resize {
+    /// Memory, KiB (maximum and current alike): before, after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_kib: Option<(u64, u64)>,
+    /// vCPUs: before, after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpus: Option<(u32, u32)>,
+    /// Also now, where the running domain allows.
+    #[serde(default)]
+    pub live: bool,
+}
+
+impl Resize {
+    /// The change that undoes this one.
+    pub fn inverse(&self) -> Resize {
+        Resize {
+            memory_kib: self.memory_kib.map(|(a, b)| (b, a)),
+            vcpus: self.vcpus.map(|(a, b)| (b, a)),
+            live: self.live,
+        }
+    }
+}
+
+impl fmt::Display for Resize {
+    /// `memory 1048576 -> 1572864 KiB, vcpus 1 -> 2 (live)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some((a, b)) = self.memory_kib {
+            parts.push(format!("memory {a} -> {b} KiB"));
+        }
+        if let Some((a, b)) = self.vcpus {
+            parts.push(format!("vcpus {a} -> {b}"));
+        }
+        write!(f, "{}", parts.join(", "))?;
+        if self.live {
+            f.write_str(" (live)")?;
+        }
+        Ok(())
+    }
 }
 
 impl ActionKind {
@@ -131,6 +178,7 @@ impl ActionKind {
             ActionKind::AskCluster => "ask-cluster",
             ActionKind::SetLinkUp(_) => "set-link-up",
             ActionKind::ReplugNic(_) => "replug-nic",
+            ActionKind::Reconfigure(_) => "reconfigure",
         }
     }
 }
@@ -142,6 +190,7 @@ impl fmt::Display for ActionKind {
             | ActionKind::Repair(n)
             | ActionKind::SetLinkUp(n)
             | ActionKind::ReplugNic(n) => write!(f, "{} {n}", self.name()),
+            ActionKind::Reconfigure(r) => write!(f, "reconfigure {r}"),
             other => f.write_str(other.name()),
         }
     }
