@@ -3,7 +3,7 @@
 # (root). Idempotent: installs only what is missing.
 set -euo pipefail
 
-APT_PACKAGES=(build-essential pkg-config libvirt-dev sqlite3 procps util-linux jq pacemaker-cli-utils)
+APT_PACKAGES=(build-essential pkg-config libvirt-dev sqlite3 procps util-linux jq pacemaker-cli-utils curl python3 chromium-headless-shell)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

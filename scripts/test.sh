@@ -35,6 +35,9 @@ BENCH_WINDOW=30 bash scripts/bench-scale.sh 1000
 step "no-VM demo (libvirt test driver)"
 bash scripts/demo.sh
 
+step "what operators see: the Prometheus mixin (promtool), a real Prometheus alert, the HTML report in headless Chromium"
+bash scripts/observe-test.sh
+
 step "real-VM fault matrix (QEMU TCG, libvirtd, vhost-device-vsock)"
 bash scripts/vm/test.sh
 

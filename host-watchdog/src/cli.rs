@@ -99,6 +99,10 @@ pub enum Verb {
         /// Window start: seconds ago (`600`, `10m`, `2h`) or ms since the epoch.
         #[arg(long)]
         since: Option<String>,
+        /// Write a self-contained HTML page (timelines, MTTD/MTTL/MTTR per
+        /// kind, warnings, the host's events) to this file instead.
+        #[arg(long, value_name = "FILE")]
+        html: Option<std::path::PathBuf>,
     },
     /// Maintenance mode for a VM: no faults acted on while on.
     Maintenance {

@@ -16,5 +16,6 @@ pub mod ctl;
 pub mod daemon;
 pub mod engine;
 pub mod host;
+pub mod html;
 pub mod journal;
 pub mod metrics;

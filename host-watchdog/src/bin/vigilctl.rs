@@ -37,7 +37,11 @@ fn main() -> ExitCode {
             revert,
         } => c.advise(domain.as_deref(), &items, apply, live, revert, args.json),
         Verb::Warnings { domain } => c.warnings(domain.as_deref(), args.json),
-        Verb::Report { since } => c.report(since.as_deref(), args.json),
+        Verb::Report {
+            since,
+            html: Some(file),
+        } => c.report_html(since.as_deref(), &file),
+        Verb::Report { since, html: None } => c.report(since.as_deref(), args.json),
         Verb::Maintenance {
             domain,
             mode,

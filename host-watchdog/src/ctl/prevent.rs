@@ -132,3 +132,41 @@ fn describe(r: &serde_json::Value) -> String {
     serde_json::from_value::<crate::engine::Resize>(r.clone())
         .map_or_else(|_| r.to_string(), |r| format!("reconfigure {r}"))
 }
+
+impl Client {
+    /// `report --html FILE [--since T]`: the figures and the journal's
+    /// records over the window, drawn into one self-contained page.
+    pub fn report_html(&self, since: Option<&str>, file: &std::path::Path) -> Result<(), CtlError> {
+        let since = since
+            .map(|s| super::parse_since(s, super::now_ms()))
+            .transpose()?;
+        let data = self.call(&Request::Report { since })?;
+        let metrics: Vec<crate::metrics::VmMetrics> =
+            serde_json::from_value(data["vms"].clone())
+                .map_err(|e| super::err(1, format!("bad report from vigild: {e}")))?;
+        let (from, to) = (
+            data["from"].as_u64().unwrap_or(0),
+            data["to"].as_u64().unwrap_or(0),
+        );
+        let rows = self.all_events(Some(from))?;
+        let records: Vec<(crate::engine::Millis, crate::engine::Record)> = rows
+            .into_iter()
+            .filter_map(|r| {
+                let t = r["t"].as_u64()?;
+                serde_json::from_value(r["record"].clone())
+                    .ok()
+                    .map(|rec| (t, rec))
+            })
+            .collect();
+        let page = crate::html::render(from, to, &metrics, &records);
+        std::fs::write(file, page)
+            .map_err(|e| super::err(1, format!("cannot write {}: {e}", file.display())))?;
+        println!(
+            "{}: {} VMs, {} records",
+            file.display(),
+            metrics.len(),
+            records.len()
+        );
+        Ok(())
+    }
+}

@@ -15,7 +15,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::engine::State;
 
@@ -92,9 +93,36 @@ pub struct MountLabels {
 
 type FGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
+/// The registry, remembering the series names it was given (the mixin's
+/// test generates the dashboard from them and checks the rules against
+/// them: a family with no series yet is not in the text exposition).
+pub struct Reg {
+    registry: Registry,
+    names: Vec<String>,
+}
+
+impl Reg {
+    /// Register `metric` as `vigil_NAME`.
+    pub fn register<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, metric: M) {
+        let full = format!("vigil_{name}");
+        match M::TYPE {
+            MetricType::Counter => self.names.push(format!("{full}_total")),
+            MetricType::Histogram => {
+                for s in ["_bucket", "_sum", "_count"] {
+                    self.names.push(format!("{full}{s}"));
+                }
+            }
+            _ => self.names.push(full),
+        }
+        self.registry.register(name, help, metric);
+    }
+}
+
 /// Every metric vigild exports.
 pub struct Metrics {
     registry: Registry,
+    /// Every series name registered.
+    names: Vec<String>,
     /// 1 when the VM's workload is up.
     pub vm_up: Family<VmLabels, Gauge>,
     /// One-hot engine state.
@@ -103,6 +131,8 @@ pub struct Metrics {
     pub heartbeat_age: Family<VmLabels, FGauge>,
     /// Faults located.
     pub faults: Family<FaultLabels, Counter>,
+    /// 1 while a fault is open (the series goes when it closes).
+    pub fault_active: Family<FaultLabels, Gauge>,
     /// Recovery actions finished.
     pub recoveries: Family<RecoveryLabels, Counter>,
     /// Detection times.
@@ -134,7 +164,10 @@ pub struct Metrics {
 impl Metrics {
     /// Register every family.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("vigil");
+        let mut registry = Reg {
+            registry: Registry::with_prefix("vigil"),
+            names: Vec::new(),
+        };
         let hist = || {
             Family::<VmLabels, Histogram>::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.05, 2.0, 14))
@@ -145,6 +178,7 @@ impl Metrics {
             vm_state: Family::default(),
             heartbeat_age: Family::default(),
             faults: Family::default(),
+            fault_active: Family::default(),
             recoveries: Family::default(),
             detect: hist(),
             locate: hist(),
@@ -159,6 +193,7 @@ impl Metrics {
             net: Default::default(),
             warn: Default::default(),
             registry: Registry::default(),
+            names: Vec::new(),
         };
         m.net.register(&mut registry);
         m.warn.register(&mut registry);
@@ -181,6 +216,11 @@ impl Metrics {
             "faults",
             "Faults located, by kind and layer",
             m.faults.clone(),
+        );
+        registry.register(
+            "fault_active",
+            "1 while a fault is open, by kind and layer (an alert's source: a counter's first increment is not an increase)",
+            m.fault_active.clone(),
         );
         registry.register(
             "recoveries",
@@ -237,7 +277,11 @@ impl Metrics {
             "Size of each host filesystem under VM disks or the journal",
             m.host_fs_size.clone(),
         );
-        Metrics { registry, ..m }
+        Metrics {
+            registry: registry.registry,
+            names: registry.names,
+            ..m
+        }
     }
 
     /// A guest's network from its last report.
@@ -272,6 +316,12 @@ impl Metrics {
         self.quarantined
             .get_or_create(&l)
             .set(i64::from(state == State::Quarantined));
+    }
+
+    /// Every series name vigild exports (counters with `_total`,
+    /// histograms with `_bucket`, `_sum`, `_count`).
+    pub fn series_names(&self) -> Vec<String> {
+        self.names.clone()
     }
 
     /// The text exposition.

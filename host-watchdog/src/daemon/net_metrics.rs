@@ -10,7 +10,6 @@ use std::sync::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use vigil_protocol::snapshot::Network;
 
 use crate::engine::HostNic;
@@ -82,7 +81,7 @@ pub struct NetMetrics {
 
 impl NetMetrics {
     /// Register the families.
-    pub fn register(&self, r: &mut Registry) {
+    pub fn register(&self, r: &mut super::metrics::Reg) {
         r.register(
             "guest_net_up",
             "Whether a guest interface is up with carrier (from its agent)",

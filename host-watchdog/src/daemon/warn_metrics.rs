@@ -9,7 +9,6 @@ use std::sync::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 
 use crate::engine::warn::{Warning, WarningKind};
 use crate::engine::Millis;
@@ -57,7 +56,7 @@ pub struct WarnMetrics {
 
 impl WarnMetrics {
     /// Register the families.
-    pub fn register(&self, r: &mut Registry) {
+    pub fn register(&self, r: &mut super::metrics::Reg) {
         r.register(
             "warning",
             "An open warning: what a guest's trends announce before it is a fault",

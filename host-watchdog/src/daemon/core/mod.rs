@@ -115,6 +115,8 @@ pub struct Core {
     /// Action id → kind (for metrics labels).
     action_kinds: HashMap<u64, String>,
     probes: HashMap<u32, PendingProbe>,
+    /// Open faults' metric labels, by fault id (`vigil_fault_active`).
+    open_faults: HashMap<u64, FaultLabels>,
     /// Advice requests waiting for the VMs' sizes, by token.
     advising: HashMap<u64, (advise::Ask, oneshot::Sender<Response>)>,
     next_advice: u64,
@@ -324,6 +326,7 @@ impl Core {
             action_kinds: HashMap::new(),
             probes: HashMap::new(),
             advising: HashMap::new(),
+            open_faults: HashMap::new(),
             next_advice: 0,
             last_metrics: 0,
             last_prune: 0,

@@ -52,6 +52,8 @@ impl Core {
                     layer: layer.name().into(),
                 };
                 self.metrics.faults.get_or_create(&l).inc();
+                self.metrics.fault_active.get_or_create(&l).set(1);
+                self.open_faults.insert(*id, l);
             }
             Record::Intent { vm, action, .. } => {
                 log::info!(
@@ -100,10 +102,20 @@ impl Core {
                 kind,
                 flaps,
                 evidence,
-            } => log::warn!(
-                "vm={vm} fault=#{id} kind={kind} came back (flap {flaps}): {}",
-                evidence.join("; ")
-            ),
+            } => {
+                log::warn!(
+                    "vm={vm} fault=#{id} kind={kind} came back (flap {flaps}): {}",
+                    evidence.join("; ")
+                );
+                let l = FaultLabels {
+                    domain: vm.clone(),
+                    uuid: uuid_of(&self.vms, vm),
+                    kind: kind.name().into(),
+                    layer: kind.layer().name().into(),
+                };
+                self.metrics.fault_active.get_or_create(&l).set(1);
+                self.open_faults.insert(*id, l);
+            }
             Record::Outcome { .. } => {}
             Record::Closed {
                 vm,
@@ -116,6 +128,9 @@ impl Core {
                 ..
             } => {
                 log::info!("vm={vm} fault=#{id} {kind} closed: {how:?} detect={detect_ms}ms locate={locate_ms}ms repair={repair_ms}ms");
+                if let Some(f) = self.open_faults.remove(id) {
+                    self.metrics.fault_active.remove(&f);
+                }
                 let l = self.labels(vm);
                 self.metrics
                     .detect
