@@ -6,7 +6,10 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 
-step() { echo; echo "== $*"; }
+# Each step says how long the one before it took (CI's budget is 30 min).
+last=$SECONDS
+step() { echo; echo "== $*   [previous step: $((SECONDS - last)) s, total $SECONDS s]"; last=$SECONDS; }
+trap 'echo "== done   [last step: $((SECONDS - last)) s, total $SECONDS s]"' EXIT
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -84,3 +84,6 @@ say "timeline (vigilctl events)"
 ctl events
 say "vigilctl report (over the demo's few seconds, one 5 s panic outage weighs heavily)"
 ctl report
+mkdir -p "$ROOT/target/report"
+ctl report --html "$ROOT/target/report/vm-demo.html"
+echo "open target/report/vm-demo.html in a browser: the timeline of both faults (detect / locate / repair)"

@@ -608,6 +608,12 @@ fn predicted(
     }
     let fit = cfg.fit();
     let rate = s.rate(fit).filter(|r| *r > 0.0)?;
+    // Noise is no trend: over its span the fit must have moved at least
+    // 1 % of the level (a file or two among 512 inodes, a daemon starting
+    // in a small guest, are not).
+    if rate * (s.span() as f64) < level / 100.0 {
+        return None;
+    }
     let ms = ((level - now_value) / rate) as Millis;
     let bound = if open {
         2 * cfg.horizon_ms
@@ -713,6 +719,19 @@ mod tests {
         let (_, r) = feed(&mut t, now + 10_000, 1, |_| disk(200));
         assert_eq!(cleared(&r), 1, "{r:?}");
         assert_eq!(t.open().count(), 0);
+    }
+
+    #[test]
+    fn a_file_or_two_is_no_trend() {
+        let mut t = Trends::default();
+        // One file made, among 1,000 inodes, in 2 minutes: a positive
+        // slope, but no trend.
+        let (_, r) = feed(&mut t, 0, 13, |i| {
+            let mut s = disk(500);
+            s.filesystems[0].inodes_free = if i > 6 { 899 } else { 900 };
+            s
+        });
+        assert!(raised(&r).is_empty(), "{r:?}");
     }
 
     #[test]

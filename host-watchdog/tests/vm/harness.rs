@@ -327,6 +327,9 @@ pub fn boot_guest(g: &Guest, known_good: Option<&str>) -> Vm {
     if let Some(s) = known_good {
         config.push_str(&format!("snapshot = \"{s}\"\n"));
     }
+    // Trends trusted from 15 s of reports (the default is 5 min): a disk
+    // that fills in a minute is predicted full before it is.
+    config.push_str("[engine.warnings]\ntrend_window_ms = 60000\ntrend_min_span_ms = 15000\n");
     std::fs::write(w.join("vigild.toml"), config).unwrap();
     let manager =
         common::manager(std::os::unix::net::UnixDatagram::bind(w.join("notify.sock")).unwrap());

@@ -19,6 +19,7 @@ mod debian;
 mod harness;
 mod host;
 mod network;
+mod prevention;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -125,7 +126,10 @@ fn fault_matrix_on_a_real_vm() {
                 .success())
         },
     );
-    // Guest storage: the data disk fills up, then goes read-only.
+    // Guest storage: the data disk fills at a steady ~2 MiB/s: predicted
+    // full (a warning, no action) before it is full (a fault); then it
+    // goes read-only.
+    let t_fill = now_ms();
     case(
         &mut vm,
         &mut rows,
@@ -133,9 +137,18 @@ fn fault_matrix_on_a_real_vm() {
         "disk-full",
         "guest-storage",
         Some("alert"),
-        |vm| vm.shell("dd if=/dev/zero of=/data/fill bs=1M 2>/dev/null; sync"),
+        |vm| {
+            vm.shell(
+                "(i=0; while dd if=/dev/zero of=/data/fill bs=1M count=1 seek=$i conv=notrunc 2>/dev/null; do i=$((i+1)); sleep 0.5; done) &",
+            );
+            // The warning first (the case then waits for the fault).
+            vm.wait(90, "predicted-full", "warning", |r| {
+                r["kind"] == "predicted-full"
+            });
+        },
         |vm| vm.shell("rm -f /data/fill; sync"),
     );
+    prevention::predicted_before_full(&vm, t_fill);
     // Out of inodes with most blocks free (a spool of tiny files): as
     // full as full.
     case(
@@ -225,6 +238,10 @@ fn fault_matrix_on_a_real_vm() {
         |vm| vm.shell("tail /dev/zero"),
         |_| {},
     );
+    // The OOM kill and the memory added for it are the advisor's evidence:
+    // it recommends more memory, applied to the domain's definition (the
+    // guest has it from its next start, below).
+    let grown = prevention::advise_and_apply_memory(&vm);
     // A guest hang: a top-priority SCHED_FIFO busy loop with RT throttling
     // off takes the only vCPU; vCPU time advances, nothing else runs, the
     // kernel does not answer the probe -> guest-hang -> reset.
@@ -255,6 +272,7 @@ fn fault_matrix_on_a_real_vm() {
     assert!(virsh(&["start", DOMAIN]).status.success());
     vm.wait_healthy(60);
     eprintln!("virsh destroy: left off, no fault; started by the operator, healthy");
+    prevention::guest_has_memory(&vm, grown);
     // QEMU killed with SIGKILL: its sockets go with it, which once read as
     // the guest refusing the probe (agent-down) until the hypervisor said
     // crashed. One fault: vm-crashed, onset at the close.
