@@ -22,7 +22,9 @@ for want in ./usr/bin/vigil-agent ./etc/vigil/agent.toml ./usr/lib/systemd/syste
     grep -q " $want\$" <<< "$agent_list" || { echo "vigil-agent.deb lacks $want"; exit 1; }
 done
 for want in ./usr/sbin/vigild ./usr/sbin/vigilctl ./etc/vigil/watchdog.toml ./usr/lib/systemd/system/vigild.service \
-            ./usr/share/man/man8/vigild.8.gz ./usr/share/man/man8/vigilctl.8.gz ./usr/lib/vigil/vigil-cluster-monitor; do
+            ./usr/share/man/man8/vigild.8.gz ./usr/share/man/man8/vigilctl.8.gz ./usr/lib/vigil/vigil-cluster-monitor \
+            ./usr/share/vigil/prometheus/vigil-rules.yml ./usr/share/vigil/prometheus/RUNBOOK.md \
+            ./usr/share/vigil/grafana/vigil-dashboard.json; do
     grep -q " $want\$" <<< "$wd_list" || { echo "vigil-watchdog.deb lacks $want"; exit 1; }
 done
 [ "$(dpkg-deb -f "$agent_deb" Depends)" = "" ] || { echo "the static agent must not depend on anything"; exit 1; }

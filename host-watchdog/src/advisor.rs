@@ -323,8 +323,10 @@ fn heartbeat(f: &Facts<'_>, cfg: &AdvisorConfig, out: &mut Vec<Advice>) {
             change: format!("[engine] heartbeat_timeout_ms = {to} in vigild.toml (host-wide)"),
             resize: None,
         });
-    } else if h.learned_ms * 2 < h.min_timeout_ms {
-        let to = (h.learned_ms * 2).div_ceil(100) * 100;
+    } else if h.learned_ms * 3 < h.min_timeout_ms {
+        // Three times the learned bound: room for a busy hour the
+        // learning did not see.
+        let to = (h.learned_ms * 3).div_ceil(100) * 100;
         out.push(Advice {
             item: "heartbeat".into(),
             summary: format!(

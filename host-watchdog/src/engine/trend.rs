@@ -95,13 +95,15 @@ impl Series {
     }
 }
 
-/// A duration in words ("3h 12m", "45m", "20s").
+/// A duration in words ("3d", "3h 12m", "45m", "20s").
 pub fn words(ms: Millis) -> String {
     let s = ms / 1000;
     match s {
         0..=119 => format!("{s}s"),
         120..=7199 => format!("{}m", s / 60),
-        _ => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        7200..=172_799 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
     }
 }
 
