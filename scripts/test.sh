@@ -33,7 +33,7 @@ step "engine benchmark (1,000 VMs)"
 cargo bench -p vigil-watchdog --bench engine --locked
 
 step "scale: 1,000 simulated agents against vigild (libvirt test driver)"
-BENCH_WINDOW=30 bash scripts/bench-scale.sh 1000
+BENCH_WINDOW=20 bash scripts/bench-scale.sh 1000
 
 step "no-VM demo (libvirt test driver)"
 bash scripts/demo.sh
@@ -56,5 +56,5 @@ bash scripts/vm/demo.sh
 step "packages: build, inspect, install, verify units, purge"
 bash scripts/package-test.sh
 
-step "agent footprint (30 s against a local sink)"
-bash scripts/agent-footprint.sh 30
+step "agent footprint (15 s against a local sink)"
+bash scripts/agent-footprint.sh 15

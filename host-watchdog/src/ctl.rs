@@ -382,33 +382,6 @@ impl Client {
         }
     }
 
-    /// Every journal record since `since`, page by page.
-    pub fn all_events(&self, since: Option<Millis>) -> Result<Vec<Value>, CtlError> {
-        let mut req = Request::Events {
-            since,
-            after: None,
-            limit: None,
-        };
-        let mut all = Vec::new();
-        loop {
-            let data = self.call(&req)?;
-            let rows = data.as_array().cloned().unwrap_or_default();
-            let last = rows.last().and_then(|r| r["seq"].as_i64());
-            let full = rows.len() >= EVENTS_PAGE as usize;
-            all.extend(rows);
-            match last {
-                Some(l) if full => {
-                    req = Request::Events {
-                        since: None,
-                        after: Some(l),
-                        limit: None,
-                    }
-                }
-                _ => return Ok(all),
-            }
-        }
-    }
-
     /// `report [--since T]`.
     pub fn report(&self, since: Option<&str>, json: bool) -> Result<(), CtlError> {
         let since = since.map(|s| parse_since(s, now_ms())).transpose()?;

@@ -328,6 +328,7 @@ impl Journal {
         type Key = (String, &'static str, Option<String>);
         let mut recovered: std::collections::BTreeMap<Key, (String, RestoredFault, Millis)> =
             Default::default();
+        let mut warnings = std::collections::BTreeSet::new();
         for e in self.rows(
             "SELECT seq, t_ms, body FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             0,
@@ -390,6 +391,16 @@ impl Journal {
                         closed_faults.insert(id, (vm, f));
                     }
                 }
+                Record::Warning {
+                    vm, kind, subject, ..
+                } => {
+                    warnings.insert((vm, kind, subject));
+                }
+                Record::WarningCleared {
+                    vm, kind, subject, ..
+                } => {
+                    warnings.remove(&(vm, kind, subject));
+                }
                 Record::Reopened { id, .. } => {
                     if let Some((vm, f)) = closed_faults.remove(&id) {
                         let key = (vm.clone(), f.kind.name(), f.subject.clone());
@@ -420,6 +431,7 @@ impl Journal {
             .collect();
         u.faults = open_faults.into_values().collect();
         u.recovered = recovered.into_values().collect();
+        u.warnings = warnings.into_iter().collect();
         Ok(u)
     }
 }
@@ -436,6 +448,8 @@ pub struct Unsettled {
     /// The last fault a recovery action closed per VM, kind and subject,
     /// with its last ladder step and when it closed (for recurrence).
     pub recovered: Vec<(String, crate::engine::RestoredFault, Millis)>,
+    /// Warnings raised and not cleared: (vm, kind, subject).
+    pub warnings: Vec<(String, crate::engine::warn::WarningKind, Option<String>)>,
 }
 
 #[cfg(test)]
@@ -637,6 +651,34 @@ mod tests {
         let ts: Vec<Millis> = seen.iter().map(|e| e.t).collect();
         assert_eq!(ts, (5..25).map(|i| i * 10).collect::<Vec<_>>());
         assert_eq!(j.since(0).unwrap().len(), 25);
+    }
+
+    #[test]
+    fn warnings_not_cleared_are_found_for_the_restart() {
+        use crate::engine::warn::WarningKind;
+        let mut j = Journal::open(Path::new(":memory:")).unwrap();
+        let w = |vm: &str| Record::Warning {
+            vm: vm.into(),
+            kind: WarningKind::PredictedFull,
+            subject: Some("/data".into()),
+            evidence: "fills".into(),
+            eta: Some(9),
+        };
+        let cleared = Record::WarningCleared {
+            vm: "db".into(),
+            kind: WarningKind::PredictedFull,
+            subject: Some("/data".into()),
+            why: "deleted".into(),
+        };
+        j.append(1, &[w("web"), w("db"), cleared]).unwrap();
+        assert_eq!(
+            j.unsettled().unwrap().warnings,
+            vec![(
+                "web".to_string(),
+                WarningKind::PredictedFull,
+                Some("/data".to_string())
+            )]
+        );
     }
 
     #[test]

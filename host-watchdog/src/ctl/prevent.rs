@@ -134,6 +134,36 @@ fn describe(r: &serde_json::Value) -> String {
 }
 
 impl Client {
+    /// Every journal record since `since`, page by page.
+    fn all_events(
+        &self,
+        since: Option<crate::engine::Millis>,
+    ) -> Result<Vec<serde_json::Value>, CtlError> {
+        let mut req = Request::Events {
+            since,
+            after: None,
+            limit: None,
+        };
+        let mut all = Vec::new();
+        loop {
+            let data = self.call(&req)?;
+            let rows = data.as_array().cloned().unwrap_or_default();
+            let last = rows.last().and_then(|r| r["seq"].as_i64());
+            let full = rows.len() >= crate::daemon::control::EVENTS_PAGE as usize;
+            all.extend(rows);
+            match last {
+                Some(l) if full => {
+                    req = Request::Events {
+                        since: None,
+                        after: Some(l),
+                        limit: None,
+                    }
+                }
+                _ => return Ok(all),
+            }
+        }
+    }
+
     /// `report --html FILE [--since T]`: the figures and the journal's
     /// records over the window, drawn into one self-contained page.
     pub fn report_html(&self, since: Option<&str>, file: &std::path::Path) -> Result<(), CtlError> {

@@ -102,4 +102,10 @@ fn recurring_ooms_are_advised_applied_and_reverted() {
     let again = rig.ctl(&["advise", "web", "--revert", &id.to_string()]);
     assert_eq!(again.status.code(), Some(2), "{again:?}");
     assert!(String::from_utf8_lossy(&again.stderr).contains("changed since"));
+    // Never while an operator works on it (nor while faulted).
+    assert!(rig.ctl(&["maintenance", "web", "on"]).status.success());
+    let refused = rig.ctl(&["advise", "web", "--apply", "memory"]);
+    assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("web is in state maintenance"));
+    assert_eq!(memory_kib(&rig), before);
 }

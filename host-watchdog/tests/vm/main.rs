@@ -79,10 +79,10 @@ fn fault_matrix_on_a_real_vm() {
         |vm| vm.shell("killall agent-loop; killall -9 vigil-agent"),
         |vm| vm.shell("setsid /bin/agent-loop </dev/null >/dev/null 2>&1 &"),
     );
-    // Must not be a fault: heavy normal-priority CPU load for 60 s.
+    // Must not be a fault: heavy normal-priority CPU load for 30 s (twice the vCPUs).
     let t0 = now_ms();
-    vm.shell("for i in 1 2; do (while :; do :; done) & done; sleep 60; kill %1 %2");
-    std::thread::sleep(Duration::from_secs(62));
+    vm.shell("for i in 1 2; do (while :; do :; done) & done; sleep 30; kill %1 %2");
+    std::thread::sleep(Duration::from_secs(32));
     let faults: Vec<Value> = vm
         .records_since(t0)
         .into_iter()

@@ -205,7 +205,7 @@ impl Core {
             Some(State::Healthy | State::Off) => Ok(()),
             Some(s) => Err((
                 "unavailable",
-                format!("{domain} is {s}: resize it once it is healthy (or off)"),
+                format!("{domain} is in state {s}: resize it once it is healthy (or off)"),
             )),
             None => Err(("not-found", format!("no monitored domain named {domain:?}"))),
         }

@@ -287,6 +287,17 @@ impl Core {
                 flaps: 0,
             });
         }
+        // Open warnings are of the run that saw them too: a trend starts
+        // over with the new run, and a warning that still holds is raised
+        // again once it has shown itself again.
+        for (vm, kind, subject) in &u.warnings {
+            host_closed.push(Record::WarningCleared {
+                vm: vm.clone(),
+                kind: *kind,
+                subject: subject.clone(),
+                why: "vigild restarted: its trends start over".into(),
+            });
+        }
         if !host_closed.is_empty() {
             journal.append(now, &host_closed)?;
         }
