@@ -317,8 +317,8 @@ fn heartbeat(f: &Facts<'_>, cfg: &AdvisorConfig, out: &mut Vec<Advice>) {
             item: "heartbeat".into(),
             summary: format!("widen the heartbeat bound: {} ms to {to} ms", h.timeout_ms),
             evidence: vec![format!(
-                "its arrivals spread to {} ms (learned from {} gaps) against a {} ms ceiling; {late} agent-down faults cleared by themselves",
-                h.learned_ms, h.samples, h.timeout_ms
+                "its arrivals spread to {} ms (learned from {} gaps) against a {} ms ceiling (its bound now {} ms); {late} agent-down faults cleared by themselves",
+                h.learned_ms, h.samples, h.timeout_ms, h.bound_ms
             )],
             change: format!("[engine] heartbeat_timeout_ms = {to} in vigild.toml (host-wide)"),
             resize: None,
