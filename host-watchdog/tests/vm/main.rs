@@ -126,29 +126,9 @@ fn fault_matrix_on_a_real_vm() {
                 .success())
         },
     );
-    // Guest storage: the data disk fills at a steady ~2 MiB/s: predicted
-    // full (a warning, no action) before it is full (a fault); then it
-    // goes read-only.
-    let t_fill = now_ms();
-    case(
-        &mut vm,
-        &mut rows,
-        "disk filled",
-        "disk-full",
-        "guest-storage",
-        Some("alert"),
-        |vm| {
-            vm.shell(
-                "(i=0; while dd if=/dev/zero of=/data/fill bs=1M count=1 seek=$i conv=notrunc 2>/dev/null; do i=$((i+1)); sleep 0.5; done) &",
-            );
-            // The warning first (the case then waits for the fault).
-            vm.wait(90, "predicted-full", "warning", |r| {
-                r["kind"] == "predicted-full"
-            });
-        },
-        |vm| vm.shell("rm -f /data/fill; sync"),
-    );
-    prevention::predicted_before_full(&vm, t_fill);
+    // Guest storage: a data disk filling steadily (predicted full first),
+    // then read-only.
+    prevention::disk_fills_steadily(&mut vm, &mut rows);
     // Out of inodes with most blocks free (a spool of tiny files): as
     // full as full.
     case(

@@ -7,9 +7,34 @@
 
 use super::*;
 
+/// The data disk fills at a steady ~2 MiB/s: predicted full (a warning, no
+/// action) before it is full (the disk-full fault, alerted).
+pub fn disk_fills_steadily(vm: &mut Vm, rows: &mut Vec<Row>) {
+    let t_fill = now_ms();
+    case(
+        vm,
+        rows,
+        "disk filled",
+        "disk-full",
+        "guest-storage",
+        Some("alert"),
+        |vm| {
+            vm.shell(
+                "(i=0; while dd if=/dev/zero of=/data/fill bs=1M count=1 seek=$i conv=notrunc 2>/dev/null; do i=$((i+1)); sleep 0.5; done) &",
+            );
+            // The warning first (the case then waits for the fault).
+            vm.wait(90, "predicted-full", "warning", |r| {
+                r["kind"] == "predicted-full"
+            });
+        },
+        |vm| vm.shell("rm -f /data/fill; sync"),
+    );
+    predicted_before_full(vm, t_fill);
+}
+
 /// The predicted-full warning for /data came before the disk-full fault,
 /// with an ETA after it, and cleared once the fill was deleted.
-pub fn predicted_before_full(vm: &Vm, since: u64) {
+fn predicted_before_full(vm: &Vm, since: u64) {
     let recs: Vec<(u64, Value)> = common::records(&vm.sock())
         .into_iter()
         .filter(|(t, _)| *t >= since)
