@@ -209,9 +209,7 @@ impl Client {
                 v.domain, v.state, v.domain_state, agent, hb, fault
             );
         }
-        if data["armed"] == Value::Bool(false) {
-            println!("(disarmed: recovery actions are not taken)");
-        }
+        watchdog_lines(&data["watchdog"]);
         Ok(())
     }
 
@@ -254,6 +252,7 @@ impl Client {
                 println!("{:<15}{val}", format!("{label}:"));
             }
         }
+        watchdog_lines(&data["watchdog"]);
         if let Some(t) = data["last_report"]["uptime_ms"].as_u64() {
             println!("guest uptime:  {} s (last report)", t / 1000);
         }
@@ -499,12 +498,7 @@ impl Client {
         }
         let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
         println!("host health:   {}", text(&data["health"]));
-        if data["hypervisor_answers"] == Value::Bool(false) {
-            println!("hypervisor:    NOT answering");
-        }
-        if data["armed"] == Value::Bool(false) {
-            println!("(disarmed: recovery actions are not taken)");
-        }
+        watchdog_lines(&data["watchdog"]);
         let faults = data["faults"].as_array().cloned().unwrap_or_default();
         for f in &faults {
             let subject = f["subject"]
@@ -554,6 +548,35 @@ impl Client {
             );
         }
         Ok(())
+    }
+}
+
+/// What is wrong with vigild's own world, a line each (nothing when all is
+/// well): disarmed, blind to the hypervisor, unable to journal.
+fn watchdog_lines(w: &Value) {
+    if w["armed"] == Value::Bool(false) {
+        println!("(disarmed: recovery actions are not taken)");
+    }
+    let secs = |v: &Value| v["for_ms"].as_u64().unwrap_or(0) / 1000;
+    let h = &w["hypervisor"];
+    if h["ok"] == Value::Bool(false) {
+        println!(
+            "HYPERVISOR:    {}{}: no destructive action until it is back",
+            h["state"].as_str().unwrap_or("?"),
+            h["for_ms"]
+                .as_u64()
+                .map_or(String::new(), |_| format!(" for {} s", secs(h)))
+        );
+    }
+    let j = &w["journal"];
+    if j["ok"] == Value::Bool(false) {
+        println!(
+            "JOURNAL:       refusing writes for {} s ({}): {} records wait, {} actions held until their intents are durable",
+            secs(j),
+            j["error"].as_str().unwrap_or("?"),
+            j["unwritten_records"],
+            j["actions_held"]
+        );
     }
 }
 

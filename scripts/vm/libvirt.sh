@@ -16,11 +16,20 @@ start_daemon() { # start_daemon NAME PIDFILE
 }
 start_libvirt() {
     start_daemon virtlogd /run/vigil-virtlogd.pid
+    local before=${#started[@]}
     start_daemon libvirtd /run/vigil-libvirtd.pid
+    # A libvirtd of this script's own: a test may stop it and start it again
+    # (with the same PID file, which stop_libvirt reads).
+    if [ "${#started[@]}" -gt "$before" ]; then export VIGIL_OWN_LIBVIRTD=1; fi
     for _ in $(seq 50); do virsh -c qemu:///system version >/dev/null 2>&1 && return 0; sleep 0.2; done
     echo "libvirtd did not answer" >&2; return 1
 }
 stop_libvirt() { # and wait until they are gone
+    # A test that restarted our libvirtd left its new PID in the PID file.
+    if [ "${VIGIL_OWN_LIBVIRTD:-}" = 1 ] && [ -s /run/vigil-libvirtd.pid ]; then
+        local p; p=$(cat /run/vigil-libvirtd.pid)
+        [ "$(cat "/proc/$p/comm" 2>/dev/null)" = libvirtd ] && started+=("$p")
+    fi
     for p in "${started[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${started[@]}"; do
         for _ in $(seq 100); do pid_alive "$p" || break; sleep 0.1; done

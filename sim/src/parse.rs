@@ -395,9 +395,14 @@ fn event(words: &[&str]) -> Result<Event, String> {
         "hypervisor" => match arg(1)? {
             "silent" => Ok(Event::Global(Global::HypervisorSilent {
                 for_ms: num(arg(2)?, "duration")?,
+                lost: false,
+            })),
+            "lost" => Ok(Event::Global(Global::HypervisorSilent {
+                for_ms: 0,
+                lost: true,
             })),
             "answers" => Ok(Event::Global(Global::HypervisorAnswers)),
-            other => Err(format!("hypervisor silent MS|answers, not {other:?}")),
+            other => Err(format!("hypervisor silent MS|lost|answers, not {other:?}")),
         },
         "host" => match arg(1)? {
             "kernel" => Ok(Event::HostKernel(words[2..].join(" "))),

@@ -28,10 +28,31 @@ pub struct FullPass {
     pub polls: std::collections::HashMap<String, DomainPoll>,
 }
 
+/// The connection every handle of one [`Libvirt`] shares, and what it
+/// takes to open it again: libvirtd restarted (an upgrade, a crash) leaves
+/// a connection that is dead for good; [`Libvirt::reconnect`] opens a new
+/// one for every handle at once and registers the event callbacks on it
+/// again.
+struct Link {
+    uri: String,
+    /// The connection (none: not open yet, or lost and not back), and its
+    /// generation (each reconnect a new one).
+    current: std::sync::Mutex<(u64, Option<Connect>)>,
+    /// Where events go, and their registration on the current connection.
+    events: std::sync::Mutex<
+        Option<(
+            std::sync::mpsc::Sender<super::events::HvEvent>,
+            Option<super::events::Registration>,
+        )>,
+    >,
+}
+
 /// A libvirt connection.
 pub struct Libvirt {
     uri: String,
-    conn: Connect,
+    link: std::sync::Arc<Link>,
+    /// The link's generation this handle's domain handles are of.
+    gen: u64,
     /// Domain handles the poll looked up, by name, with the UUID they were
     /// for: one lookup per domain, not one per poll (each is an RPC on a
     /// real host). A handle whose domain is gone or redefined is looked up
@@ -70,17 +91,106 @@ impl Libvirt {
     /// Open `uri`. Silences libvirt's default stderr error printer (errors
     /// are returned and logged by the daemon instead).
     pub fn open(uri: &str) -> Result<Libvirt, BackendError> {
+        let lv = Libvirt::unconnected(uri);
+        lv.reconnect()?;
+        Ok(lv)
+    }
+
+    /// A handle on `uri` that is not connected yet: every call fails until
+    /// [`Libvirt::reconnect`] succeeds (vigild starting while libvirtd is
+    /// down keeps its agents' sessions and connects when it can).
+    pub fn unconnected(uri: &str) -> Libvirt {
         virt::error::clear_error_callback();
-        let conn = Connect::open(Some(uri)).map_err(|e| BackendError::Connect {
+        Libvirt {
             uri: uri.into(),
-            message: e.message().to_string(),
-        })?;
-        Ok(Libvirt {
-            uri: uri.into(),
-            conn,
+            link: std::sync::Arc::new(Link {
+                uri: uri.into(),
+                current: std::sync::Mutex::new((0, None)),
+                events: std::sync::Mutex::new(None),
+            }),
+            gen: 0,
             handles: Default::default(),
             states: Default::default(),
-        })
+        }
+    }
+
+    /// Open the connection again, for every handle of this link, and
+    /// register the event callbacks on it (when events are watched).
+    pub fn reconnect(&self) -> Result<(), BackendError> {
+        let conn = Connect::open(Some(&self.link.uri)).map_err(|e| BackendError::Connect {
+            uri: self.link.uri.clone(),
+            message: e.message().to_string(),
+        })?;
+        if let Ok(mut ev) = self.link.events.lock() {
+            if let Some((tx, reg)) = ev.as_mut() {
+                // The old registration goes first (its connection is dead).
+                *reg = None;
+                *reg = Some(
+                    super::events::register(&conn, tx.clone()).map_err(|message| {
+                        BackendError::Connect {
+                            uri: self.link.uri.clone(),
+                            message: format!("events: {message}"),
+                        }
+                    })?,
+                );
+            }
+        }
+        let mut cur = self.link.current.lock().map_err(|_| self.lost())?;
+        cur.0 += 1;
+        cur.1 = Some(conn);
+        Ok(())
+    }
+
+    /// Send the domains' events to `tx`, on this connection and each one
+    /// after a reconnect.
+    pub fn watch_events(
+        &self,
+        tx: std::sync::mpsc::Sender<super::events::HvEvent>,
+    ) -> Result<(), BackendError> {
+        let reg = match self.conn() {
+            Ok(c) => Some(super::events::register(&c, tx.clone()).map_err(|message| {
+                BackendError::Connect {
+                    uri: self.uri.clone(),
+                    message: format!("events: {message}"),
+                }
+            })?),
+            Err(_) => None, // registered when it connects
+        };
+        if let Ok(mut ev) = self.link.events.lock() {
+            *ev = Some((tx, reg));
+        }
+        Ok(())
+    }
+
+    /// The connection is open and libvirtd on its other end (the
+    /// keepalive libvirt runs on remote connections says when not).
+    pub fn alive(&self) -> bool {
+        self.conn().is_ok_and(|c| c.is_alive().unwrap_or(false))
+    }
+
+    fn lost(&self) -> BackendError {
+        BackendError::Connect {
+            uri: self.uri.clone(),
+            message: "not connected".into(),
+        }
+    }
+
+    /// The shared connection, as it is now.
+    fn conn(&self) -> Result<Connect, BackendError> {
+        match self.link.current.lock() {
+            Ok(c) => c.1.clone().ok_or_else(|| self.lost()),
+            Err(_) => Err(self.lost()),
+        }
+    }
+
+    /// Domain handles of an older connection are dropped.
+    fn fresh(&mut self) {
+        let gen = self.link.current.lock().map(|c| c.0).unwrap_or(0);
+        if gen != self.gen {
+            self.gen = gen;
+            self.handles.clear();
+            self.states.clear();
+        }
     }
 
     /// The URI this connection was opened with.
@@ -88,13 +198,8 @@ impl Libvirt {
         &self.uri
     }
 
-    /// The raw connection (for event registration).
-    pub fn connection(&self) -> &Connect {
-        &self.conn
-    }
-
     fn domain(&self, name: &str) -> Result<Domain, BackendError> {
-        self.conn
+        self.conn()?
             .lookup_domain_by_name(name)
             .map_err(|e| call("lookup", name, e))
     }
@@ -253,22 +358,32 @@ impl Hypervisor for Libvirt {
     fn worker(&self) -> Box<dyn Hypervisor> {
         Box::new(Libvirt {
             uri: self.uri.clone(),
-            conn: self.conn.clone(), // one connection, reference-counted
+            link: self.link.clone(), // one connection, shared
+            gen: 0,
             handles: Default::default(),
             states: Default::default(),
         })
     }
 
     fn ping(&mut self) -> Result<(), BackendError> {
-        self.conn
+        self.conn()?
             .num_of_domains()
             .map(|_| ())
             .map_err(|e| call("ping", "*", e))
     }
 
+    fn connected(&mut self) -> bool {
+        self.alive()
+    }
+
+    fn reconnect(&mut self) -> Result<(), BackendError> {
+        Libvirt::reconnect(self)
+    }
+
     fn list(&mut self) -> Result<Vec<DomainDef>, BackendError> {
+        self.fresh();
         let doms = self
-            .conn
+            .conn()?
             .list_all_domains(0)
             .map_err(|e| call("list", "*", e))?;
         let mut out = Vec::with_capacity(doms.len());
@@ -288,6 +403,7 @@ impl Hypervisor for Libvirt {
     }
 
     fn poll(&mut self, def: &DomainDef) -> Result<DomainPoll, BackendError> {
+        self.fresh();
         let d = match self.handles.get(&def.name) {
             Some((uuid, d)) if *uuid == def.uuid => d.clone(),
             _ => {
@@ -565,7 +681,7 @@ mod tests {
              <devices>{fragment}</devices></domain>"
         );
         let mut lv = Libvirt::open("test:///default").unwrap();
-        lv.connection().define_domain_xml(&xml).unwrap();
+        lv.conn().unwrap().define_domain_xml(&xml).unwrap();
         let def = lv
             .list()
             .unwrap()

@@ -102,6 +102,15 @@ pub trait Hypervisor: Send {
     /// Another handle on the same connection, for another thread (the
     /// executor's).
     fn worker(&self) -> Box<dyn Hypervisor>;
+    /// Whether the connection to the hypervisor is open and its other
+    /// end there (libvirtd restarted leaves a dead one).
+    fn connected(&mut self) -> bool {
+        true
+    }
+    /// Open the connection again (every handle of it, and its events).
+    fn reconnect(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
     /// A cheap call that needs the hypervisor to answer (a keepalive).
     fn ping(&mut self) -> Result<(), BackendError> {
         Ok(())

@@ -294,6 +294,72 @@ impl Watched {
     }
 }
 
+/// The connection to the hypervisor while it is lost: when to try again,
+/// and the back-off (doubling from 250 ms up to 5 s).
+struct Lost {
+    next_try: Instant,
+    backoff: Duration,
+    tries: u32,
+}
+
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// After a call failed: is the connection itself gone? Then it is marked
+/// lost (the core sees it on its next tick) and reconnecting begins.
+fn check_link(hv: &mut dyn Hypervisor, watched: &Watched, lost: &mut Option<Lost>) {
+    if lost.is_some() || hv.connected() {
+        return;
+    }
+    log::error!(
+        "the connection to the hypervisor is lost (libvirtd stopped or restarted): \
+         reconnecting; no destructive action until it is back"
+    );
+    watched.watch.lose(watched.clock.now());
+    *lost = Some(Lost {
+        next_try: Instant::now() + RECONNECT_FIRST,
+        backoff: RECONNECT_FIRST,
+        tries: 0,
+    });
+}
+
+/// Try to connect again when it is time; `true` once connected.
+fn try_reconnect(hv: &mut dyn Hypervisor, watched: &Watched, lost: &mut Option<Lost>) -> bool {
+    let Some(l) = lost.as_mut() else {
+        return true;
+    };
+    let now = Instant::now();
+    if now < l.next_try {
+        return false;
+    }
+    l.tries += 1;
+    match watched.call(|| hv.reconnect()) {
+        Ok(()) if hv.connected() => {
+            log::warn!(
+                "connected to the hypervisor again (after {} tries): domains listed again, events registered again",
+                l.tries
+            );
+            watched.watch.regain();
+            *lost = None;
+            true
+        }
+        r => {
+            if l.tries == 1 || l.tries % 20 == 0 {
+                let why = r
+                    .err()
+                    .map_or("connected but not alive".into(), |e| e.to_string());
+                log::warn!(
+                    "cannot reconnect to the hypervisor (try {}): {why}",
+                    l.tries
+                );
+            }
+            l.backoff = (l.backoff * 2).min(RECONNECT_MAX);
+            l.next_try = now + l.backoff;
+            false
+        }
+    }
+}
+
 /// How often the hypervisor is asked something when nothing else was.
 const PING_EVERY: Duration = Duration::from_secs(1);
 
@@ -344,6 +410,8 @@ pub fn run(
     let mut from_bulk: Option<super::io_counters::BulkPolls> = None;
     let mut last_call = Instant::now();
     let mut hot_changed = false;
+    let mut lost: Option<Lost> = None;
+    check_link(hv.as_mut(), &watched, &mut lost);
     let tell = |d: super::executor::Done| {
         core.blocking_send(CoreMsg::ActionDone {
             id: d.id,
@@ -365,6 +433,9 @@ pub fn run(
         if executor.busy() {
             wait = wait.min(Duration::from_millis(250));
         }
+        if let Some(l) = &lost {
+            wait = wait.min(l.next_try.saturating_duration_since(now));
+        }
         // Every request waiting is taken before anything is polled: at
         // start thousands of VMs turn quiet at once, and a pass over VMs
         // already healthy again is thousands of wasted calls.
@@ -379,6 +450,9 @@ pub fn run(
                 BackendReq::Relist => {
                     relist = true;
                     schedule.all_soon(Instant::now());
+                }
+                BackendReq::Nics(vm) if lost.is_some() => {
+                    log::debug!("vm={vm} vNICs not read: the hypervisor is not connected");
                 }
                 BackendReq::Nics(vm) => {
                     let nics = watched.call(|| hv.nics(&vm));
@@ -443,6 +517,17 @@ pub fn run(
                 return;
             }
         }
+        // While the connection is lost nothing is polled (an error is no
+        // domain's state): the domains are listed again once it is back.
+        if lost.is_some() {
+            if !try_reconnect(hv.as_mut(), &watched, &mut lost) {
+                continue;
+            }
+            relist = true;
+            schedule.all_soon(Instant::now());
+            last_call = Instant::now();
+            continue;
+        }
         // The quiet pass: the I/O thread's bulk call is asked for, and the
         // pass made when it answers (the hot domains polled meanwhile), or
         // domain by domain when it does not answer in time.
@@ -455,7 +540,9 @@ pub fn run(
         }
         if matches!(&due, Due::Nothing) || matches!(&due, Due::Some(v) if v.is_empty()) {
             if last_call.elapsed() >= PING_EVERY {
-                let _ = watched.call(|| hv.ping());
+                if watched.call(|| hv.ping()).is_err() {
+                    check_link(hv.as_mut(), &watched, &mut lost);
+                }
                 last_call = Instant::now();
             }
             continue;
@@ -476,7 +563,13 @@ pub fn run(
                     relist = false;
                     last_list = Instant::now();
                 }
-                Err(e) => log::warn!("cannot list domains: {e}"),
+                Err(e) => {
+                    check_link(hv.as_mut(), &watched, &mut lost);
+                    if lost.is_some() {
+                        continue;
+                    }
+                    log::warn!("cannot list domains: {e}")
+                }
             }
         }
         // Every domain's state and vCPU time (its info, a reason only on a
@@ -504,7 +597,14 @@ pub fn run(
             .filter(|d| by_bulk(d).is_none())
             .cloned()
             .collect();
-        let mut asked = watched.call(|| hv.poll_all(&ask)).into_iter();
+        let asked = watched.call(|| hv.poll_all(&ask));
+        if asked.iter().any(|p| p.is_err()) {
+            check_link(hv.as_mut(), &watched, &mut lost);
+            if lost.is_some() {
+                continue;
+            }
+        }
+        let mut asked = asked.into_iter();
         let polls = these.iter().map(|d| match by_bulk(d) {
             Some(p) => Ok(*p),
             None => asked

@@ -110,17 +110,18 @@ pub(super) fn io_thread(
     every: Cadence,
 ) {
     // Its own connection, opened after the main one is set up.
-    let mut hv = loop {
-        match crate::backend::libvirt::Libvirt::open(&uri) {
-            Ok(lv) => break lv,
-            Err(e) => {
-                log::warn!("I/O counter connection: {e}; retrying");
-                std::thread::sleep(Duration::from_secs(5));
+    // (libvirtd restarted: opened again, at most every 2 s, like the main one.)
+    let mut hv = crate::backend::libvirt::Libvirt::unconnected(&uri);
+    let mut next_hot = Instant::now();
+    let mut last_try: Option<Instant> = None;
+    loop {
+        if !hv.alive() && last_try.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+            last_try = Some(Instant::now());
+            match hv.reconnect() {
+                Ok(()) => log::info!("I/O counter connection open"),
+                Err(e) => log::debug!("I/O counter connection: {e}; retrying"),
             }
         }
-    };
-    let mut next_hot = Instant::now();
-    loop {
         match now_rx.recv_timeout(next_hot.saturating_duration_since(Instant::now())) {
             Ok(IoReq::Full) => {
                 let list = defs.lock().map(|d| d.clone()).unwrap_or_default();

@@ -91,6 +91,13 @@ pub struct MountLabels {
     pub mount: String,
 }
 
+/// An outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `ok` or `rejected`.
+    pub result: String,
+}
+
 type FGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// The registry, remembering the series names it was given (the mixin's
@@ -151,6 +158,16 @@ pub struct Metrics {
     pub host_events: Family<HostEventLabels, Counter>,
     /// The host's health: 0 healthy, 1 degraded, 2 failed.
     pub host_health: Gauge,
+    /// 1 while vigild is connected to libvirtd.
+    pub hypervisor_connected: Gauge,
+    /// 1 while the journal takes writes.
+    pub journal_writable: Gauge,
+    /// Records waiting to be written (the journal refusing writes).
+    pub journal_unwritten: Gauge,
+    /// Actions held because their intents are not durable yet.
+    pub actions_held: Gauge,
+    /// Config reloads, by result.
+    pub reloads: Family<ResultLabels, Counter>,
     /// Bytes free on each host filesystem under VM disks.
     pub host_fs_avail: Family<MountLabels, Gauge>,
     /// Their sizes.
@@ -188,6 +205,11 @@ impl Metrics {
             rejected: Family::default(),
             host_events: Family::default(),
             host_health: Gauge::default(),
+            hypervisor_connected: Gauge::default(),
+            journal_writable: Gauge::default(),
+            journal_unwritten: Gauge::default(),
+            actions_held: Gauge::default(),
+            reloads: Family::default(),
             host_fs_avail: Family::default(),
             host_fs_size: Family::default(),
             net: Default::default(),
@@ -266,6 +288,31 @@ impl Metrics {
             "host_health",
             "The host's own health: 0 healthy, 1 degraded, 2 failed",
             m.host_health.clone(),
+        );
+        registry.register(
+            "hypervisor_connected",
+            "1 while vigild is connected to libvirtd (0: lost, reconnecting; no destructive action)",
+            m.hypervisor_connected.clone(),
+        );
+        registry.register(
+            "journal_writable",
+            "1 while the journal takes writes (0: actions wait until their intents are durable)",
+            m.journal_writable.clone(),
+        );
+        registry.register(
+            "journal_unwritten_records",
+            "Journal records waiting to be written while the journal refuses writes",
+            m.journal_unwritten.clone(),
+        );
+        registry.register(
+            "actions_held",
+            "Recovery actions waiting for their intents to be durable in the journal",
+            m.actions_held.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP, vigilctl reload), by result",
+            m.reloads.clone(),
         );
         registry.register(
             "host_fs_avail_bytes",

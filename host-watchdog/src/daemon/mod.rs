@@ -191,11 +191,17 @@ async fn run_async(
     // libvirt's event loop must be registered before the connection opens.
     crate::backend::events::start_event_loop()
         .map_err(|e| anyhow::anyhow!("libvirt event loop: {e}"))?;
-    let lv = crate::backend::libvirt::Libvirt::open(&config.libvirt_uri)?;
+    // libvirtd down at start is not vigild's end: its agents' sessions are
+    // served, and the backend thread connects when it can.
+    let lv = crate::backend::libvirt::Libvirt::unconnected(&config.libvirt_uri);
+    if let Err(e) = lv.reconnect() {
+        log::error!("{e}; vigild goes on and connects when libvirtd answers");
+    }
     let (core_tx, core_rx) = mpsc::channel::<CoreMsg>(4096);
-    // Events: libvirt thread → std channel → bridge thread → core.
+    // Events: libvirt thread → std channel → bridge thread → core; they are
+    // registered again on each new connection.
     let (ev_tx, ev_rx) = std::sync::mpsc::channel();
-    let _registration = crate::backend::events::register(lv.connection(), ev_tx)
+    lv.watch_events(ev_tx)
         .map_err(|e| anyhow::anyhow!("libvirt events: {e}"))?;
     {
         let tx = core_tx.clone();

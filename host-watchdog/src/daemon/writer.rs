@@ -50,6 +50,8 @@ pub struct Written {
     pub result: Result<(), String>,
     /// Records dropped because too many waited.
     pub dropped: usize,
+    /// Records still waiting to be written.
+    pub waiting: usize,
     /// Records pruned, if a prune ran.
     pub pruned: Option<Result<usize, String>>,
 }
@@ -82,6 +84,7 @@ pub fn spawn(
                     journal.append_batches(&kept).map_err(|e| format!("{e:#}"))
                 };
                 let mut dropped = 0;
+                let mut waiting = 0;
                 if result.is_ok() {
                     kept.clear();
                 } else {
@@ -91,6 +94,7 @@ pub fn spawn(
                         n -= r.len();
                         dropped += r.len();
                     }
+                    waiting = n;
                 }
                 let pruned = prune
                     .filter(|_| result.is_ok())
@@ -99,6 +103,7 @@ pub fn spawn(
                     handled,
                     result,
                     dropped,
+                    waiting,
                     pruned,
                 };
                 // A core that is gone (stopping) still has what it asked

@@ -18,7 +18,13 @@ pub const UPLINK_MIN_VMS: usize = 3;
 impl Engine {
     /// A libvirt call has not returned for `for_ms`: one host-level fault
     /// (and an alert) for as long as it lasts; destructive actions wait.
-    pub(super) fn hypervisor_silent(&mut self, now: Millis, for_ms: Millis, out: &mut Output) {
+    pub(super) fn hypervisor_silent(
+        &mut self,
+        now: Millis,
+        for_ms: Millis,
+        lost: bool,
+        out: &mut Output,
+    ) {
         if self.hypervisor_silent.is_some() {
             return;
         }
@@ -26,9 +32,16 @@ impl Engine {
         self.next_fault += 1;
         let onset = now.saturating_sub(for_ms);
         self.hypervisor_silent = Some((id, onset, now));
-        let ev = format!(
-            "a libvirt call has not returned for {for_ms} ms: no destructive action until it answers"
-        );
+        let ev = if lost {
+            format!(
+                "the connection to libvirtd is lost (for {for_ms} ms): reconnecting; \
+                 no destructive action until it is back"
+            )
+        } else {
+            format!(
+                "a libvirt call has not returned for {for_ms} ms: no destructive action until it answers"
+            )
+        };
         self.host_fault(
             now,
             id,

@@ -223,7 +223,10 @@ impl Vm {
                 self.suppress(now, kind, "host-wide event in progress".into(), 1_000, out);
                 return false;
             }
-            if ctx.hypervisor_silent && kind.is_destructive() {
+            // Blind: nothing destructive, and no call to a hypervisor
+            // that cannot take it (it would fail and climb the ladder on
+            // the hypervisor's account, not the fault's).
+            if ctx.hypervisor_silent && (kind.is_destructive() || kind.through_hypervisor()) {
                 let why = "the hypervisor does not answer: not acting blind".into();
                 self.suppress(now, kind, why, 1_000, out);
                 return false;

@@ -338,7 +338,9 @@ impl Engine {
             Global::Disarm => self.armed = false,
             Global::Arm => self.armed = true,
             Global::Tick => {}
-            Global::HypervisorSilent { for_ms } => self.hypervisor_silent(now, for_ms, &mut out),
+            Global::HypervisorSilent { for_ms, lost } => {
+                self.hypervisor_silent(now, for_ms, lost, &mut out)
+            }
             Global::HypervisorAnswers => self.hypervisor_answers(now, &mut out),
             Global::Stalled { ms } => {
                 let why = format!("vigild did not run for {ms} ms: deadlines start over");

@@ -303,9 +303,11 @@ impl<'a> Harness<'a> {
     }
 
     /// Poll every domain (`None`) or these; nothing comes back while the
-    /// hypervisor is scripted silent (its calls do not return).
+    /// hypervisor is scripted silent (its calls do not return) or its
+    /// connection lost (the backend thread polls nothing then).
     async fn poll(&mut self, only: Option<Vec<String>>) {
-        if self.core.hypervisor_watch().since().is_some() {
+        let w = self.core.hypervisor_watch();
+        if w.since().is_some() || w.lost_since().is_some() {
             return;
         }
         let mut hv = self.hv.clone();
@@ -396,7 +398,9 @@ impl<'a> Harness<'a> {
                 self.push(self.now + PROBE_MS, Due::Probed(vm));
             }
             let events = self.hv.with(|w| std::mem::take(&mut w.events));
-            for ev in events {
+            // A lost connection's events never arrive.
+            let lost = self.core.hypervisor_watch().lost_since().is_some();
+            for ev in events.into_iter().filter(|_| !lost) {
                 any = true;
                 self.deliver(CoreMsg::Hv(ev)).await;
             }
@@ -518,7 +522,9 @@ impl<'a> Harness<'a> {
             return;
         };
         let (id, vm, name) = (*id, vm.clone(), kind.name().to_string());
-        let result = if !self.take_failure(&name, &vm) {
+        let result = if self.core.hypervisor_watch().lost_since().is_some() {
+            Err("libvirt: not connected".into())
+        } else if !self.take_failure(&name, &vm) {
             Err("scripted failure".into())
         } else if *kind == ActionKind::AskCluster {
             Ok("the cluster was told".into())

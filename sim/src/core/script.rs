@@ -87,10 +87,22 @@ impl Harness<'_> {
             Event::Global(Global::Tick) => {}
             // A libvirt call of the backend's that began `for_ms` ago and
             // has not returned, as the backend thread marks it.
-            Event::Global(Global::HypervisorSilent { for_ms }) => {
+            Event::Global(Global::HypervisorSilent {
+                for_ms,
+                lost: false,
+            }) => {
                 self.hv_watch().begin(now.saturating_sub(for_ms).max(1));
             }
-            Event::Global(Global::HypervisorAnswers) => self.hv_watch().end(),
+            // The connection found lost (libvirtd stopped), as the backend
+            // thread marks it; its calls fail at once until it is back.
+            Event::Global(Global::HypervisorSilent { lost: true, .. }) => {
+                let _ = writeln!(self.log, "{now:>7} *        libvirtd connection lost");
+                self.hv_watch().lose(now);
+            }
+            Event::Global(Global::HypervisorAnswers) => {
+                self.hv_watch().end();
+                self.hv_watch().regain();
+            }
             Event::Stop(what, vm) => stop(&mut self.streams, &what, &vm),
             Event::Liveness(vm, r) => {
                 self.liveness.insert(vm, r);
@@ -164,7 +176,10 @@ impl Harness<'_> {
                     d.state = Some(st);
                     Some(d.listed)
                 });
-                if listed.is_some() {
+                // A lost connection's events never arrive: the next poll
+                // after it is back shows the state.
+                let lost = self.hv_watch().lost_since().is_some();
+                if listed.is_some() && !lost {
                     self.deliver(CoreMsg::Hv(HvEvent::State(vm, st))).await;
                 }
             }

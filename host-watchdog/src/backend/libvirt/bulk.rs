@@ -89,12 +89,13 @@ impl Libvirt {
     pub fn bulk(&self, stats: u32) -> Result<Vec<(String, Bulk)>, String> {
         use std::ffi::CStr;
         use virt::sys;
+        let conn = self.conn().map_err(|e| e.to_string())?;
         let mut recs: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
-        // SAFETY: an open connection; libvirt allocates the record list,
+        // SAFETY: an open connection (held until the call returns); libvirt allocates the record list,
         // freed below with its own function.
         let n = unsafe {
             sys::virConnectGetAllDomainStats(
-                self.conn.as_ptr(),
+                conn.as_ptr(),
                 stats,
                 &mut recs,
                 sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,

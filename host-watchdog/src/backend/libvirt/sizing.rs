@@ -41,7 +41,7 @@ impl Libvirt {
             (None, None)
         };
         let host_cpus = self
-            .conn
+            .conn()?
             .node_info()
             .map(|n| n.cpus)
             .map_err(|e| call("nodeinfo", name, e))?;

@@ -53,7 +53,11 @@ impl Core {
                     .vms()
                     .filter_map(|(n, _)| self.view(now, n))
                     .collect();
-                Response::ok(serde_json::json!({ "armed": self.engine.armed(), "vms": views }))
+                Response::ok(serde_json::json!({
+                    "armed": self.engine.armed(),
+                    "watchdog": self.self_state(now),
+                    "vms": views,
+                }))
             }
             Request::Status { domain } => match self.view(now, &domain) {
                 Some(v) => {
@@ -62,6 +66,7 @@ impl Core {
                         .and_then(|v| v.last_report.as_ref())
                         .map(|r| super::network::snapshot_json(r));
                     let mut data = serde_json::to_value(v).unwrap_or_default();
+                    data["watchdog"] = self.self_state(now);
                     data["last_report"] = report.unwrap_or_default();
                     data["vnics"] = rt
                         .and_then(|v| v.nics.as_ref())
@@ -319,6 +324,7 @@ impl Core {
                     "faults": faults,
                     "hypervisor_answers": !self.engine.hypervisor_is_silent(),
                     "armed": self.engine.armed(),
+                    "watchdog": self.self_state(now),
                 }))
             }
             Request::Disarm | Request::Arm => {

@@ -5,6 +5,37 @@
 use super::*;
 
 impl Core {
+    /// vigild's own world as control answers show it: whether it acts,
+    /// sees the hypervisor, and can make its records durable.
+    pub(super) fn self_state(&self, now: Millis) -> serde_json::Value {
+        let lost = self.hv_watch.lost_since();
+        let hypervisor = match (lost, self.engine.hypervisor_is_silent()) {
+            (Some(t), _) => serde_json::json!({
+                "ok": false,
+                "state": "connection lost",
+                "for_ms": now.saturating_sub(t),
+            }),
+            (None, true) => serde_json::json!({ "ok": false, "state": "not answering" }),
+            (None, false) => serde_json::json!({ "ok": true, "state": "connected" }),
+        };
+        let journal = match self.journal_down_since {
+            Some(t) => serde_json::json!({
+                "ok": false,
+                "state": "refusing writes",
+                "for_ms": now.saturating_sub(t),
+                "error": self.journal_error,
+                "unwritten_records": self.journal_waiting,
+                "actions_held": self.held.len(),
+            }),
+            None => serde_json::json!({ "ok": true, "state": "writable" }),
+        };
+        serde_json::json!({
+            "armed": self.engine.armed(),
+            "hypervisor": hypervisor,
+            "journal": journal,
+        })
+    }
+
     /// Journal first (durably), then dispatch the actions: the records go
     /// to the writer thread, and each action waits until its step's
     /// records are durable. When the journal cannot be written (disk
@@ -70,6 +101,7 @@ impl Core {
                 self.answered_batch = self.answered_batch.max(b);
             }
         }
+        self.journal_waiting = w.waiting;
         match w.result {
             Ok(()) => {
                 self.durable_batch = self.answered_batch;
@@ -88,6 +120,7 @@ impl Core {
                         "journal write failed: {e}; records are kept and retried, actions wait until their intents are durable"
                     );
                 }
+                self.journal_error = e;
             }
         }
         if w.dropped > 0 {

@@ -154,8 +154,11 @@ pub struct Core {
     durable_batch: u64,
     /// Actions waiting for their intents to be durable: (batch, time, action).
     held: std::collections::VecDeque<(u64, Millis, engine::Action)>,
-    /// Since when the journal has refused writes.
+    /// Since when the journal has refused writes, why, and how many
+    /// records wait.
     journal_down_since: Option<Millis>,
+    journal_error: String,
+    journal_waiting: usize,
     /// Availability since start, kept record by record.
     uptime: crate::metrics::Uptime,
     /// The host-storage thread, and the VMs' disk sources it last got.
@@ -356,6 +359,8 @@ impl Core {
             durable_batch: 0,
             held: Default::default(),
             journal_down_since: None,
+            journal_error: String::new(),
+            journal_waiting: 0,
             uptime: crate::metrics::Uptime::new(clock.started()),
             storage: None,
             storage_disks: None,
@@ -616,16 +621,26 @@ impl Core {
             .since()
             .map(|t| now.saturating_sub(t))
             .filter(|d| *d >= bound);
+        // A lost connection is judged at once: vigild is blind from the
+        // moment it is seen (and its calls would fail).
+        let lost = self.hv_watch.lost_since().map(|t| now.saturating_sub(t));
+        self.metrics
+            .hypervisor_connected
+            .set(i64::from(lost.is_none()));
         let silent = self.engine.hypervisor_is_silent();
-        let g = match stuck {
-            Some(for_ms) if !silent && now >= self.hv_judged_from => {
+        let g = match (lost, stuck) {
+            (Some(for_ms), _) if !silent => engine::Global::HypervisorSilent { for_ms, lost: true },
+            (None, Some(for_ms)) if !silent && now >= self.hv_judged_from => {
                 log::error!(
                     "the hypervisor does not answer: a libvirt call has not returned for {for_ms} ms; \
                      no destructive action until it does"
                 );
-                engine::Global::HypervisorSilent { for_ms }
+                engine::Global::HypervisorSilent {
+                    for_ms,
+                    lost: false,
+                }
             }
-            None if silent => {
+            (None, None) if silent => {
                 log::warn!("the hypervisor answers again");
                 engine::Global::HypervisorAnswers
             }

@@ -151,6 +151,11 @@ impl Core {
     }
 
     pub(super) fn refresh_metrics(&mut self, now: Millis) {
+        let m = &self.metrics;
+        m.journal_writable
+            .set(i64::from(self.journal_down_since.is_none()));
+        m.journal_unwritten.set(self.journal_waiting as i64);
+        m.actions_held.set(self.held.len() as i64);
         let names: Vec<String> = self.engine.vms().map(|(n, _)| n.to_string()).collect();
         for n in &names {
             let l = self.labels(n);

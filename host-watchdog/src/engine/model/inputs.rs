@@ -305,6 +305,9 @@ pub enum Global {
     HypervisorSilent {
         /// How long so far.
         for_ms: Millis,
+        /// The connection is lost (calls fail at once), rather than a
+        /// call that does not return.
+        lost: bool,
     },
     /// The hypervisor answers again.
     HypervisorAnswers,

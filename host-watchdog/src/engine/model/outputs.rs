@@ -108,6 +108,21 @@ impl ActionKind {
         )
     }
 
+    /// Whether it is a call to the hypervisor (libvirt), rather than to
+    /// the guest's agent or within vigild.
+    pub fn through_hypervisor(&self) -> bool {
+        !matches!(
+            self,
+            ActionKind::LivenessProbe
+                | ActionKind::RestartService(_)
+                | ActionKind::Repair(_)
+                | ActionKind::AgentReboot
+                | ActionKind::CaptureEvidence
+                | ActionKind::Alert
+                | ActionKind::AskCluster
+        )
+    }
+
     /// Whether the guest goes down through it and comes back (or stays
     /// off): until it has, what the guest shows is the action's doing.
     pub fn takes_guest_down(&self) -> bool {
