@@ -23,6 +23,9 @@ cargo build --workspace --locked
 step "cargo test --workspace"
 cargo test --workspace --locked
 
+step "control access with real unprivileged users (root: makes and removes two users and a group)"
+cargo test -p vigil-watchdog --locked --test daemon control_group -- --ignored
+
 step "fuzz target builds (cargo-fuzz runs it on nightly)"
 cargo check --manifest-path protocol/fuzz/Cargo.toml --quiet
 

@@ -153,6 +153,12 @@ pub enum Verb {
         #[arg(long)]
         clear: bool,
     },
+    /// Read the config file again (as SIGHUP does): what can change
+    /// without a restart is applied, what cannot is named; a bad file is
+    /// rejected with its error and the running config stays.
+    Reload,
+    /// The config vigild runs with (TOML).
+    Config,
     /// Stop taking recovery actions (detect and record only).
     Disarm,
     /// Take recovery actions again.

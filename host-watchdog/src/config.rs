@@ -80,8 +80,13 @@ pub struct Config {
     /// Records older than this many days are deleted (hourly), except
     /// those of faults still open; 0 keeps everything.
     pub journal_retention_days: u64,
-    /// Control socket path (root-only).
+    /// Control socket path (root-only, unless `control_group` is set).
     pub control_socket: PathBuf,
+    /// A group whose members may read through the control socket (`list`,
+    /// `status`, `events`, `report`, `health`, `probe`, `warnings`,
+    /// `advise`, `config`, `host`); only root changes anything. Empty: root
+    /// only. Checked on each request from the peer's credentials.
+    pub control_group: String,
     /// Prometheus listen address; empty disables.
     pub metrics_listen: String,
     /// Kernel-vsock listen addresses (`vsock://any:1217`); VMs are found by
@@ -141,6 +146,7 @@ impl Default for Config {
             journal: "/var/lib/vigil/journal.db".into(),
             journal_retention_days: 90,
             control_socket: "/run/vigil/control.sock".into(),
+            control_group: String::new(),
             metrics_listen: "127.0.0.1:9717".into(),
             listen: Vec::new(),
             poll_interval_ms: 1000,
@@ -222,6 +228,17 @@ impl Config {
                 Err(e) => return bad(format!("listen {l:?}: {e}")),
             }
         }
+        if !self.control_group.is_empty()
+            && !matches!(
+                nix::unistd::Group::from_name(&self.control_group),
+                Ok(Some(_))
+            )
+        {
+            return bad(format!(
+                "control_group {:?}: no such group",
+                self.control_group
+            ));
+        }
         if !(1_000..=600_000).contains(&self.hypervisor_timeout_ms) {
             return bad(format!(
                 "hypervisor_timeout_ms must be 1000..=600000, not {}",
@@ -297,6 +314,113 @@ impl Config {
     }
 }
 
+/// Where the config comes from, for loading it again (SIGHUP, `vigilctl
+/// reload`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigSource {
+    /// The file.
+    pub path: PathBuf,
+    /// A missing file is an error (else: the defaults).
+    pub required: bool,
+    /// `--libvirt-uri`, which wins over the file.
+    pub libvirt_uri: Option<String>,
+}
+
+impl ConfigSource {
+    /// Load, apply the command line's overrides, validate.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut c = Config::load(&self.path, self.required)?;
+        if let Some(uri) = &self.libvirt_uri {
+            c.libvirt_uri = uri.clone();
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// What a reload does with a new config: the settings it can apply at
+/// once, and those that take a restart (sockets, connections, threads set
+/// up at start), which keep their running values until then.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reload {
+    /// The config to run with now.
+    pub config: Config,
+    /// Top-level settings that changed and are applied.
+    pub applied: Vec<String>,
+    /// Settings that changed but need a restart (kept as running).
+    pub needs_restart: Vec<String>,
+}
+
+/// Settings read once at start.
+const RESTART_ONLY: [&str; 14] = [
+    "libvirt_uri",
+    "journal",
+    "control_socket",
+    "control_group",
+    "metrics_listen",
+    "listen",
+    "poll_interval_ms",
+    "quiet_poll_interval_ms",
+    "max_frame_bytes",
+    "max_messages_per_second",
+    "slow_sender_timeout_ms",
+    "hello_timeout_ms",
+    "action_timeout_ms",
+    "host_kmsg",
+];
+
+impl Config {
+    /// Compare a new, validated config with the running one: see [`Reload`].
+    /// `[cluster]` and each VM's `agent` socket are restart-only too.
+    pub fn reload(&self, new: Config) -> Reload {
+        let (old, mut next) = (
+            serde_json::to_value(self).unwrap_or_default(),
+            serde_json::to_value(&new).unwrap_or_default(),
+        );
+        let mut needs_restart = Vec::new();
+        for key in RESTART_ONLY.into_iter().chain(["cluster"]) {
+            if old.get(key) != next.get(key) {
+                needs_restart.push(key.to_string());
+                next[key] = old.get(key).cloned().unwrap_or_default();
+            }
+        }
+        let mut config: Config = serde_json::from_value(next).unwrap_or_else(|_| self.clone());
+        // A VM's agent socket is bound at start: the running one stays.
+        let agent_of =
+            |c: &Config, d: &str| c.vm.iter().find(|v| v.domain == d).map(|v| v.agent.clone());
+        for v in &mut config.vm {
+            let running = agent_of(self, &v.domain).unwrap_or(None);
+            if v.agent != running {
+                needs_restart.push(format!("vm {} agent", v.domain));
+                v.agent = running;
+            }
+        }
+        for v in &self.vm {
+            if v.agent.is_some() && agent_of(&config, &v.domain).is_none() {
+                needs_restart.push(format!("vm {} removed (its agent socket)", v.domain));
+            }
+        }
+        let (old, now) = (
+            serde_json::to_value(self).unwrap_or_default(),
+            serde_json::to_value(&config).unwrap_or_default(),
+        );
+        let applied = old
+            .as_object()
+            .map(|o| {
+                o.keys()
+                    .filter(|k| old.get(*k) != now.get(*k))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        Reload {
+            config,
+            applied,
+            needs_restart,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +443,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("listed twice"), "{e}");
+    }
+
+    #[test]
+    fn a_reload_keeps_what_takes_a_restart() {
+        let old = check("[[vm]]\ndomain = \"a\"\nagent = \"unix:///a.sock\"\n").unwrap();
+        let new = check(
+            "control_socket = \"/x.sock\"\n[engine]\nheartbeat_timeout_ms = 9000\n\
+             [[vm]]\ndomain = \"a\"\nagent = \"unix:///b.sock\"\nsnapshot = \"good\"\n\
+             [[vm]]\ndomain = \"b\"\n",
+        )
+        .unwrap();
+        let r = old.reload(new);
+        assert_eq!(r.applied, ["engine", "vm"]);
+        assert_eq!(r.needs_restart, ["control_socket", "vm a agent"]);
+        assert_eq!(r.config.control_socket, old.control_socket);
+        assert_eq!(r.config.engine.heartbeat_timeout_ms, 9000);
+        assert_eq!(r.config.vm[0].agent.as_deref(), Some("unix:///a.sock"));
+        assert_eq!(r.config.vm[0].snapshot.as_deref(), Some("good"));
+        assert_eq!(r.config.vm[1].domain, "b");
+        // The same file again: nothing changes.
+        let again = r.config.reload(r.config.clone());
+        assert!(again.applied.is_empty() && again.needs_restart.is_empty());
     }
 
     #[test]
@@ -364,6 +510,7 @@ mod tests {
             ),
             ("[cluster]\nkind = \"corosync\"", "unknown variant"),
             ("[cluster]\nkind = \"pacemaker\"\ndampen_s = 99999", "cluster: dampen_s"),
+            ("control_group = \"no-such-group-here\"", "no such group"),
         ];
         for (text, want) in cases {
             let e = check(text).unwrap_err().to_string();

@@ -25,6 +25,9 @@ pub struct CtlError {
     pub message: String,
 }
 
+/// Exit status of a request the caller may not make (sysexits EX_NOPERM).
+pub const EXIT_DENIED: u8 = 77;
+
 fn err(code: u8, message: impl Into<String>) -> CtlError {
     CtlError {
         code,
@@ -142,13 +145,24 @@ impl Client {
         }
     }
 
-    /// Send one request, get the data of a successful reply.
+    /// Send one request, get the data of a successful reply (see
+    /// [`EXIT_DENIED`] for a request the caller may not make).
     pub fn call(&self, req: &Request) -> Result<Value, CtlError> {
         let mut s = UnixStream::connect(&self.socket).map_err(|e| {
-            err(
-                4,
-                format!("cannot reach vigild at {}: {e}", self.socket.display()),
-            )
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                err(
+                    EXIT_DENIED,
+                    format!(
+                        "cannot reach vigild at {}: {e} (root, or a member of its control_group, may)",
+                        self.socket.display()
+                    ),
+                )
+            } else {
+                err(
+                    4,
+                    format!("cannot reach vigild at {}: {e}", self.socket.display()),
+                )
+            }
         })?;
         s.set_read_timeout(Some(self.timeout)).ok();
         s.set_write_timeout(Some(self.timeout)).ok();
@@ -169,6 +183,7 @@ impl Client {
             Some("usage") => 2,
             Some("not-found") => 3,
             Some("unavailable") => 4,
+            Some("denied") => EXIT_DENIED,
             _ => 1,
         };
         Err(err(
@@ -547,6 +562,61 @@ impl Client {
                 }
             );
         }
+        Ok(())
+    }
+
+    /// `reload`: vigild reads its config file again.
+    pub fn reload(&self, json: bool) -> Result<(), CtlError> {
+        let data = self.call(&Request::Reload)?;
+        if json {
+            Self::print_json(&data);
+            return Ok(());
+        }
+        let list = |v: &Value| {
+            let items: Vec<String> = v
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if items.is_empty() {
+                "nothing".to_string()
+            } else {
+                items.join(", ")
+            }
+        };
+        println!(
+            "config reloaded from {}: applied: {}",
+            data["path"].as_str().unwrap_or("?"),
+            list(&data["applied"])
+        );
+        if data["needs_restart"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            println!(
+                "changed but kept until vigild restarts: {}",
+                list(&data["needs_restart"])
+            );
+        }
+        Ok(())
+    }
+
+    /// `config`: the config vigild runs with (TOML; JSON with --json).
+    pub fn config(&self, json: bool) -> Result<(), CtlError> {
+        let data = self.call(&Request::Config)?;
+        if json {
+            Self::print_json(&data);
+            return Ok(());
+        }
+        let c: crate::config::Config =
+            serde_json::from_value(data).map_err(|e| err(1, e.to_string()))?;
+        print!(
+            "{}",
+            toml::to_string(&c).map_err(|e| err(1, e.to_string()))?
+        );
         Ok(())
     }
 }

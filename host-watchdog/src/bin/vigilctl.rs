@@ -3,7 +3,8 @@
 //! Exit status: 0 success; 1 vigild reported an internal error; 2 usage
 //! error (also a refused request, e.g. releasing a VM that is not
 //! quarantined); 3 no such domain; 4 unavailable (vigild not reachable, no
-//! agent, VM not running).
+//! agent, VM not running); 77 not permitted (not root, and not a member of
+//! vigild's `control_group`, or a member asking for a change).
 
 use std::process::ExitCode;
 
@@ -60,6 +61,8 @@ fn main() -> ExitCode {
             unreachable_ok,
             args.json,
         ),
+        Verb::Reload => c.reload(args.json),
+        Verb::Config => c.config(args.json),
         Verb::Disarm => c.arm(false, args.json),
         Verb::Arm => c.arm(true, args.json),
     };

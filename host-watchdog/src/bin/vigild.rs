@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vigil_watchdog::cli::VigildArgs as Args;
-use vigil_watchdog::config::{Config, DEFAULT_CONFIG_PATH};
+use vigil_watchdog::config::{Config, ConfigSource, DEFAULT_CONFIG_PATH};
 
 /// Exit status for config errors (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -16,14 +16,12 @@ fn main() -> ExitCode {
         print!("{}", Config::defaults_toml());
         return ExitCode::SUCCESS;
     }
-    let required = args.config.as_os_str() != DEFAULT_CONFIG_PATH;
-    let config = Config::load(&args.config, required).and_then(|mut c| {
-        if let Some(uri) = args.libvirt_uri {
-            c.libvirt_uri = uri;
-        }
-        c.validate()?;
-        Ok(c)
-    });
+    let source = ConfigSource {
+        required: args.config.as_os_str() != DEFAULT_CONFIG_PATH,
+        path: args.config,
+        libvirt_uri: args.libvirt_uri,
+    };
+    let config = source.load();
     let config = match config {
         Ok(c) => c,
         Err(e) => {
@@ -35,7 +33,7 @@ fn main() -> ExitCode {
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
-    match vigil_watchdog::daemon::run(config) {
+    match vigil_watchdog::daemon::run(config, Some(source)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vigild: {e:#}");

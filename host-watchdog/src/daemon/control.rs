@@ -110,10 +110,110 @@ pub enum Request {
         #[serde(default)]
         clear: bool,
     },
+    /// Read the config file again and apply what can be applied; a bad
+    /// file changes nothing.
+    Reload,
+    /// The config vigild runs with.
+    Config,
     /// Stop taking recovery actions host-wide.
     Disarm,
     /// Take recovery actions again.
     Arm,
+}
+
+impl Request {
+    /// Whether it only reads (a `control_group` member may send it):
+    /// nothing about the VMs, the journal or vigild changes.
+    pub fn read_only(&self) -> bool {
+        match self {
+            Request::List
+            | Request::Status { .. }
+            | Request::Health { .. }
+            | Request::Probe { .. }
+            | Request::Events { .. }
+            | Request::Warnings { .. }
+            | Request::Advise { .. }
+            | Request::Report { .. }
+            | Request::Config => true,
+            Request::Host { clear } => !clear,
+            Request::AdviseApply { .. }
+            | Request::AdviseRevert { .. }
+            | Request::Maintenance { .. }
+            | Request::Release { .. }
+            | Request::Act { .. }
+            | Request::Reload
+            | Request::Disarm
+            | Request::Arm => false,
+        }
+    }
+
+    /// The verb, as it is named on the wire.
+    pub fn verb(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v["verb"].as_str().map(String::from))
+            .unwrap_or_default()
+    }
+}
+
+/// Who may do what on the control socket: root (and vigild's own user)
+/// everything; members of the control group only what reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// The control group's id, if one is configured.
+    pub group: Option<u32>,
+    /// vigild's effective user id.
+    pub owner: u32,
+}
+
+/// A peer as `SO_PEERCRED` gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Process id (its supplementary groups are read from `/proc`).
+    pub pid: Option<i32>,
+}
+
+impl Access {
+    /// May `peer` (whose supplementary groups are `groups`) send `req`?
+    /// The error says why not.
+    pub fn check(&self, peer: Peer, groups: &[u32], req: &Request) -> Result<(), String> {
+        if peer.uid == 0 || peer.uid == self.owner {
+            return Ok(());
+        }
+        let member = self
+            .group
+            .is_some_and(|g| peer.gid == g || groups.contains(&g));
+        match (member, req.read_only()) {
+            (true, true) => Ok(()),
+            (true, false) => Err(format!(
+                "permission denied: `{}` changes things and is root's; the control group may only read",
+                req.verb()
+            )),
+            (false, _) => Err(format!(
+                "permission denied: uid {} is neither root nor in the control group",
+                peer.uid
+            )),
+        }
+    }
+}
+
+/// A process's supplementary groups (`Groups:` in `/proc/PID/status`);
+/// none when it cannot be read.
+pub fn supplementary_groups(proc: &std::path::Path, pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(proc.join(pid.to_string()).join("status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
 }
 
 /// A reply.
@@ -181,4 +281,54 @@ pub struct VmView {
     pub agent_version: Option<String>,
     /// Boot id.
     pub boot_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_control_group_reads_and_only_root_changes() {
+        let access = Access {
+            group: Some(500),
+            owner: 0,
+        };
+        let peer = |uid, gid| Peer {
+            uid,
+            gid,
+            pid: None,
+        };
+        let (list, arm) = (Request::List, Request::Arm);
+        assert!(access.check(peer(0, 0), &[], &arm).is_ok());
+        assert!(access.check(peer(1000, 500), &[], &list).is_ok());
+        assert!(access.check(peer(1000, 100), &[7, 500], &list).is_ok());
+        let e = access.check(peer(1000, 500), &[], &arm).unwrap_err();
+        assert!(e.contains("`arm` changes things"), "{e}");
+        let e = access.check(peer(1001, 100), &[7], &list).unwrap_err();
+        assert!(e.contains("uid 1001 is neither root"), "{e}");
+        let clear = Request::Host { clear: true };
+        assert!(access.check(peer(1000, 500), &[], &clear).is_err());
+        assert!(access
+            .check(peer(1000, 500), &[], &Request::Host { clear: false })
+            .is_ok());
+        // No group configured: root only.
+        let root_only = Access {
+            group: None,
+            owner: 0,
+        };
+        assert!(root_only.check(peer(1000, 500), &[500], &list).is_err());
+    }
+
+    #[test]
+    fn supplementary_groups_come_from_proc() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("42")).unwrap();
+        std::fs::write(
+            dir.path().join("42/status"),
+            "Name:\tvigilctl\nGroups:\t4 24 500 \nNSpgid:\t42\n",
+        )
+        .unwrap();
+        assert_eq!(supplementary_groups(dir.path(), 42), [4, 24, 500]);
+        assert!(supplementary_groups(dir.path(), 43).is_empty());
+    }
 }

@@ -157,7 +157,7 @@ pub enum CoreMsg {
 }
 
 /// Run vigild until SIGTERM/SIGINT.
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub fn run(config: Config, source: Option<crate::config::ConfigSource>) -> anyhow::Result<()> {
     // Before any thread: the descriptors a previous vigild stored.
     let adopted = handover::take();
     raise_fd_limit();
@@ -165,7 +165,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start runtime")?;
-    rt.block_on(run_async(config, adopted))
+    rt.block_on(run_async(config, source, adopted))
 }
 
 /// Two descriptors per connected guest (and one more while handing them
@@ -185,6 +185,7 @@ fn raise_fd_limit() {
 
 async fn run_async(
     config: Config,
+    source: Option<crate::config::ConfigSource>,
     adopted: Vec<(String, session::Adopted, std::os::fd::OwnedFd)>,
 ) -> anyhow::Result<()> {
     let clock = clock::Clock::new();
@@ -333,8 +334,8 @@ async fn run_async(
         }
     }
     // Control socket.
-    let control = core::control_listener(&config.control_socket)?;
-    tokio::spawn(core::serve_control(control, core_tx.clone()));
+    let (control, access) = core::control_listener(&config.control_socket, &config.control_group)?;
+    tokio::spawn(core::serve_control(control, core_tx.clone(), access));
     // Metrics.
     if !config.metrics_listen.is_empty() {
         let addr = config.metrics_listen.parse().context("metrics_listen")?;
@@ -364,13 +365,24 @@ async fn run_async(
         let tx = core_tx.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (
+            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
                 signal(SignalKind::terminate()),
                 signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
             ) else {
                 return;
             };
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {
+                        // The answer goes to the log (no one waits for it).
+                        let (reply, _) = oneshot::channel();
+                        let _ = tx.send(CoreMsg::Control(Request::Reload, reply)).await;
+                    }
+                }
+            }
             let _ = tx.send(CoreMsg::Shutdown).await;
         });
     }
@@ -384,6 +396,7 @@ async fn run_async(
         Box::new(core::NetProber),
     )?;
     core.adopt(adopted);
+    core.config_source(source);
     core.watch_hypervisor(hv_watch);
     core.watch_storage(storage_tx);
     if let Some(tx) = cluster_tx {

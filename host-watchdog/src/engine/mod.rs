@@ -182,6 +182,12 @@ impl Engine {
         &self.cfg
     }
 
+    /// New settings (a reload, validated): every step from now on uses
+    /// them; a fault already on its ladder goes on from the rung it is on.
+    pub fn set_config(&mut self, cfg: EngineConfig) {
+        self.cfg = cfg;
+    }
+
     /// Whether actions are taken.
     pub fn armed(&self) -> bool {
         self.armed

@@ -21,6 +21,7 @@ mod network;
 mod recovery;
 mod rig;
 mod warnings;
+mod world;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

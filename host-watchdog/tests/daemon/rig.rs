@@ -112,18 +112,7 @@ impl Rig {
     /// by `bash -c wrapper vigild <binary> <args>` (a stand-in service
     /// manager's last steps: descriptors in place, `exec "$@"`).
     pub fn start_vigild_with(&mut self, env: &[(&str, String)], wrapper: Option<&str>) {
-        let d = self.dir.path().display().to_string();
-        let config = format!(
-            "libvirt_uri = \"test://{}\"\njournal = \"{d}/journal.db\"\ncontrol_socket = \"{d}/control.sock\"\n\
-             metrics_listen = \"127.0.0.1:{}\"\n{}\
-             [[vm]]\ndomain = \"web\"\nagent = \"unix://{d}/web.sock\"\n\
-             [[vm]]\ndomain = \"db\"\nagent = \"unix://{d}/db.sock\"\n{}",
-            workspace().join("tests/fixtures/node.xml").canonicalize().unwrap().display(),
-            self.metrics_port,
-            self.top,
-            self.extra
-        );
-        std::fs::write(self.path("vigild.toml"), config).unwrap();
+        self.write_config();
         let _ = std::fs::remove_file(self.path("control.sock"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -153,6 +142,22 @@ impl Rig {
         wait_until(Duration::from_secs(10), "control socket", || {
             UnixStream::connect(self.path("control.sock")).is_ok()
         });
+    }
+
+    /// Write `vigild.toml` from the rig's settings (`top`, `extra`).
+    pub fn write_config(&self) {
+        let d = self.dir.path().display().to_string();
+        let config = format!(
+            "libvirt_uri = \"test://{}\"\njournal = \"{d}/journal.db\"\ncontrol_socket = \"{d}/control.sock\"\n\
+             metrics_listen = \"127.0.0.1:{}\"\n{}\
+             [[vm]]\ndomain = \"web\"\nagent = \"unix://{d}/web.sock\"\n\
+             [[vm]]\ndomain = \"db\"\nagent = \"unix://{d}/db.sock\"\n{}",
+            workspace().join("tests/fixtures/node.xml").canonicalize().unwrap().display(),
+            self.metrics_port,
+            self.top,
+            self.extra
+        );
+        std::fs::write(self.path("vigild.toml"), config).unwrap();
     }
 
     pub fn kill_vigild(&mut self) {

@@ -327,6 +327,11 @@ impl Core {
                     "watchdog": self.self_state(now),
                 }))
             }
+            Request::Reload => self.reload(),
+            Request::Config => match serde_json::to_value(&self.cfg) {
+                Ok(v) => Response::ok(v),
+                Err(e) => Response::err("internal", e.to_string()),
+            },
             Request::Disarm | Request::Arm => {
                 let g = if matches!(req, Request::Disarm) {
                     engine::Global::Disarm
@@ -343,32 +348,78 @@ impl Core {
     }
 }
 
-/// Bind the control socket, root-only (mode 0600).
-pub fn control_listener(path: &Path) -> anyhow::Result<UnixListener> {
+/// Bind the control socket: root-only (mode 0600), or with a control
+/// group, 0660 and that group (what each member may do is checked per
+/// request, see [`Access`]).
+pub fn control_listener(path: &Path, group: &str) -> anyhow::Result<(UnixListener, Access)> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    let gid = match group {
+        "" => None,
+        g => Some(
+            nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()
+                .with_context(|| format!("control_group {g:?}: no such group"))?
+                .gid,
+        ),
+    };
     let l = vigil_protocol::transport::bind_unix(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let mode = match gid {
+        Some(g) => {
+            nix::unistd::chown(path, None, Some(g))
+                .with_context(|| format!("cannot give {} to group {group}", path.display()))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     l.set_nonblocking(true)?;
-    Ok(UnixListener::from_std(l)?)
+    let access = Access {
+        group: gid.map(|g| g.as_raw()),
+        owner: nix::unistd::geteuid().as_raw(),
+    };
+    Ok((UnixListener::from_std(l)?, access))
 }
 
 /// Longest request line accepted on the control socket.
 const MAX_REQUEST: usize = 64 * 1024;
 
 /// Serve control connections: one JSON request per line, one JSON reply per line.
-pub async fn serve_control(listener: UnixListener, core: mpsc::Sender<CoreMsg>) {
+pub async fn serve_control(listener: UnixListener, core: mpsc::Sender<CoreMsg>, access: Access) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        tokio::spawn(control_connection(stream, core.clone()));
+        tokio::spawn(control_connection(stream, core.clone(), access));
     }
 }
 
-async fn control_connection(stream: UnixStream, core: mpsc::Sender<CoreMsg>) {
+/// May this connection's peer send `req`? Asked of the socket
+/// (`SO_PEERCRED`) for each request.
+fn permitted(stream: &UnixStream, access: Access, req: &Request) -> Result<(), String> {
+    let cred = stream
+        .peer_cred()
+        .map_err(|e| format!("permission denied: the peer's credentials: {e}"))?;
+    let peer = Peer {
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pid: cred.pid(),
+    };
+    let groups = peer
+        .pid
+        .map(|p| supplementary_groups(Path::new("/proc"), p))
+        .unwrap_or_default();
+    let r = access.check(peer, &groups, req);
+    if let Err(e) = &r {
+        log::warn!("control: uid {} pid {:?}: {e}", peer.uid, peer.pid);
+    }
+    r
+}
+
+async fn control_connection(stream: UnixStream, core: mpsc::Sender<CoreMsg>, access: Access) {
     let (rd, mut wr) = stream.into_split();
     let mut lines = BufReader::new(rd.take(MAX_REQUEST as u64 * 64)).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -378,12 +429,18 @@ async fn control_connection(stream: UnixStream, core: mpsc::Sender<CoreMsg>) {
             match serde_json::from_str::<Request>(&line) {
                 Err(e) => Response::err("usage", format!("bad request: {e}")),
                 Ok(req) => {
-                    let (tx, rx) = oneshot::channel();
-                    if core.send(CoreMsg::Control(req, tx)).await.is_err() {
-                        return;
+                    let sock: &UnixStream = lines.get_ref().get_ref().get_ref().as_ref();
+                    match permitted(sock, access, &req) {
+                        Err(e) => Response::err("denied", e),
+                        Ok(()) => {
+                            let (tx, rx) = oneshot::channel();
+                            if core.send(CoreMsg::Control(req, tx)).await.is_err() {
+                                return;
+                            }
+                            rx.await
+                                .unwrap_or_else(|_| Response::err("internal", "no reply"))
+                        }
                     }
-                    rx.await
-                        .unwrap_or_else(|_| Response::err("internal", "no reply"))
                 }
             }
         };

@@ -37,6 +37,7 @@ mod network;
 mod observe;
 mod sessions;
 
+use super::control::{supplementary_groups, Access, Peer};
 pub use control::{control_listener, serve_control};
 
 /// A live agent session.
@@ -168,6 +169,8 @@ pub struct Core {
     disk_devices: BTreeMap<String, Vec<String>>,
     /// The cluster thread, when a cluster is configured.
     cluster: Option<std::sync::mpsc::Sender<super::cluster::ClusterReq>>,
+    /// Where the config is loaded from again (none: not from a file).
+    source: Option<crate::config::ConfigSource>,
 }
 
 /// The journal's two connections: the core reads on one (control
@@ -366,6 +369,7 @@ impl Core {
             storage_disks: None,
             disk_devices: BTreeMap::new(),
             cluster: None,
+            source: None,
         };
         Ok(core)
     }
@@ -602,6 +606,62 @@ impl Core {
         }
         let cutoff = now.saturating_sub(days.saturating_mul(86_400_000));
         self.request(WriteReq::Prune { cutoff }, None);
+    }
+
+    /// Where `reload` reads the config from.
+    pub fn config_source(&mut self, source: Option<crate::config::ConfigSource>) {
+        self.source = source;
+    }
+
+    /// Read the config again: a bad one changes nothing; a good one is
+    /// applied where it can be (see [`crate::config::Reload`]).
+    fn reload(&mut self) -> Response {
+        let Some(source) = self.source.clone() else {
+            return Response::err("unavailable", "vigild was not started from a config file");
+        };
+        let result = |r: &str| crate::daemon::metrics::ResultLabels { result: r.into() };
+        let new = match source.load() {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics
+                    .reloads
+                    .get_or_create(&result("rejected"))
+                    .inc();
+                log::error!("config not reloaded: {e}; the running config stays");
+                return Response::err(
+                    "usage",
+                    format!("config not reloaded: {e}; the running config stays"),
+                );
+            }
+        };
+        let r = self.cfg.reload(new);
+        self.engine.set_config(r.config.engine.clone());
+        for v in self.vms.values_mut() {
+            v.cfg = None;
+        }
+        for v in &r.config.vm {
+            self.vms.entry(v.domain.clone()).or_default().cfg = Some(v.clone());
+        }
+        self.cfg = r.config;
+        self.metrics.reloads.get_or_create(&result("ok")).inc();
+        log::warn!(
+            "config reloaded from {}: changed {:?}{}",
+            source.path.display(),
+            r.applied,
+            if r.needs_restart.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; these take a restart and keep their running values: {:?}",
+                    r.needs_restart
+                )
+            }
+        );
+        Response::ok(serde_json::json!({
+            "path": source.path,
+            "applied": r.applied,
+            "needs_restart": r.needs_restart,
+        }))
     }
 
     /// The backend thread's libvirt calls: whether the hypervisor answers.
