@@ -23,8 +23,8 @@ cargo build --workspace --locked
 step "cargo test --workspace"
 cargo test --workspace --locked
 
-step "control access with real unprivileged users (root: makes and removes two users and a group)"
-cargo test -p vigil-watchdog --locked --test daemon control_group -- --ignored
+step "vigild's own world as root: control access with real unprivileged users (two users and a group, removed after), the journal on a full tmpfs"
+cargo test -p vigil-watchdog --locked --test daemon root_ -- --ignored
 
 step "fuzz target builds (cargo-fuzz runs it on nightly)"
 cargo check --manifest-path protocol/fuzz/Cargo.toml --quiet

@@ -23,6 +23,11 @@ pub struct VigildArgs {
     /// Check the configuration and exit.
     #[arg(long)]
     pub check_config: bool,
+    /// Verify a journal (the config's, or FILE) without changing it:
+    /// SQLite's integrity check and every record; exit 0 when sound, 1
+    /// when not.
+    #[arg(long, value_name = "FILE")]
+    pub check_journal: Option<Option<PathBuf>>,
 }
 
 /// Control Vigil's host watchdog.

@@ -639,6 +639,12 @@ fn watchdog_lines(w: &Value) {
         );
     }
     let j = &w["journal"];
+    if let Some(to) = j["moved_aside"]["to"].as_str() {
+        println!(
+            "JOURNAL:       found damaged at start ({}): moved aside to {to}, a fresh one begun",
+            j["moved_aside"]["why"].as_str().unwrap_or("?")
+        );
+    }
     if j["ok"] == Value::Bool(false) {
         println!(
             "JOURNAL:       refusing writes for {} s ({}): {} records wait, {} actions held until their intents are durable",

@@ -33,10 +33,59 @@ fn main() -> ExitCode {
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
+    if let Some(file) = args.check_journal {
+        return check_journal(&file.unwrap_or(config.journal));
+    }
     match vigil_watchdog::daemon::run(config, Some(source)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vigild: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check-journal`: what is in a journal, and whether it is sound.
+fn check_journal(path: &std::path::Path) -> ExitCode {
+    use vigil_watchdog::journal::check;
+    if !path.exists() {
+        println!("journal {}: no such file", path.display());
+        return ExitCode::FAILURE;
+    }
+    match check::check(path) {
+        Ok(r) if r.ok() => {
+            let span = r.span.map_or(String::new(), |(a, b)| {
+                format!(", from {a} to {b} (ms since the epoch)")
+            });
+            println!(
+                "journal {}: sound, {} records{span}",
+                path.display(),
+                r.records
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            for p in &r.problems {
+                println!("journal {}: {p}", path.display());
+            }
+            for seq in &r.unreadable {
+                println!("journal {}: record {seq} does not parse", path.display());
+            }
+            println!(
+                "journal {}: DAMAGED ({} problems, {} unreadable of {} records)",
+                path.display(),
+                r.problems.len(),
+                r.unreadable.len(),
+                r.records
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            let cause = std::error::Error::source(&e).map_or(String::new(), |c| format!(": {c}"));
+            println!(
+                "journal {}: DAMAGED or unreadable: {e}{cause}",
+                path.display()
+            );
             ExitCode::FAILURE
         }
     }

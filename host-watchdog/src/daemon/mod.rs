@@ -271,8 +271,21 @@ async fn run_async(
         crate::journal::Journal::open(&config.journal)
             .with_context(|| format!("cannot open journal {}", config.journal.display()))
     };
+    // A damaged journal is moved aside, never truncated, and a fresh one
+    // begun: vigild watches on, and the old one is there to be read.
+    let (read, moved) = crate::journal::check::open_or_move_aside(&config.journal)
+        .with_context(|| format!("cannot open journal {}", config.journal.display()))?;
+    if let Some((aside, why)) = &moved {
+        log::error!(
+            "journal {} is damaged ({why}): moved aside to {} and a fresh one begun; \
+             `vigild --check-journal {}` tells what is in it",
+            config.journal.display(),
+            aside.display(),
+            aside.display()
+        );
+    }
     let journals = core::Journals {
-        read: open()?,
+        read,
         write: open()?,
     };
     let limits = session::Limits::from_config(&config);
@@ -386,6 +399,7 @@ async fn run_async(
             let _ = tx.send(CoreMsg::Shutdown).await;
         });
     }
+    let journal_path = config.journal.clone();
     let mut core = core::Core::new(
         config,
         clock,
@@ -394,9 +408,17 @@ async fn run_async(
         be_tx,
         core_tx,
         Box::new(core::NetProber),
-    )?;
+    )
+    .with_context(|| {
+        format!(
+            "cannot open journal {}: what the last run left unfinished cannot be settled \
+             (vigild does not start without it)",
+            journal_path.display()
+        )
+    })?;
     core.adopt(adopted);
     core.config_source(source);
+    core.journal_moved_aside(moved);
     core.watch_hypervisor(hv_watch);
     core.watch_storage(storage_tx);
     if let Some(tx) = cluster_tx {

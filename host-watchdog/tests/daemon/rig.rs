@@ -147,13 +147,25 @@ impl Rig {
     /// Write `vigild.toml` from the rig's settings (`top`, `extra`).
     pub fn write_config(&self) {
         let d = self.dir.path().display().to_string();
+        // The rig's own settings, unless `top` gives them.
+        let mut base = String::new();
+        for (key, value) in [
+            ("journal", format!("{d}/journal.db")),
+            ("metrics_listen", format!("127.0.0.1:{}", self.metrics_port)),
+        ] {
+            if !self.top.lines().any(|l| l.starts_with(&format!("{key} ="))) {
+                base.push_str(&format!("{key} = \"{value}\"\n"));
+            }
+        }
         let config = format!(
-            "libvirt_uri = \"test://{}\"\njournal = \"{d}/journal.db\"\ncontrol_socket = \"{d}/control.sock\"\n\
-             metrics_listen = \"127.0.0.1:{}\"\n{}\
+            "libvirt_uri = \"test://{}\"\ncontrol_socket = \"{d}/control.sock\"\n{base}{}\
              [[vm]]\ndomain = \"web\"\nagent = \"unix://{d}/web.sock\"\n\
              [[vm]]\ndomain = \"db\"\nagent = \"unix://{d}/db.sock\"\n{}",
-            workspace().join("tests/fixtures/node.xml").canonicalize().unwrap().display(),
-            self.metrics_port,
+            workspace()
+                .join("tests/fixtures/node.xml")
+                .canonicalize()
+                .unwrap()
+                .display(),
             self.top,
             self.extra
         );

@@ -29,6 +29,10 @@ impl Core {
             }),
             None => serde_json::json!({ "ok": true, "state": "writable" }),
         };
+        let mut journal = journal;
+        if let Some((aside, why)) = &self.journal_moved {
+            journal["moved_aside"] = serde_json::json!({ "to": aside, "why": why });
+        }
         serde_json::json!({
             "armed": self.engine.armed(),
             "hypervisor": hypervisor,

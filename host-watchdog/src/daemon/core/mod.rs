@@ -171,6 +171,8 @@ pub struct Core {
     cluster: Option<std::sync::mpsc::Sender<super::cluster::ClusterReq>>,
     /// Where the config is loaded from again (none: not from a file).
     source: Option<crate::config::ConfigSource>,
+    /// A damaged journal found at start: where it went, and why.
+    journal_moved: Option<(std::path::PathBuf, String)>,
 }
 
 /// The journal's two connections: the core reads on one (control
@@ -370,6 +372,7 @@ impl Core {
             disk_devices: BTreeMap::new(),
             cluster: None,
             source: None,
+            journal_moved: None,
         };
         Ok(core)
     }
@@ -606,6 +609,12 @@ impl Core {
         }
         let cutoff = now.saturating_sub(days.saturating_mul(86_400_000));
         self.request(WriteReq::Prune { cutoff }, None);
+    }
+
+    /// The journal found damaged at start was moved there (shown in
+    /// `status`).
+    pub fn journal_moved_aside(&mut self, moved: Option<(std::path::PathBuf, String)>) {
+        self.journal_moved = moved;
     }
 
     /// Where `reload` reads the config from.

@@ -9,6 +9,8 @@ use thiserror::Error;
 
 use crate::engine::{ActionKind, Closure, Millis, Record};
 
+pub mod check;
+
 /// Current schema version.
 pub const SCHEMA_VERSION: i64 = 1;
 
@@ -16,7 +18,7 @@ pub const SCHEMA_VERSION: i64 = 1;
 #[derive(Debug, Error)]
 pub enum JournalError {
     /// SQLite failed.
-    #[error("journal database error")]
+    #[error("journal database error: {0}")]
     Db(#[from] rusqlite::Error),
     /// A stored record does not parse.
     #[error("corrupt journal record {seq}")]
@@ -169,15 +171,26 @@ impl Journal {
             ))
         })?;
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         for row in rows {
             let (seq, t, body) = row?;
-            let record = serde_json::from_str(&body)
-                .map_err(|source| JournalError::Corrupt { seq, source })?;
+            // One bad row (a damaged page SQLite did not catch, a newer
+            // vigild's record) is left out and said, not the end of reading.
+            let Ok(record) = serde_json::from_str(&body) else {
+                unreadable.push(seq);
+                continue;
+            };
             out.push(Entry {
                 seq,
                 t: t.max(0) as Millis,
                 record,
             });
+        }
+        if let Some(first) = unreadable.first() {
+            log::warn!(
+                "journal: {} records do not parse and are left out (first: row {first}); `vigild --check-journal` lists them",
+                unreadable.len()
+            );
         }
         Ok(out)
     }
