@@ -385,16 +385,24 @@ impl Config {
             }
         }
         let mut config: Config = serde_json::from_value(next).unwrap_or_else(|_| self.clone());
-        // A VM's agent socket is bound at start: the running one stays.
-        let agent_of =
-            |c: &Config, d: &str| c.vm.iter().find(|v| v.domain == d).map(|v| v.agent.clone());
+        // A VM's agent socket is bound at start, and its cluster resource
+        // goes with `[cluster]`: the running ones stay.
+        let running = |d: &str| self.vm.iter().find(|v| v.domain == d);
         for v in &mut config.vm {
-            let running = agent_of(self, &v.domain).unwrap_or(None);
-            if v.agent != running {
+            let (agent, resource) = running(&v.domain)
+                .map(|r| (r.agent.clone(), r.cluster_resource.clone()))
+                .unwrap_or_default();
+            if v.agent != agent {
                 needs_restart.push(format!("vm {} agent", v.domain));
-                v.agent = running;
+                v.agent = agent;
+            }
+            if v.cluster_resource != resource {
+                needs_restart.push(format!("vm {} cluster_resource", v.domain));
+                v.cluster_resource = resource;
             }
         }
+        let agent_of =
+            |c: &Config, d: &str| c.vm.iter().find(|v| v.domain == d).map(|v| v.agent.clone());
         for v in &self.vm {
             if v.agent.is_some() && agent_of(&config, &v.domain).is_none() {
                 needs_restart.push(format!("vm {} removed (its agent socket)", v.domain));
@@ -457,6 +465,14 @@ mod tests {
         let r = old.reload(new);
         assert_eq!(r.applied, ["engine", "vm"]);
         assert_eq!(r.needs_restart, ["control_socket", "vm a agent"]);
+        // A cluster resource goes with [cluster], which takes a restart.
+        let clustered = check(
+            "[cluster]\nkind = \"pacemaker\"\n[[vm]]\ndomain = \"a\"\nagent = \"unix:///a.sock\"\ncluster_resource = \"vm-a\"\n",
+        )
+        .unwrap();
+        let r2 = old.reload(clustered);
+        assert_eq!(r2.needs_restart, ["cluster", "vm a cluster_resource"]);
+        r2.config.validate().unwrap();
         assert_eq!(r.config.control_socket, old.control_socket);
         assert_eq!(r.config.engine.heartbeat_timeout_ms, 9000);
         assert_eq!(r.config.vm[0].agent.as_deref(), Some("unix:///a.sock"));

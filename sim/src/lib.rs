@@ -48,6 +48,7 @@ use vigil_protocol::{ByeReason, Notice};
 use vigil_watchdog::engine::*;
 use vigil_watchdog::metrics;
 
+pub mod audit;
 mod core;
 mod parse;
 

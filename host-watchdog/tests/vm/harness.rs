@@ -96,23 +96,11 @@ impl Vm {
     /// Type a command into the guest's root shell (ttyS1). After a reboot
     /// QEMU's socket is a new one: reconnect once when the old one is gone.
     pub fn shell(&mut self, cmd: &str) {
-        let line = format!("{cmd}\n");
-        for _ in 0..2 {
-            if self.shell.is_none() {
-                self.shell = Some(UnixStream::connect(self.dir.path().join("shell.sock")).unwrap());
-            }
-            if self
-                .shell
-                .as_mut()
-                .unwrap()
-                .write_all(line.as_bytes())
-                .is_ok()
-            {
-                return;
-            }
-            self.shell = None;
-        }
-        panic!("cannot write to the guest shell");
+        let sock = self.dir.path().join("shell.sock");
+        assert!(
+            type_into(&sock, &mut self.shell, cmd),
+            "cannot write to the guest shell"
+        );
     }
 
     /// Run a command in the guest's root shell and return what the shell
@@ -186,6 +174,25 @@ impl Vm {
     }
 }
 
+/// Type `cmd` into a guest's root shell at `sock` on `conn` (connected, or
+/// connected again once when the old connection is gone: a new boot's
+/// QEMU has a new socket); whether it was written.
+pub fn type_into(sock: &std::path::Path, conn: &mut Option<UnixStream>, cmd: &str) -> bool {
+    let line = format!("{cmd}\n");
+    for _ in 0..2 {
+        if conn.is_none() {
+            *conn = UnixStream::connect(sock).ok();
+        }
+        if let Some(c) = conn.as_mut() {
+            if c.write_all(line.as_bytes()).is_ok() {
+                return true;
+            }
+        }
+        *conn = None;
+    }
+    false
+}
+
 /// A vigild's environment under the stand-in service manager.
 fn manager_env(w: &std::path::Path, store: bool) -> Vec<(&'static str, String)> {
     let mut env = vec![("NOTIFY_SOCKET", w.join("notify.sock").display().to_string())];
@@ -198,7 +205,7 @@ fn manager_env(w: &std::path::Path, store: bool) -> Vec<(&'static str, String)> 
 /// vigild on the rig's config, logging (appended) to `vigild.log`; with
 /// more environment, and through `bash -c script vigild <binary> <args>`
 /// when a script is given (descriptors moved into place).
-fn spawn_vigild(w: &std::path::Path, env: &[(&str, String)], script: Option<&str>) -> Child {
+pub fn spawn_vigild(w: &std::path::Path, env: &[(&str, String)], script: Option<&str>) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -296,29 +303,14 @@ pub fn boot(known_good: Option<&str>) -> Vm {
 /// under that name before the first start and vigild is told to revert to
 /// it.
 pub fn boot_guest(g: &Guest, known_good: Option<&str>) -> Vm {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let (kernel, initrd, disk) = (&g.kernel, &g.initrd, &g.disk);
+    let disk = &g.disk;
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().to_path_buf();
     let w = w.as_path();
     let _ = virsh(&["destroy", DOMAIN]);
     let _ = virsh(&["undefine", DOMAIN, "--snapshots-metadata"]);
     std::fs::copy(disk, w.join("disk.qcow2")).unwrap();
-    // vhost-device-vsock must be running before the domain starts.
-    let vsock = Command::new("vhost-device-vsock")
-        .arg("--vm")
-        .arg(format!(
-            "guest-cid=3,socket={},uds-path={}",
-            w.join("vhost.sock").display(),
-            w.join("vm.vsock").display()
-        ))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(w.join("vhost-device-vsock.log")).unwrap())
-        .spawn()
-        .expect("vhost-device-vsock on PATH (scripts/vm/setup-host.sh installs it)");
-    common::wait_until(Duration::from_secs(10), "vhost-user socket", || {
-        w.join("vhost.sock").exists()
-    });
+    let vsock = start_vsock(w);
     let mut config = format!(
         "libvirt_uri = \"qemu:///system\"\njournal = \"{d}/journal.db\"\ncontrol_socket = \"{d}/control.sock\"\n\
          metrics_listen = \"\"\n[[vm]]\ndomain = \"{DOMAIN}\"\nagent = \"hybrid://{d}/vm.vsock:1217\"\nprobe = \"hybrid://{d}/vm.vsock:9\"\n",
@@ -353,23 +345,7 @@ pub fn boot_guest(g: &Guest, known_good: Option<&str>) -> Vm {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let xml = std::fs::read_to_string(root.join("tests/fixtures/vm.xml.in"))
-        .unwrap()
-        .replace("@NAME@", DOMAIN)
-        .replace("@UUID@", "5e1f0000-0000-4000-8000-000000000001")
-        .replace("@MEMORY@", &g.memory_mib.to_string())
-        .replace("@CURRENT@", &g.current_mib.to_string())
-        .replace("@CMDLINE@", &g.cmdline)
-        .replace("@EXTRA@", &g.extra)
-        .replace("@WORK@", &w.display().to_string())
-        .replace(
-            "@KERNEL@",
-            &kernel.canonicalize().unwrap().display().to_string(),
-        )
-        .replace(
-            "@INITRD@",
-            &initrd.canonicalize().unwrap().display().to_string(),
-        );
+    let xml = domain_xml(g, DOMAIN, "5e1f0000-0000-4000-8000-000000000001", w);
     std::fs::write(w.join("vm.xml"), xml).unwrap();
     let out = virsh(&["define", &w.join("vm.xml").display().to_string()]);
     assert!(
@@ -392,6 +368,50 @@ pub fn boot_guest(g: &Guest, known_good: Option<&str>) -> Vm {
         String::from_utf8_lossy(&out.stderr)
     );
     vm
+}
+
+/// vhost-device-vsock for a guest whose files are in `w` (its vhost-user
+/// socket, and `vm.vsock` for the host's side), up before it returns: it
+/// must be running before the domain starts.
+pub fn start_vsock(w: &std::path::Path) -> Child {
+    let vsock = Command::new("vhost-device-vsock")
+        .arg("--vm")
+        .arg(format!(
+            "guest-cid=3,socket={},uds-path={}",
+            w.join("vhost.sock").display(),
+            w.join("vm.vsock").display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(w.join("vhost-device-vsock.log")).unwrap())
+        .spawn()
+        .expect("vhost-device-vsock on PATH (scripts/vm/setup-host.sh installs it)");
+    common::wait_until(Duration::from_secs(10), "vhost-user socket", || {
+        w.join("vhost.sock").exists()
+    });
+    vsock
+}
+
+/// The domain XML of guest `g` named `name`, its files in `w`.
+pub fn domain_xml(g: &Guest, name: &str, uuid: &str, w: &std::path::Path) -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (kernel, initrd) = (&g.kernel, &g.initrd);
+    std::fs::read_to_string(root.join("tests/fixtures/vm.xml.in"))
+        .unwrap()
+        .replace("@NAME@", name)
+        .replace("@UUID@", uuid)
+        .replace("@MEMORY@", &g.memory_mib.to_string())
+        .replace("@CURRENT@", &g.current_mib.to_string())
+        .replace("@CMDLINE@", &g.cmdline)
+        .replace("@EXTRA@", &g.extra)
+        .replace("@WORK@", &w.display().to_string())
+        .replace(
+            "@KERNEL@",
+            &kernel.canonicalize().unwrap().display().to_string(),
+        )
+        .replace(
+            "@INITRD@",
+            &initrd.canonicalize().unwrap().display().to_string(),
+        )
 }
 
 /// Whether the disk as kept in snapshot `name` has an ext2 superblock

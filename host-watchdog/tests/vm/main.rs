@@ -20,6 +20,7 @@ mod harness;
 mod host;
 mod network;
 mod prevention;
+mod soak;
 mod world;
 
 use std::io::Write;

@@ -1,0 +1,545 @@
+//! The soak's auditor: a journal checked against the injection log the
+//! soak wrote (`scripts/soak.sh`, `vigil-audit DIR`). One line per
+//! violation, and a summary: faults injected, detected, of the right kind
+//! and layer, recovered, false and duplicate actions, detection times.
+//!
+//! What is a violation:
+//! - an injected fault not detected within its bound (the bound grows by
+//!   every outage of vigild's world, vigild killed or libvirtd restarted,
+//!   that overlaps it);
+//! - a fault on a guest that no injection explains, and every action for it
+//!   (false actions);
+//! - an action that answers no journaled fault, an action id journaled
+//!   twice, an outcome journaled twice or never;
+//! - an action while its VM was in maintenance or paused on purpose, or a
+//!   call to the hypervisor while libvirtd was down;
+//! - a guest that did not end healthy or quarantined;
+//! - a journal check that failed (after each vigild kill, and at the end).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use vigil_watchdog::engine::{Closure, Millis, Record};
+use vigil_watchdog::journal::Entry;
+
+/// Faults of this kind and layer, found within `within_ms`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expect {
+    /// Fault kind.
+    pub kind: String,
+    /// Layer.
+    pub layer: String,
+    /// Bound.
+    pub within_ms: Millis,
+}
+
+/// One line of the injection log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Injection {
+    /// When.
+    pub t: Millis,
+    /// The VM, or `*` for vigild's world.
+    pub vm: String,
+    /// What was done.
+    pub what: String,
+    /// The fault it must show as, for a fault injection.
+    pub expect: Option<Expect>,
+    /// The end of its window (maintenance, a pause, an outage).
+    pub end: Option<Millis>,
+    /// The whole line.
+    pub raw: Value,
+}
+
+impl Injection {
+    /// Parse one JSON line.
+    pub fn parse(line: &str) -> Result<Injection, String> {
+        let raw: Value = serde_json::from_str(line).map_err(|e| format!("{e}: {line}"))?;
+        let expect = raw.get("expect").filter(|e| !e.is_null()).map(|e| Expect {
+            kind: e["kind"].as_str().unwrap_or("").into(),
+            layer: e["layer"].as_str().unwrap_or("").into(),
+            within_ms: e["within_ms"].as_u64().unwrap_or(0),
+        });
+        Ok(Injection {
+            t: raw["t"]
+                .as_u64()
+                .ok_or_else(|| format!("no time: {line}"))?,
+            vm: raw["vm"].as_str().unwrap_or("*").into(),
+            what: raw["what"].as_str().unwrap_or("").into(),
+            expect,
+            end: raw["end"].as_u64(),
+            raw,
+        })
+    }
+}
+
+/// The auditor's findings.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Audit {
+    /// One line each.
+    pub violations: Vec<String>,
+    /// Fault injections.
+    pub injected: usize,
+    /// Detected within their bounds.
+    pub detected: usize,
+    /// Of those, of the right kind and layer.
+    pub right: usize,
+    /// Of those, recovered (closed as recovered or cleared).
+    pub recovered: usize,
+    /// Actions for faults no injection explains.
+    pub false_actions: usize,
+    /// Action ids or outcomes journaled twice.
+    pub duplicate_actions: usize,
+    /// Detection times (located − injected), ms.
+    pub detect_ms: Vec<Millis>,
+    /// Disruptions of vigild's world and must-nots, by name.
+    pub disruptions: BTreeMap<String, usize>,
+    /// Records read.
+    pub records: usize,
+}
+
+impl Audit {
+    /// The soak's targets: nothing violated, every fault detected, at
+    /// least 95 % of the right kind and layer.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+            && self.detected == self.injected
+            && self.right * 100 >= self.injected * 95
+    }
+
+    /// The summary table.
+    pub fn table(&self) -> String {
+        let pct = |n: usize| {
+            if self.injected == 0 {
+                0.0
+            } else {
+                n as f64 * 100.0 / self.injected as f64
+            }
+        };
+        let mut d = self.detect_ms.clone();
+        d.sort_unstable();
+        let median = d.get(d.len() / 2).copied().unwrap_or(0);
+        let max = d.last().copied().unwrap_or(0);
+        let mut out = String::new();
+        let mut row = |k: &str, v: String| out.push_str(&format!("{k:<22}{v}\n"));
+        row("journal records", self.records.to_string());
+        row("faults injected", self.injected.to_string());
+        row(
+            "detected",
+            format!("{} ({:.1} %)", self.detected, pct(self.detected)),
+        );
+        row(
+            "right kind and layer",
+            format!("{} ({:.1} %)", self.right, pct(self.right)),
+        );
+        row(
+            "recovered",
+            format!("{} ({:.1} %)", self.recovered, pct(self.recovered)),
+        );
+        row("false actions", self.false_actions.to_string());
+        row("duplicate actions", self.duplicate_actions.to_string());
+        row("detection", format!("median {median} ms, max {max} ms"));
+        let dis: Vec<String> = self
+            .disruptions
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        row("disruptions", dis.join(", "));
+        row("violations", self.violations.len().to_string());
+        out
+    }
+}
+
+/// Windows of one kind: (vm, from, to).
+fn windows(log: &[Injection], what: &str) -> Vec<(String, Millis, Millis)> {
+    log.iter()
+        .filter(|i| i.what == what)
+        .map(|i| (i.vm.clone(), i.t, i.end.unwrap_or(i.t)))
+        .collect()
+}
+
+fn within(t: Millis, w: &(String, Millis, Millis), vm: &str, slack: Millis) -> bool {
+    (w.0 == vm || w.0 == "*") && t >= w.1 && t <= w.2 + slack
+}
+
+/// Audit `entries` (the whole journal) against the injection `log`.
+pub fn audit(entries: &[Entry], log: &[Injection]) -> Audit {
+    let mut a = Audit {
+        records: entries.len(),
+        ..Audit::default()
+    };
+    let guests: BTreeSet<String> = log
+        .iter()
+        .filter(|i| i.what == "start")
+        .flat_map(|i| {
+            i.raw["vms"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|v| v.as_str().map(String::from))
+        })
+        .collect();
+    for i in log {
+        if !matches!(
+            i.what.as_str(),
+            "start" | "final" | "journal-check" | "maintenance-off"
+        ) {
+            *a.disruptions.entry(i.what.clone()).or_default() += 1;
+        }
+    }
+    // vigild's world out: detection bounds grow by these.
+    let mut outages = windows(log, "vigild-kill");
+    outages.extend(windows(log, "libvirtd-restart"));
+    // Faults as the journal has them: (vm, id, kind, layer, located), and
+    // reopenings as new sightings of the same fault.
+    let mut sightings: Vec<(String, u64, String, String, Millis)> = Vec::new();
+    let mut layer_of: BTreeMap<u64, String> = BTreeMap::new();
+    let mut closed: BTreeMap<u64, Closure> = BTreeMap::new();
+    for e in entries {
+        match &e.record {
+            Record::Fault {
+                vm,
+                id,
+                kind,
+                layer,
+                located,
+                ..
+            } => {
+                layer_of.insert(*id, layer.name().into());
+                sightings.push((
+                    vm.clone(),
+                    *id,
+                    kind.name().into(),
+                    layer.name().into(),
+                    *located,
+                ));
+            }
+            Record::Reopened { vm, id, kind, .. } => {
+                let layer = layer_of.get(id).cloned().unwrap_or_default();
+                sightings.push((vm.clone(), *id, kind.name().into(), layer, e.t));
+            }
+            Record::Closed { id, how, .. } => {
+                closed.insert(*id, *how);
+            }
+            _ => {}
+        }
+    }
+    // Each fault injection claims the first unclaimed sighting on its VM
+    // within its bound.
+    let mut claimed: BTreeSet<usize> = BTreeSet::new();
+    let mut explained: BTreeSet<u64> = BTreeSet::new();
+    for inj in log.iter().filter(|i| i.expect.is_some()) {
+        let Some(x) = &inj.expect else { continue };
+        a.injected += 1;
+        let mut deadline = inj.t + x.within_ms;
+        for o in &outages {
+            if o.1 <= deadline && o.2 >= inj.t.saturating_sub(x.within_ms) {
+                deadline += o.2.saturating_sub(o.1) + 10_000;
+            }
+        }
+        let found = sightings.iter().enumerate().find(|(n, s)| {
+            !claimed.contains(n) && s.0 == inj.vm && s.4 + 2_000 >= inj.t && s.4 <= deadline
+        });
+        match found {
+            None => a.violations.push(format!(
+                "{} on {} at {}: no fault within {} ms (expected {} in {})",
+                inj.what,
+                inj.vm,
+                inj.t,
+                deadline - inj.t,
+                x.kind,
+                x.layer
+            )),
+            Some((n, s)) => {
+                claimed.insert(n);
+                explained.insert(s.1);
+                a.detected += 1;
+                a.detect_ms.push(s.4.saturating_sub(inj.t));
+                if s.2 == x.kind && s.3 == x.layer {
+                    a.right += 1;
+                } else {
+                    eprintln!(
+                        "note: {} on {} at {} showed as {} in {} (expected {} in {})",
+                        inj.what, inj.vm, inj.t, s.2, s.3, x.kind, x.layer
+                    );
+                }
+                if matches!(
+                    closed.get(&s.1),
+                    Some(Closure::Recovered | Closure::Cleared)
+                ) {
+                    a.recovered += 1;
+                }
+            }
+        }
+    }
+    // A sighting on a guest that no injection claimed, of a fault that no
+    // claimed sighting explains, is a false fault.
+    let mut false_faults: BTreeSet<u64> = BTreeSet::new();
+    for (n, s) in sightings.iter().enumerate() {
+        if guests.contains(&s.0) && !claimed.contains(&n) && !explained.contains(&s.1) {
+            false_faults.insert(s.1);
+            a.violations.push(format!(
+                "fault #{} {} on {} at {}: no injection explains it",
+                s.1, s.2, s.0, s.4
+            ));
+        }
+    }
+    // Actions.
+    let faults: BTreeMap<u64, String> = sightings.iter().map(|s| (s.1, s.0.clone())).collect();
+    let mut intents: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut outcomes: BTreeMap<u64, usize> = BTreeMap::new();
+    let paused = windows(log, "suspend");
+    let maintenance = windows(log, "maintenance");
+    let libvirtd = windows(log, "libvirtd-restart");
+    for e in entries {
+        match &e.record {
+            Record::Intent {
+                vm, action, rung, ..
+            } => {
+                *intents.entry(action.id).or_default() += 1;
+                let answers = action.fault == 0 || faults.get(&action.fault) == Some(vm);
+                if !answers {
+                    a.violations.push(format!(
+                        "action #{} {} on {vm} at {}: answers no journaled fault (#{})",
+                        action.id,
+                        action.kind.name(),
+                        e.t,
+                        action.fault
+                    ));
+                }
+                if false_faults.contains(&action.fault) {
+                    a.false_actions += 1;
+                }
+                let what = format!(
+                    "action #{} {} on {vm} at {}",
+                    action.id,
+                    action.kind.name(),
+                    e.t
+                );
+                if rung.is_some() && maintenance.iter().any(|w| within(e.t, w, vm, 0)) {
+                    a.violations
+                        .push(format!("{what}: the VM was in maintenance"));
+                }
+                if rung.is_some() && paused.iter().any(|w| within(e.t, w, vm, 0)) {
+                    a.violations
+                        .push(format!("{what}: the VM was paused on purpose"));
+                }
+                if action.kind.through_hypervisor()
+                    && libvirtd.iter().any(|w| within(e.t, w, vm, 0))
+                {
+                    a.violations.push(format!("{what}: libvirtd was down"));
+                }
+            }
+            Record::Outcome { id, .. } => *outcomes.entry(*id).or_default() += 1,
+            _ => {}
+        }
+    }
+    for (id, n) in &intents {
+        if *n > 1 {
+            a.duplicate_actions += 1;
+            a.violations
+                .push(format!("action #{id}: its intent journaled {n} times"));
+        }
+        match outcomes.get(id).copied().unwrap_or(0) {
+            0 => a
+                .violations
+                .push(format!("action #{id}: no outcome journaled")),
+            1 => {}
+            k => {
+                a.duplicate_actions += 1;
+                a.violations
+                    .push(format!("action #{id}: {k} outcomes journaled"));
+            }
+        }
+    }
+    for id in outcomes.keys().filter(|id| !intents.contains_key(id)) {
+        a.violations
+            .push(format!("outcome of action #{id} without its intent"));
+    }
+    // How it ended, and the journal's checks.
+    for i in log {
+        if i.what == "final" {
+            let st = i.raw["state"].as_str().unwrap_or("?");
+            let ok = st == "healthy" || (st == "quarantined" && !i.raw["fault"].is_null());
+            if !ok {
+                a.violations.push(format!(
+                    "{} ended {st} ({}), not healthy or quarantined with a reason",
+                    i.vm, i.raw["domain_state"]
+                ));
+            }
+        }
+        if i.what == "journal-check" && i.raw["ok"] != true {
+            a.violations.push(format!(
+                "journal check {}: {}",
+                i.raw["when"], i.raw["said"]
+            ));
+        }
+    }
+    if !log.iter().any(|i| i.what == "final") {
+        a.violations
+            .push("the soak did not finish (no final states)".into());
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_watchdog::engine::{Action, ActionKind, FaultKind, Layer};
+
+    fn fault(t: Millis, vm: &str, id: u64, kind: FaultKind, layer: Layer) -> Entry {
+        Entry {
+            seq: 0,
+            t,
+            record: Record::Fault {
+                vm: vm.into(),
+                id,
+                kind,
+                layer,
+                evidence: vec![],
+                subject: None,
+                onset: t,
+                onset_window_ms: 0,
+                detected: t,
+                located: t,
+            },
+        }
+    }
+
+    fn intent(t: Millis, vm: &str, id: u64, fault: u64, kind: ActionKind) -> Entry {
+        Entry {
+            seq: 0,
+            t,
+            record: Record::Intent {
+                vm: vm.into(),
+                action: Action {
+                    id,
+                    vm: vm.into(),
+                    kind,
+                    fault,
+                    memory_kib: None,
+                },
+                rung: Some(0),
+                attempt: 1,
+            },
+        }
+    }
+
+    fn outcome(t: Millis, vm: &str, id: u64) -> Entry {
+        Entry {
+            seq: 0,
+            t,
+            record: Record::Outcome {
+                vm: vm.into(),
+                id,
+                ok: true,
+                detail: String::new(),
+            },
+        }
+    }
+
+    fn log(lines: &[&str]) -> Vec<Injection> {
+        let mut v: Vec<Injection> = lines.iter().map(|l| Injection::parse(l).unwrap()).collect();
+        v.insert(
+            0,
+            Injection::parse(r#"{"t":0,"what":"start","vm":"*","vms":["a","b"]}"#).unwrap(),
+        );
+        v.push(
+            Injection::parse(
+                r#"{"t":99000,"what":"final","vm":"a","state":"healthy","fault":null}"#,
+            )
+            .unwrap(),
+        );
+        v
+    }
+
+    const KILL: &str = r#"{"t":1000,"what":"service-kill","vm":"a","expect":{"kind":"service-down","layer":"guest-service","within_ms":20000}}"#;
+
+    #[test]
+    fn a_clean_run_passes() {
+        let entries = vec![
+            fault(3000, "a", 1, FaultKind::ServiceDown, Layer::GuestService),
+            intent(3000, "a", 2, 1, ActionKind::RestartService("s".into())),
+            outcome(3500, "a", 2),
+        ];
+        let a = audit(&entries, &log(&[KILL]));
+        assert!(a.passed(), "{:?}", a.violations);
+        assert_eq!(
+            (a.injected, a.detected, a.right, a.detect_ms[0]),
+            (1, 1, 1, 2000)
+        );
+    }
+
+    #[test]
+    fn a_missed_fault_a_false_action_and_a_duplicate_are_found() {
+        let entries = vec![
+            // b was never touched: a false fault and a false reset.
+            fault(5000, "b", 1, FaultKind::GuestHang, Layer::GuestKernel),
+            intent(5000, "b", 2, 1, ActionKind::Reset),
+            outcome(6000, "b", 2),
+            outcome(6100, "b", 2),
+        ];
+        let a = audit(&entries, &log(&[KILL]));
+        assert!(!a.passed());
+        assert_eq!(
+            (a.detected, a.false_actions, a.duplicate_actions),
+            (0, 1, 1)
+        );
+        let text = a.violations.join("\n");
+        assert!(
+            text.contains("service-kill on a at 1000: no fault"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fault #1 guest-hang on b at 5000: no injection"),
+            "{text}"
+        );
+        assert!(text.contains("action #2: 2 outcomes"), "{text}");
+    }
+
+    #[test]
+    fn actions_in_maintenance_or_while_libvirtd_is_down_are_violations() {
+        let entries = vec![
+            fault(3000, "a", 1, FaultKind::ServiceDown, Layer::GuestService),
+            intent(4000, "a", 2, 1, ActionKind::RestartService("s".into())),
+            outcome(4500, "a", 2),
+            fault(21_000, "b", 3, FaultKind::VmCrashed, Layer::Hypervisor),
+            intent(21_000, "b", 4, 3, ActionKind::Start),
+            outcome(21_100, "b", 4),
+        ];
+        let a = audit(
+            &entries,
+            &log(&[
+                r#"{"t":1000,"what":"maintenance","vm":"a","end":9000,"expect":{"kind":"service-down","layer":"guest-service","within_ms":30000}}"#,
+                r#"{"t":20000,"what":"qemu-kill","vm":"b","expect":{"kind":"vm-crashed","layer":"hypervisor","within_ms":20000}}"#,
+                r#"{"t":20500,"what":"libvirtd-restart","vm":"*","end":25000}"#,
+            ]),
+        );
+        let text = a.violations.join("\n");
+        assert!(
+            text.contains("action #2 restart-service on a at 4000: the VM was in maintenance"),
+            "{text}"
+        );
+        assert!(
+            text.contains("action #4 start on b at 21000: libvirtd was down"),
+            "{text}"
+        );
+        assert_eq!(a.violations.len(), 2, "{text}");
+    }
+
+    #[test]
+    fn an_outage_of_vigild_stretches_the_bound() {
+        let entries = vec![fault(
+            40_000,
+            "a",
+            1,
+            FaultKind::ServiceDown,
+            Layer::GuestService,
+        )];
+        let mut lines = vec![KILL];
+        assert!(!audit(&entries, &log(&lines)).passed());
+        lines.push(r#"{"t":2000,"what":"vigild-kill","vm":"*","end":25000}"#);
+        let a = audit(&entries, &log(&lines));
+        assert!(a.passed(), "{:?}", a.violations);
+    }
+}
