@@ -26,8 +26,11 @@ cargo test --workspace --locked
 step "vigild's own world as root: control access with real unprivileged users (two users and a group, removed after), the journal on a full tmpfs"
 cargo test -p vigil-watchdog --locked --test daemon root_ -- --ignored
 
-step "fuzz target builds (cargo-fuzz runs it on nightly)"
+step "fuzz targets build (cargo-fuzz runs them on nightly): the wire decoder, the control-request and config parsers"
 cargo check --manifest-path protocol/fuzz/Cargo.toml --quiet
+# The workspace's lockfile and target directory: the same versions, built once.
+cp Cargo.lock host-watchdog/fuzz/Cargo.lock
+cargo check --manifest-path host-watchdog/fuzz/Cargo.toml --target-dir target --quiet
 
 step "codec benchmark"
 cargo bench -p vigil-protocol --bench codec --locked
@@ -36,7 +39,7 @@ step "engine benchmark (1,000 VMs)"
 cargo bench -p vigil-watchdog --bench engine --locked
 
 step "scale: 1,000 simulated agents against vigild (libvirt test driver)"
-BENCH_WINDOW=20 bash scripts/bench-scale.sh 1000
+BENCH_WINDOW=10 bash scripts/bench-scale.sh 1000
 
 step "no-VM demo (libvirt test driver)"
 bash scripts/demo.sh
@@ -52,6 +55,9 @@ bash scripts/cluster/test.sh
 
 step "real-VM fault matrix on a Debian 12 systemd guest (the packaged agent; image cached under target/vm-debian/)"
 bash scripts/vm/test-debian.sh
+
+step "chaos soak: 5 minutes, seed 1, three guests, then the auditor"
+bash scripts/soak.sh 5 --seed 1
 
 step "real-VM demo (README main job)"
 bash scripts/vm/demo.sh

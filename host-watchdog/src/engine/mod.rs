@@ -27,6 +27,7 @@ pub mod trend;
 pub mod warn;
 use table::{VmTable, Waiting};
 mod vm;
+pub use vm::maintenance_until;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -139,6 +140,20 @@ impl Engine {
                 .destructive
                 .extend(times.iter().copied()),
         }
+    }
+
+    /// A VM was in maintenance when the last run ended (operator's or the
+    /// guest's, until `until` if timed): it still is, after a restart too.
+    pub fn restore_maintenance(&mut self, now: Millis, vm: &str, until: Option<Millis>) -> Output {
+        if until.is_some_and(|u| u <= now) {
+            return Output::default();
+        }
+        if self.vms.contains_key(vm) {
+            let on = OperatorCommand::MaintenanceOn { until };
+            return self.step(now, vm, Input::Operator(on));
+        }
+        self.waiting.entry(vm.to_string()).or_default().maintenance = Some(until);
+        Output::default()
     }
 
     /// Resume a fault from a previous run (when its VM is added, if it is
@@ -325,11 +340,15 @@ impl Engine {
             out.records.extend(o.records);
             out.actions.extend(o.actions);
         }
+        let maintenance = w
+            .maintenance
+            .map(|until| Input::Operator(OperatorCommand::MaintenanceOn { until }));
         for input in w
             .domain
             .map(Input::Domain)
             .into_iter()
             .chain(w.hello.map(|boot_id| Input::Hello { boot_id }))
+            .chain(maintenance)
         {
             let o = self.step(now, vm, input);
             out.records.extend(o.records);

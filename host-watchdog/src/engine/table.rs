@@ -68,4 +68,6 @@ pub(super) struct Waiting {
     /// Its domain's last state, and its agent's boot if a session is open.
     pub(super) domain: Option<DomainState>,
     pub(super) hello: Option<String>,
+    /// In maintenance when the last run ended (until when, if timed).
+    pub(super) maintenance: Option<Option<Millis>>,
 }

@@ -342,6 +342,7 @@ impl Journal {
         let mut recovered: std::collections::BTreeMap<Key, (String, RestoredFault, Millis)> =
             Default::default();
         let mut warnings = std::collections::BTreeSet::new();
+        let mut maintenance = std::collections::BTreeMap::new();
         for e in self.rows(
             "SELECT seq, t_ms, body FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             0,
@@ -414,6 +415,13 @@ impl Journal {
                 } => {
                     warnings.remove(&(vm, kind, subject));
                 }
+                Record::Transition { vm, to, why, .. } => {
+                    if to == crate::engine::State::Maintenance {
+                        maintenance.insert(vm, crate::engine::maintenance_until(&why));
+                    } else {
+                        maintenance.remove(&vm);
+                    }
+                }
                 Record::Reopened { id, .. } => {
                     if let Some((vm, f)) = closed_faults.remove(&id) {
                         let key = (vm.clone(), f.kind.name(), f.subject.clone());
@@ -445,6 +453,7 @@ impl Journal {
         u.faults = open_faults.into_values().collect();
         u.recovered = recovered.into_values().collect();
         u.warnings = warnings.into_iter().collect();
+        u.maintenance = maintenance.into_iter().collect();
         Ok(u)
     }
 }
@@ -463,6 +472,8 @@ pub struct Unsettled {
     pub recovered: Vec<(String, crate::engine::RestoredFault, Millis)>,
     /// Warnings raised and not cleared: (vm, kind, subject).
     pub warnings: Vec<(String, crate::engine::warn::WarningKind, Option<String>)>,
+    /// VMs in maintenance when the journal ends, until when (if timed).
+    pub maintenance: Vec<(String, Option<Millis>)>,
 }
 
 #[cfg(test)]

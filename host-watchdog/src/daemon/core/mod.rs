@@ -315,6 +315,11 @@ impl Core {
             }
         }
         metrics.host_health.set(engine.host().health().level());
+        // Maintenance outlives a restart: the operator's word stands.
+        for (vm, until) in &u.maintenance {
+            log::info!("vm={vm} stays in maintenance (from the journal)");
+            let _ = engine.restore_maintenance(now, vm, *until);
+        }
         for (vm, f) in u.faults.into_iter().filter(|(vm, _)| vm != engine::HOST) {
             log::info!(
                 "vm={vm} fault #{} {} resumes from the journal",

@@ -529,7 +529,11 @@ impl Vm {
                 let ms = (u64::from(duration_s) * 1000).min(ctx.cfg.max_guest_maintenance_ms);
                 self.maintenance = Some(Some(now + ms));
                 self.suspect = None;
-                self.settle("guest declared maintenance", out);
+                // The end is in the words: a restarted vigild reads it back.
+                self.settle(
+                    &format!("guest declared maintenance{}", until_words(now + ms)),
+                    out,
+                );
             }
             Input::Notice(Notice::MaintenanceEnd) => {
                 self.end_maintenance(now, ctx, "guest ended maintenance", out)
@@ -610,7 +614,8 @@ impl Vm {
             Input::Operator(OperatorCommand::MaintenanceOn { until }) => {
                 self.maintenance = Some(until);
                 self.suspect = None;
-                self.settle("operator maintenance", out);
+                let why = until.map_or(String::new(), until_words);
+                self.settle(&format!("operator maintenance{why}"), out);
             }
             Input::Operator(OperatorCommand::MaintenanceOff) => {
                 self.end_maintenance(now, ctx, "operator ended maintenance", out)
@@ -665,4 +670,14 @@ impl Vm {
             self.settle(why, out);
         }
     }
+}
+/// How a maintenance transition names its end (ms since the epoch), read
+/// back by [`maintenance_until`].
+fn until_words(until: Millis) -> String {
+    format!(" until {until}")
+}
+
+/// The end a maintenance transition's words name (none: until ended).
+pub fn maintenance_until(why: &str) -> Option<Millis> {
+    why.rsplit_once(" until ")?.1.parse().ok()
 }
