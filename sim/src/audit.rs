@@ -14,6 +14,13 @@
 //! - an action while its VM was in maintenance or paused on purpose, or a
 //!   call to the hypervisor while libvirtd was down;
 //! - a guest that did not end healthy or quarantined;
+//!
+//! One consequence is known and not a violation, only counted: vigild
+//! killed while a guest is paused on purpose closes that guest's sessions
+//! (nothing was handed over), the close reaches the paused guest's
+//! vhost-device-vsock and wedges it until the domain is destroyed and
+//! started (DESIGN §6). vigild must name it `transport-down` and take no
+//! destructive action for it; the guest may end held in that fault.
 //! - a journal check that failed (after each vigild kill, and at the end).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,6 +96,8 @@ pub struct Audit {
     pub false_actions: usize,
     /// Action ids or outcomes journaled twice.
     pub duplicate_actions: usize,
+    /// Transport faults of guests paused while vigild was killed.
+    pub collateral: usize,
     /// Detection times (located − injected), ms.
     pub detect_ms: Vec<Millis>,
     /// Disruptions of vigild's world and must-nots, by name.
@@ -137,6 +146,13 @@ impl Audit {
         );
         row("false actions", self.false_actions.to_string());
         row("duplicate actions", self.duplicate_actions.to_string());
+        row(
+            "collateral",
+            format!(
+                "{} (transport-down: vigild killed while the guest was paused)",
+                self.collateral
+            ),
+        );
         row("detection", format!("median {median} ms, max {max} ms"));
         let dis: Vec<String> = self
             .disruptions
@@ -272,11 +288,26 @@ pub fn audit(entries: &[Entry], log: &[Injection]) -> Audit {
             }
         }
     }
+    // A guest paused on purpose while vigild was killed: its transport may
+    // be wedged (see the module's doc).
+    let kills = windows(log, "vigild-kill");
+    let wedged = |vm: &str| {
+        windows(log, "suspend")
+            .iter()
+            .any(|p| p.0 == vm && kills.iter().any(|k| k.1 <= p.2 && k.2 >= p.1))
+    };
+    let mut collateral: BTreeSet<u64> = BTreeSet::new();
     // A sighting on a guest that no injection claimed, of a fault that no
     // claimed sighting explains, is a false fault.
     let mut false_faults: BTreeSet<u64> = BTreeSet::new();
     for (n, s) in sightings.iter().enumerate() {
         if guests.contains(&s.0) && !claimed.contains(&n) && !explained.contains(&s.1) {
+            if s.2 == "transport-down" && wedged(&s.0) {
+                if collateral.insert(s.1) {
+                    a.collateral += 1;
+                }
+                continue;
+            }
             false_faults.insert(s.1);
             a.violations.push(format!(
                 "fault #{} {} on {} at {}: no injection explains it",
@@ -309,6 +340,14 @@ pub fn audit(entries: &[Entry], log: &[Injection]) -> Audit {
                 }
                 if false_faults.contains(&action.fault) {
                     a.false_actions += 1;
+                }
+                if collateral.contains(&action.fault) && action.kind.is_destructive() {
+                    a.violations.push(format!(
+                        "action #{} {} on {vm} at {}: destructive, for a wedged transport",
+                        action.id,
+                        action.kind.name(),
+                        e.t
+                    ));
                 }
                 let what = format!(
                     "action #{} {} on {vm} at {}",
@@ -360,7 +399,9 @@ pub fn audit(entries: &[Entry], log: &[Injection]) -> Audit {
     for i in log {
         if i.what == "final" {
             let st = i.raw["state"].as_str().unwrap_or("?");
-            let ok = st == "healthy" || (st == "quarantined" && !i.raw["fault"].is_null());
+            let ok = st == "healthy"
+                || (st == "quarantined" && !i.raw["fault"].is_null())
+                || (i.raw["fault"] == "transport-down" && wedged(&i.vm));
             if !ok {
                 a.violations.push(format!(
                     "{} ended {st} ({}), not healthy or quarantined with a reason",
@@ -525,6 +566,34 @@ mod tests {
             "{text}"
         );
         assert_eq!(a.violations.len(), 2, "{text}");
+    }
+
+    #[test]
+    fn a_wedged_transport_after_a_kill_during_a_pause_is_collateral_not_false() {
+        let entries = vec![
+            fault(30_000, "b", 1, FaultKind::TransportDown, Layer::Transport),
+            intent(30_000, "b", 2, 1, ActionKind::Alert),
+            outcome(30_000, "b", 2),
+        ];
+        let pause = r#"{"t":10000,"what":"suspend","vm":"b","end":20000,"expect":null}"#;
+        let kill = r#"{"t":15000,"what":"vigild-kill","vm":"*","end":18000}"#;
+        let held =
+            r#"{"t":90000,"what":"final","vm":"b","state":"faulted","fault":"transport-down"}"#;
+        let a = audit(&entries, &log(&[pause, kill, held]));
+        assert!(a.violations.is_empty(), "{:?}", a.violations);
+        assert_eq!((a.collateral, a.false_actions), (1, 0));
+        // Without the kill it is a false fault, and the guest ended wrong.
+        let a = audit(&entries, &log(&[pause, held]));
+        assert_eq!(a.violations.len(), 2, "{:?}", a.violations);
+        // A reset for it is a violation even so.
+        let mut reset = entries.clone();
+        reset.push(intent(31_000, "b", 3, 1, ActionKind::Reset));
+        reset.push(outcome(31_100, "b", 3));
+        let a = audit(&reset, &log(&[pause, kill, held]));
+        assert!(a
+            .violations
+            .iter()
+            .any(|v| v.contains("destructive, for a wedged transport")));
     }
 
     #[test]
