@@ -269,14 +269,24 @@ fn soak() {
         run_heals(&mut s);
         std::thread::sleep(Duration::from_millis(200));
     }
+    // Done when every guest is healthy or quarantined, or when nothing has
+    // moved for 20 s outside a transient state (a fault held at the end
+    // of its ladder), at most 150 s.
     let settle = Instant::now() + Duration::from_secs(150);
+    let (mut last, mut since) = (Vec::new(), Instant::now());
     loop {
         let states: Vec<String> = (0..GUESTS)
             .map(|i| s.status(i)["state"].as_str().unwrap_or("?").to_string())
             .collect();
+        if states != last {
+            (last, since) = (states.clone(), Instant::now());
+        }
+        let transient =
+            |st: &String| matches!(st.as_str(), "suspect" | "recovering" | "discovering" | "?");
         if states
             .iter()
             .all(|st| st == "healthy" || st == "quarantined")
+            || (!states.iter().any(transient) && since.elapsed() > Duration::from_secs(20))
             || Instant::now() > settle
         {
             break;
