@@ -95,6 +95,12 @@ fn fault_matrix_on_a_real_vm() {
         .filter(|r| r["record"] == "fault")
         .collect();
     assert!(faults.is_empty(), "CPU load made faults: {faults:?}");
+    // The load is over (the shell answers only once its command ended)
+    // and the vCPUs have been idle a while: the SIGSTOP below must find a
+    // quiet baseline, not a busy loop's last second (under TCG the guest's
+    // `sleep 30` can end after the test's 32 s).
+    vm.shell_out("true", 60);
+    std::thread::sleep(Duration::from_secs(3));
 
     // QEMU stopped with SIGSTOP: vCPU time frozen while "running" is a host
     // problem; alert, never a blind reset. SIGCONT heals it.
