@@ -442,6 +442,24 @@ fn emit(
     }
 }
 
+/// The actions of a log (`vm #id`) whose outcome it never shows.
+pub fn actions_without_outcome(log: &str) -> Vec<String> {
+    let tagged = |tag: &str| -> Vec<String> {
+        log.lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                let i = w.iter().position(|x| *x == tag)?;
+                Some(format!("{} {}", w.get(i.checked_sub(1)?)?, w.get(i + 1)?))
+            })
+            .collect()
+    };
+    let outcomes = tagged("outcome");
+    tagged("ACTION")
+        .into_iter()
+        .filter(|a| !outcomes.contains(a))
+        .collect()
+}
+
 /// Run every `*.scn` in `dir` with `run` and compare its log with the
 /// `.golden` beside it (`VIGIL_BLESS` set: write the goldens instead).
 /// Returns how many ran, or the names that differ (their logs printed).
@@ -470,6 +488,11 @@ pub fn check_goldens(
             }
         };
         let log = run(&sc);
+        // Blessed or not, an action's outcome is always journaled.
+        let unanswered = actions_without_outcome(&log);
+        if !unanswered.is_empty() {
+            failed.push(format!("{name}: no outcome for {unanswered:?}"));
+        }
         let golden = path.with_extension("golden");
         if bless {
             if let Err(e) = std::fs::write(&golden, &log) {
@@ -494,5 +517,16 @@ pub fn check_goldens(
         Ok(names.len())
     } else {
         Err(failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::actions_without_outcome;
+
+    #[test]
+    fn an_action_without_its_outcome_is_named() {
+        let log = "   8000 (host)   ACTION #1 alert\n   9000 web      ACTION #2 reset (rung 0 attempt 1)\n   9100 web      outcome #2 ok: done\n";
+        assert_eq!(actions_without_outcome(log), vec!["(host) #1".to_string()]);
     }
 }

@@ -334,7 +334,18 @@ impl Vm {
             ok,
             detail: detail.clone(),
         });
-        let Some(f) = self.fault.as_mut() else { return };
+        let Some(f) = self.fault.as_mut() else {
+            // Its fault closed before its outcome came (the report showing
+            // the service back outran the agent's answer): the action is
+            // over all the same. Should that fault come back, it must not
+            // wait for this outcome again.
+            if let Some((f, _)) = self.last_closed.as_mut() {
+                if f.pending.as_ref().is_some_and(|(p, _)| *p == id) {
+                    f.pending = None;
+                }
+            }
+            return;
+        };
         if f.pending.as_ref().map(|(p, _)| *p) != Some(id) {
             return;
         }

@@ -302,6 +302,15 @@ impl Engine {
                         w.hello = None;
                     }
                 }
+                // The outcome of an action on the host, or on a VM removed
+                // while it ran: journaled all the same (an intent is never
+                // left without its outcome).
+                Input::ActionDone { id, ok, detail } => out.records.push(Record::Outcome {
+                    vm: vm.to_string(),
+                    id,
+                    ok,
+                    detail,
+                }),
                 _ => {}
             }
             return out;

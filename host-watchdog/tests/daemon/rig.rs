@@ -307,6 +307,20 @@ impl Rig {
         )
     }
 
+    /// Poll until `f` holds; on a timeout, show the journal and the log.
+    pub fn wait_for(&self, secs: u64, what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; journal:\n{:#?}\nlog:\n{}",
+                self.records(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn wait_healthy(&self, vm: &str) {
         wait_until(Duration::from_secs(20), &format!("{vm} healthy"), || {
             self.state(vm) == "healthy"

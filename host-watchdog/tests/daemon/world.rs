@@ -324,6 +324,14 @@ fn root_journal_on_a_full_disk() {
             .arg(format!("of={}", filler.display()))
             .stderr(Stdio::null())
             .status();
+        // A repair is a closed record; a second kill within the flap
+        // window reopens the same fault, so count them, not their ids.
+        let repairs = || {
+            rig.find("closed", "web", |r| {
+                r["kind"] == "service-down" && r["how"] == "recovered"
+            })
+        };
+        let before = repairs().len();
         let t0 = std::time::Instant::now();
         rig.kill_service();
         wait_until(
@@ -360,8 +368,10 @@ fn root_journal_on_a_full_disk() {
             "the journal writable again",
             || journal_state(&rig)["ok"] == true,
         );
-        let closed = rig.wait_record(20, "recovered", "closed", "web", |r| {
-            r["kind"] == "service-down" && r["how"] == "recovered"
+        rig.wait_for(20, "this round's repair", || repairs().len() > before);
+        let closed = repairs().pop().unwrap();
+        wait_until(Duration::from_secs(5), "the service restarted", || {
+            rig.service_pid().is_some()
         });
         let pid = rig.service_pid().unwrap();
         rig.services.push(pid);
