@@ -14,6 +14,7 @@ use virt::enumutil::Enum;
 use super::{BackendError, DomainDef, DomainPoll, Hypervisor};
 
 mod bulk;
+mod link;
 mod nics;
 mod sizing;
 use crate::engine::{DomainState, DomainStats, PauseReason, StopReason};
@@ -28,29 +29,10 @@ pub struct FullPass {
     pub polls: std::collections::HashMap<String, DomainPoll>,
 }
 
-/// The connection every handle of one [`Libvirt`] shares, and what it
-/// takes to open it again: libvirtd restarted (an upgrade, a crash) leaves
-/// a connection that is dead for good; [`Libvirt::reconnect`] opens a new
-/// one for every handle at once and registers the event callbacks on it
-/// again.
-struct Link {
-    uri: String,
-    /// The connection (none: not open yet, or lost and not back), and its
-    /// generation (each reconnect a new one).
-    current: std::sync::Mutex<(u64, Option<Connect>)>,
-    /// Where events go, and their registration on the current connection.
-    events: std::sync::Mutex<
-        Option<(
-            std::sync::mpsc::Sender<super::events::HvEvent>,
-            Option<super::events::Registration>,
-        )>,
-    >,
-}
-
 /// A libvirt connection.
 pub struct Libvirt {
     uri: String,
-    link: std::sync::Arc<Link>,
+    link: std::sync::Arc<link::Link>,
     /// The link's generation this handle's domain handles are of.
     gen: u64,
     /// Domain handles the poll looked up, by name, with the UUID they were
@@ -103,11 +85,7 @@ impl Libvirt {
         virt::error::clear_error_callback();
         Libvirt {
             uri: uri.into(),
-            link: std::sync::Arc::new(Link {
-                uri: uri.into(),
-                current: std::sync::Mutex::new((0, None)),
-                events: std::sync::Mutex::new(None),
-            }),
+            link: std::sync::Arc::new(link::Link::new(uri)),
             gen: 0,
             handles: Default::default(),
             states: Default::default(),
@@ -117,28 +95,7 @@ impl Libvirt {
     /// Open the connection again, for every handle of this link, and
     /// register the event callbacks on it (when events are watched).
     pub fn reconnect(&self) -> Result<(), BackendError> {
-        let conn = Connect::open(Some(&self.link.uri)).map_err(|e| BackendError::Connect {
-            uri: self.link.uri.clone(),
-            message: e.message().to_string(),
-        })?;
-        if let Ok(mut ev) = self.link.events.lock() {
-            if let Some((tx, reg)) = ev.as_mut() {
-                // The old registration goes first (its connection is dead).
-                *reg = None;
-                *reg = Some(
-                    super::events::register(&conn, tx.clone()).map_err(|message| {
-                        BackendError::Connect {
-                            uri: self.link.uri.clone(),
-                            message: format!("events: {message}"),
-                        }
-                    })?,
-                );
-            }
-        }
-        let mut cur = self.link.current.lock().map_err(|_| self.lost())?;
-        cur.0 += 1;
-        cur.1 = Some(conn);
-        Ok(())
+        self.link.reconnect()
     }
 
     /// Send the domains' events to `tx`, on this connection and each one
@@ -147,19 +104,7 @@ impl Libvirt {
         &self,
         tx: std::sync::mpsc::Sender<super::events::HvEvent>,
     ) -> Result<(), BackendError> {
-        let reg = match self.conn() {
-            Ok(c) => Some(super::events::register(&c, tx.clone()).map_err(|message| {
-                BackendError::Connect {
-                    uri: self.uri.clone(),
-                    message: format!("events: {message}"),
-                }
-            })?),
-            Err(_) => None, // registered when it connects
-        };
-        if let Ok(mut ev) = self.link.events.lock() {
-            *ev = Some((tx, reg));
-        }
-        Ok(())
+        self.link.watch_events(tx)
     }
 
     /// The connection is open and libvirtd on its other end (the
@@ -168,24 +113,14 @@ impl Libvirt {
         self.conn().is_ok_and(|c| c.is_alive().unwrap_or(false))
     }
 
-    fn lost(&self) -> BackendError {
-        BackendError::Connect {
-            uri: self.uri.clone(),
-            message: "not connected".into(),
-        }
-    }
-
     /// The shared connection, as it is now.
     fn conn(&self) -> Result<Connect, BackendError> {
-        match self.link.current.lock() {
-            Ok(c) => c.1.clone().ok_or_else(|| self.lost()),
-            Err(_) => Err(self.lost()),
-        }
+        self.link.conn()
     }
 
     /// Domain handles of an older connection are dropped.
     fn fresh(&mut self) {
-        let gen = self.link.current.lock().map(|c| c.0).unwrap_or(0);
+        let gen = self.link.generation();
         if gen != self.gen {
             self.gen = gen;
             self.handles.clear();

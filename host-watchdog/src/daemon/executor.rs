@@ -11,7 +11,8 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::backend_thread::{act, BackendReq};
+use super::act::act;
+use super::backend_thread::BackendReq;
 use crate::backend::Hypervisor;
 
 /// Threads running actions.

@@ -6,6 +6,7 @@
 //! tick talk to it over one bounded channel ([`CoreMsg`]). Records are
 //! committed to the journal before any action they announce is dispatched.
 
+pub mod act;
 pub mod backend_thread;
 pub mod clock;
 pub mod cluster;

@@ -1,7 +1,7 @@
 //! The core harness: a scenario run through vigild's real core — sessions'
 //! handshake and messages, the engine, the SQLite journal, control
 //! requests, the action executor's contract (one action at a time per VM,
-//! concurrent across VMs) and the real action code (`backend_thread::act`)
+//! concurrent across VMs) and the real action code (`daemon::act::act`)
 //! — with a fake hypervisor, in-memory agent transports, scripted probe
 //! answers and tokio's paused clock as the virtual clock.
 //!
@@ -31,7 +31,8 @@ use vigil_protocol::{
 use vigil_watchdog::backend::events::HvEvent;
 use vigil_watchdog::backend::Hypervisor;
 use vigil_watchdog::config::{Config, VmConfig};
-use vigil_watchdog::daemon::backend_thread::{act, BackendReq};
+use vigil_watchdog::daemon::act::act;
+use vigil_watchdog::daemon::backend_thread::BackendReq;
 use vigil_watchdog::daemon::clock::Clock;
 use vigil_watchdog::daemon::cluster::ClusterReq;
 use vigil_watchdog::daemon::control::{Request, Response};

@@ -29,12 +29,14 @@ use crate::journal::Journal;
 
 mod advise;
 mod control;
+mod dispatch;
 mod guest;
 mod host;
 mod hypervisor;
 mod journaling;
 mod network;
 mod observe;
+mod own_world;
 mod sessions;
 
 use super::control::{supplementary_groups, Access, Peer};
@@ -600,12 +602,6 @@ impl Core {
         true
     }
 
-    /// Close agent sessions before exiting: those of running guests first;
-    /// those of guests that are not running last, and said. Closing is a
-    /// write to the guest's vsock, and a write that reaches a paused VM
-    /// breaks vhost-device-vsock until the domain is destroyed and started
-    /// again (the restarted vigild then sees transport-down, never a guest
-    /// fault, and resets nothing).
     /// Delete journal records past the retention (faults still open stay).
     fn prune_journal(&mut self, now: Millis) {
         let days = self.cfg.journal_retention_days;
@@ -616,219 +612,8 @@ impl Core {
         self.request(WriteReq::Prune { cutoff }, None);
     }
 
-    /// The journal found damaged at start was moved there (shown in
-    /// `status`).
-    pub fn journal_moved_aside(&mut self, moved: Option<(std::path::PathBuf, String)>) {
-        self.journal_moved = moved;
-    }
-
-    /// Where `reload` reads the config from.
-    pub fn config_source(&mut self, source: Option<crate::config::ConfigSource>) {
-        self.source = source;
-    }
-
-    /// Read the config again: a bad one changes nothing; a good one is
-    /// applied where it can be (see [`crate::config::Reload`]).
-    fn reload(&mut self) -> Response {
-        let Some(source) = self.source.clone() else {
-            return Response::err("unavailable", "vigild was not started from a config file");
-        };
-        let result = |r: &str| crate::daemon::metrics::ResultLabels { result: r.into() };
-        let new = match source.load() {
-            Ok(c) => c,
-            Err(e) => {
-                self.metrics
-                    .reloads
-                    .get_or_create(&result("rejected"))
-                    .inc();
-                log::error!("config not reloaded: {e}; the running config stays");
-                return Response::err(
-                    "usage",
-                    format!("config not reloaded: {e}; the running config stays"),
-                );
-            }
-        };
-        let r = self.cfg.reload(new);
-        self.engine.set_config(r.config.engine.clone());
-        for v in self.vms.values_mut() {
-            v.cfg = None;
-        }
-        for v in &r.config.vm {
-            self.vms.entry(v.domain.clone()).or_default().cfg = Some(v.clone());
-        }
-        self.cfg = r.config;
-        self.metrics.reloads.get_or_create(&result("ok")).inc();
-        log::warn!(
-            "config reloaded from {}: changed {:?}{}",
-            source.path.display(),
-            r.applied,
-            if r.needs_restart.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; these take a restart and keep their running values: {:?}",
-                    r.needs_restart
-                )
-            }
-        );
-        Response::ok(serde_json::json!({
-            "path": source.path,
-            "applied": r.applied,
-            "needs_restart": r.needs_restart,
-        }))
-    }
-
-    /// The backend thread's libvirt calls: whether the hypervisor answers.
-    pub fn hypervisor_watch(&self) -> Arc<super::hv_watch::CallWatch> {
-        self.hv_watch.clone()
-    }
-
-    /// Watch these calls (the backend thread marks them).
-    pub fn watch_hypervisor(&mut self, watch: Arc<super::hv_watch::CallWatch>) {
-        self.hv_watch = watch;
-    }
-
-    fn judge_hypervisor(&mut self, now: Millis) {
-        let bound = self.cfg.hypervisor_timeout_ms;
-        let stuck = self
-            .hv_watch
-            .since()
-            .map(|t| now.saturating_sub(t))
-            .filter(|d| *d >= bound);
-        // A lost connection is judged at once: vigild is blind from the
-        // moment it is seen (and its calls would fail).
-        let lost = self.hv_watch.lost_since().map(|t| now.saturating_sub(t));
-        self.metrics
-            .hypervisor_connected
-            .set(i64::from(lost.is_none()));
-        let silent = self.engine.hypervisor_is_silent();
-        let g = match (lost, stuck) {
-            (Some(for_ms), _) if !silent => engine::Global::HypervisorSilent { for_ms, lost: true },
-            (None, Some(for_ms)) if !silent && now >= self.hv_judged_from => {
-                log::error!(
-                    "the hypervisor does not answer: a libvirt call has not returned for {for_ms} ms; \
-                     no destructive action until it does"
-                );
-                engine::Global::HypervisorSilent {
-                    for_ms,
-                    lost: false,
-                }
-            }
-            (None, None) if silent => {
-                log::warn!("the hypervisor answers again");
-                engine::Global::HypervisorAnswers
-            }
-            _ => return,
-        };
-        let out = self.engine.global(now, g);
-        self.apply(now, out);
-    }
-
     fn step(&mut self, now: Millis, vm: &str, input: Input) {
         let out = self.engine.step(now, vm, input);
         self.apply(now, out);
-    }
-
-    fn done(&self, id: u64, vm: &str, ok: bool, detail: impl Into<String>) {
-        let tx = self.tx.clone();
-        let msg = CoreMsg::ActionDone {
-            id,
-            vm: vm.to_string(),
-            ok,
-            detail: detail.into(),
-        };
-        tokio::spawn(async move {
-            let _ = tx.send(msg).await;
-        });
-    }
-
-    fn dispatch(&mut self, now: Millis, a: engine::Action) {
-        match &a.kind {
-            ActionKind::AskCluster => self.ask_cluster(a.id, &a.vm),
-            ActionKind::RestartService(_) | ActionKind::Repair(_) | ActionKind::AgentReboot => {
-                let action = match &a.kind {
-                    ActionKind::RestartService(n) => {
-                        CommandAction::RestartService(n.as_str().into())
-                    }
-                    ActionKind::Repair(n) => CommandAction::Repair(n.as_str().into()),
-                    _ => CommandAction::Reboot,
-                };
-                // Never write to a VM's vsock unless its domain is running.
-                let session = self
-                    .vms
-                    .get(&a.vm)
-                    .and_then(VmRt::live_session)
-                    .map(|s| s.tx.clone());
-                match (session, self.engine.may_talk_to(&a.vm)) {
-                    (Some(tx), true) => {
-                        let cid = self.next_probe;
-                        self.next_probe = self.next_probe.wrapping_add(1).max(1);
-                        self.commands.insert(cid, (a.id, a.vm.clone()));
-                        let reboot = matches!(action, CommandAction::Reboot);
-                        if tx
-                            .try_send(Box::new(Message::Command(Command { id: cid, action })))
-                            .is_err()
-                        {
-                            self.commands.remove(&cid);
-                            self.done(a.id, &a.vm, false, "agent queue full or closed");
-                            return;
-                        }
-                        if reboot {
-                            // The guest is asked to reboot: this boot is
-                            // ending, its session takes no more writes (a
-                            // write racing the reset wedges hybrid vsock).
-                            if let Some(v) = self.vms.get_mut(&a.vm) {
-                                v.boot_ended();
-                            }
-                        }
-                        // Give up on an answer after the command timeout.
-                        let core = self.tx.clone();
-                        let timeout = Duration::from_millis(self.cfg.command_timeout_ms);
-                        tokio::spawn(async move {
-                            tokio::time::sleep(timeout).await;
-                            let _ = core.send(CoreMsg::RequestTimeout(cid)).await;
-                        });
-                    }
-                    _ => self.done(
-                        a.id,
-                        &a.vm,
-                        false,
-                        "agent not connected or domain not running",
-                    ),
-                }
-            }
-            ActionKind::Alert => {
-                log::warn!(
-                    "ALERT vm={} fault=#{}: operator attention needed",
-                    a.vm,
-                    a.fault
-                );
-                self.done(a.id, &a.vm, true, "alert logged");
-            }
-            ActionKind::CaptureEvidence => {
-                let summary = self.evidence(&a.vm);
-                self.done(a.id, &a.vm, true, summary);
-            }
-            ActionKind::LivenessProbe => self.liveness_probe(&a.vm),
-            _ => {
-                let snapshot = self
-                    .vms
-                    .get(&a.vm)
-                    .and_then(|v| v.cfg.as_ref())
-                    .and_then(|c| c.snapshot.clone());
-                let req = BackendReq::Act {
-                    id: a.id,
-                    vm: a.vm.clone(),
-                    kind: a.kind.clone(),
-                    memory_kib: a.memory_kib,
-                    snapshot,
-                    now,
-                    resume: false,
-                };
-                if self.backend.send(req).is_err() {
-                    self.done(a.id, &a.vm, false, "backend thread gone");
-                }
-            }
-        }
     }
 }

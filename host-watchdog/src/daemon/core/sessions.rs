@@ -89,6 +89,12 @@ impl Core {
         }
     }
 
+    /// Close agent sessions before exiting: those of running guests first;
+    /// those of guests that are not running last, and said. Closing is a
+    /// write to the guest's vsock, and a write that reaches a paused VM
+    /// breaks vhost-device-vsock until the domain is destroyed and started
+    /// again (the restarted vigild then sees transport-down, never a guest
+    /// fault, and resets nothing).
     pub(super) async fn close_sessions_for_exit(&mut self) {
         let mut held = Vec::new();
         for (name, v) in self.vms.iter_mut() {
