@@ -32,11 +32,13 @@ cargo check --manifest-path protocol/fuzz/Cargo.toml --quiet
 cp Cargo.lock host-watchdog/fuzz/Cargo.lock
 cargo check --manifest-path host-watchdog/fuzz/Cargo.toml --target-dir target --quiet
 
+# The benchmarks are built with the release profile, the build users run
+# (and the one the scale step and the demos build: compiled once).
 step "codec benchmark"
-cargo bench -p vigil-protocol --bench codec --locked
+cargo bench -p vigil-protocol --bench codec --locked --profile release
 
 step "engine benchmark (1,000 VMs)"
-cargo bench -p vigil-watchdog --bench engine --locked
+cargo bench -p vigil-watchdog --bench engine --locked --profile release
 
 step "scale: 1,000 simulated agents against vigild (libvirt test driver)"
 BENCH_WINDOW=10 bash scripts/bench-scale.sh 1000

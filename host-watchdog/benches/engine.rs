@@ -2,7 +2,8 @@
 //! tick through the engine on a virtual clock. Prints ns per heartbeat
 //! observation and ns per per-VM tick decision. Target: <= 1 us per
 //! heartbeat observation on one core.
-//! Run: `cargo bench -p vigil-watchdog --bench engine`.
+//! Run: `cargo bench -p vigil-watchdog --bench engine` (CI: `--profile release`,
+//! the shipped build).
 
 use std::hint::black_box;
 use std::time::Instant;

@@ -1,7 +1,7 @@
 //! Encode/decode throughput of a realistic report (40 watched services,
 //! 10 filesystems, 20 kernel events). Prints ns per message, bytes per
 //! message and messages per second on one core. Run with
-//! `cargo bench -p vigil-protocol --bench codec`.
+//! `cargo bench -p vigil-protocol --bench codec` (CI: `--profile release`, the shipped build).
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -7,13 +7,23 @@
 //! written to it can break it until destroy + start), and a host of many
 //! VMs has no reconnect storm.
 //!
+//! A vigild that is killed hands nothing over, so every session is also
+//! kept in the store from its handshake on (`vigil-o<session>-<VM in
+//! hex>`) and taken out when vigild ends it (ended with a shutdown, which
+//! reaches the guest whatever else holds the connection). After a crash
+//! the next vigild finds these without a state: they cannot be served on
+//! (where the stream stood is unknown), but they are not closed while
+//! their guest is paused either — the close would reach the paused VM's
+//! vsock and break it — only once it runs again (its agent then
+//! reconnects). Their duplicates of handed-over sessions are dropped.
+//!
 //! Used when the service manager keeps descriptors: `$NOTIFY_SOCKET` set
 //! and `$FDSTORE` (its `FileDescriptorStoreMax=`, exported by systemd 254
 //! and later) non-zero. Otherwise vigild closes sessions on exit, running
 //! guests' first.
 
 use std::io::{Read, Seek, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use sd_notify::NotifyState;
 use serde::{Deserialize, Serialize};
@@ -24,6 +34,10 @@ use super::session::Adopted;
 const STATE: &str = "vigil-state";
 /// Prefix of a session's name in the store.
 const SESSION: &str = "vigil-s";
+/// Prefix of a live session's name in the store (kept while it is served).
+const LIVE: &str = "vigil-o";
+/// Longest descriptor name the service manager takes.
+const MAX_NAME: usize = 255;
 /// Largest state accepted back (64 KiB of unread bytes per session at most).
 const MAX_STATE: u64 = 256 << 20;
 
@@ -53,7 +67,8 @@ pub fn capacity() -> usize {
 /// nothing: the state goes last, so a next vigild that finds no state
 /// takes none of them.
 pub fn store(sessions: Vec<(String, Adopted, OwnedFd)>) -> std::io::Result<usize> {
-    if sessions.len() + 1 > capacity() {
+    // Each session's live entry is in the store already.
+    if 2 * sessions.len() + 1 > capacity() {
         return Err(std::io::Error::other(format!(
             "{} sessions do not fit the service manager's store ({})",
             sessions.len(),
@@ -81,26 +96,107 @@ pub fn store(sessions: Vec<(String, Adopted, OwnedFd)>) -> std::io::Result<usize
     Ok(stored.len())
 }
 
-/// Sessions a previous vigild stored, taken out of the store (so the
-/// service manager no longer holds them open): (VM, what to go on with,
-/// the connection). Anything unreadable is closed and said.
-pub fn take() -> Vec<(String, Adopted, OwnedFd)> {
+/// Keep a live session's connection in the store while it is served, so
+/// that a vigild killed meanwhile closes nothing; its name, to
+/// [`forget`] it when the session ends (none: no store, or the VM's name
+/// too long for one).
+pub fn keep(vm: &str, session: u64, fd: BorrowedFd<'_>) -> Option<String> {
+    if capacity() == 0 {
+        return None;
+    }
+    let hex: String = vm.bytes().map(|b| format!("{b:02x}")).collect();
+    let name = format!("{LIVE}{session}-{hex}");
+    if name.len() > MAX_NAME {
+        return None;
+    }
+    let state = [NotifyState::FdStore, NotifyState::FdName(&name)];
+    match sd_notify::notify_with_fds(&state, &[fd]) {
+        Ok(()) => Some(name),
+        Err(e) => {
+            log::warn!("vm={vm}: its session cannot be kept in the store: {e}");
+            None
+        }
+    }
+}
+
+/// The session kept as `name` ended: out of the store.
+pub fn forget(name: &str) {
+    let _ = sd_notify::notify(&[NotifyState::FdStoreRemove, NotifyState::FdName(name)]);
+}
+
+/// The VM a live session's name names.
+fn live_vm(name: &str) -> Option<String> {
+    let (_, hex) = name.strip_prefix(LIVE)?.split_once('-')?;
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// Which socket a descriptor is (duplicates share it).
+fn inode(fd: &OwnedFd) -> Option<u64> {
+    nix::sys::stat::fstat(fd).ok().map(|st| st.st_ino)
+}
+
+/// What the store held at start.
+#[derive(Default)]
+pub struct Taken {
+    /// Sessions a stopping vigild handed over: (VM, what to go on with,
+    /// the connection).
+    pub sessions: Vec<(String, Adopted, OwnedFd)>,
+    /// Connections a killed vigild left, by VM: not to be served, to be
+    /// closed once their guest runs.
+    pub orphans: Vec<(String, OwnedFd)>,
+}
+
+/// Everything a previous vigild stored, taken out of the store (so the
+/// service manager no longer holds it open). Anything unreadable is
+/// closed and said.
+pub fn take() -> Taken {
     // SAFETY: called once, before the runtime or any thread starts.
     let fds: Vec<(RawFd, String)> =
         match unsafe { sd_notify::listen_fds_with_names_and_unset_env() } {
             Ok(fds) => fds.collect(),
             Err(e) => {
                 log::warn!("cannot read the service manager's descriptors: {e}");
-                return Vec::new();
+                return Taken::default();
             }
         };
-    let mut state = None;
-    let mut conns = std::collections::BTreeMap::new();
+    let mut live = Vec::new();
+    let mut others = Vec::new();
     for (raw, name) in fds {
         // SAFETY: LISTEN_FDS names descriptors passed to this process, each
         // once; we own them from here on.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let _ = sd_notify::notify(&[NotifyState::FdStoreRemove, NotifyState::FdName(&name)]);
+        match live_vm(&name) {
+            Some(vm) => live.push((vm, fd)),
+            None => others.push((name, fd)),
+        }
+    }
+    let sessions = handed_over(others);
+    // A live entry of a session handed over is a duplicate: dropping it
+    // closes nothing.
+    let served: Vec<u64> = sessions.iter().filter_map(|(_, _, fd)| inode(fd)).collect();
+    let orphans: Vec<(String, OwnedFd)> = live
+        .into_iter()
+        .filter(|(_, fd)| inode(fd).is_none_or(|i| !served.contains(&i)))
+        .collect();
+    if !orphans.is_empty() {
+        log::warn!(
+            "{} agent connections left by a vigild that did not stop cleanly: each is closed once its guest runs, and its agent reconnects",
+            orphans.len()
+        );
+    }
+    Taken { sessions, orphans }
+}
+
+/// The sessions of a hand-over (its state and its connections).
+fn handed_over(fds: Vec<(String, OwnedFd)>) -> Vec<(String, Adopted, OwnedFd)> {
+    let mut state = None;
+    let mut conns = std::collections::BTreeMap::new();
+    for (name, fd) in fds {
         if name == STATE {
             state = Some(fd);
         } else if name.starts_with(SESSION) {
@@ -145,4 +241,28 @@ fn read_state(fd: OwnedFd) -> anyhow::Result<Vec<Stored>> {
     let mut text = Vec::new();
     f.take(MAX_STATE).read_to_end(&mut text)?;
     Ok(serde_json::from_slice(&text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_sessions_name_gives_back_its_vm() {
+        let hex: String = "web-01.é".bytes().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            live_vm(&format!("{LIVE}7-{hex}")).as_deref(),
+            Some("web-01.é")
+        );
+        for bad in [
+            "vigil-s0",
+            "vigil-state",
+            "vigil-o7",
+            "vigil-o7-6",
+            "vigil-o7-zz",
+            "vigil-o7-ff",
+        ] {
+            assert_eq!(live_vm(bad), None, "{bad}");
+        }
+    }
 }

@@ -187,7 +187,7 @@ fn raise_fd_limit() {
 async fn run_async(
     config: Config,
     source: Option<crate::config::ConfigSource>,
-    adopted: Vec<(String, session::Adopted, std::os::fd::OwnedFd)>,
+    adopted: handover::Taken,
 ) -> anyhow::Result<()> {
     let clock = clock::Clock::new();
     // libvirt's event loop must be registered before the connection opens.
@@ -417,7 +417,8 @@ async fn run_async(
             journal_path.display()
         )
     })?;
-    core.adopt(adopted);
+    core.adopt(adopted.sessions);
+    core.hold_orphans(adopted.orphans);
     core.config_source(source);
     core.journal_moved_aside(moved);
     core.watch_hypervisor(hv_watch);

@@ -278,6 +278,13 @@ async fn serve<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    // Kept in the service manager's store while served: a vigild killed
+    // now closes nothing (see `handover`).
+    let kept = fd.and_then(|fd| {
+        // SAFETY: `fd` is the descriptor of the stream `reader` owns; it
+        // stays open for the whole of this function.
+        super::handover::keep(&vm, session, unsafe { BorrowedFd::borrow_raw(fd) })
+    });
     // Writer: host → guest, bounded queue, bounded write time. When the
     // core drops the queue (a newer session replaced this one), the writer
     // ends and tells the reader to stop. Asked to stop, it finishes the
@@ -374,5 +381,11 @@ async fn serve<R, W>(
         }
     };
     writer.abort();
+    if let (Some(name), Some(fd)) = (kept, fd) {
+        // The store holds the connection too: end it for the agent here,
+        // as dropping the stream alone would not.
+        super::handover::forget(&name);
+        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+    }
     let _ = core.send(CoreMsg::Closed { vm, session, why }).await;
 }

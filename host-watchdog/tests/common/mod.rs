@@ -150,6 +150,7 @@ pub fn manager(sock: UnixDatagram) -> Arc<Mutex<Store>> {
             st.fds.extend(fds.into_iter().map(|fd| (name.clone(), fd)));
         }
         if field("FDSTOREREMOVE=").as_deref() == Some("1") {
+            st.fds.retain(|(n, _)| *n != name);
             st.removed.push(name);
         }
     });

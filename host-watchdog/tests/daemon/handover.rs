@@ -4,7 +4,7 @@
 //! `FDSTORE=1` descriptors, and the next vigild started with them as
 //! `LISTEN_FDS`/`LISTEN_FDNAMES`, as systemd does.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 
 use common::manager;
@@ -65,8 +65,11 @@ fn a_restart_hands_sessions_over_and_the_guest_hears_nothing() {
         rig.log()
     );
     let stored = std::mem::take(&mut store.lock().unwrap().fds);
-    let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["vigil-s0", "vigil-state"]);
+    let names: Vec<String> = stored.iter().map(|(n, _)| n.clone()).collect();
+    // The session as it was served (kept since its handshake: "db" in
+    // hex), then as handed over, then the state.
+    assert!(is_live(&names[0], "db"), "{names:?}");
+    assert_eq!(names[1..], ["vigil-s0", "vigil-state"]);
     // The agent heard nothing: no close (the store holds the connection).
     a.stream
         .set_read_timeout(Some(Duration::from_millis(300)))
@@ -80,22 +83,14 @@ fn a_restart_hands_sessions_over_and_the_guest_hears_nothing() {
     }
     // The next vigild, as systemd starts it: the stored descriptors from 3
     // on, named, for its own PID.
-    let (s0, st) = (stored[0].1.as_raw_fd(), stored[1].1.as_raw_fd());
-    let env = [
-        ("NOTIFY_SOCKET", notify.display().to_string()),
-        ("FDSTORE", "16".to_string()),
-        ("LISTEN_FDS", "2".to_string()),
-        ("LISTEN_FDNAMES", "vigil-s0:vigil-state".to_string()),
-    ];
-    let script = format!("export LISTEN_PID=$$; exec \"$@\" 3<&{s0} 4<&{st} {s0}<&- {st}<&-");
-    rig.start_vigild_with(&env, Some(&script));
+    start_with_stored(&mut rig, &notify, &stored);
     drop(stored); // the manager's copies go: the next vigild holds them
     a.stream.write_all(tail).unwrap();
     beat(&mut a, 4);
     // Served: the new vigild keeps the session alive, on the same
     // connection, with no new handshake.
     let mut heard = false;
-    for _ in 0..10 {
+    for _ in 0..30 {
         if let Ok(Some(Message::Keepalive(_))) = a.reader.read_message() {
             heard = true;
             break;
@@ -112,5 +107,110 @@ fn a_restart_hands_sessions_over_and_the_guest_hears_nothing() {
         .collect();
     assert!(faults.is_empty(), "faults across the restart: {faults:?}");
     // Taken back out of the store: the manager no longer holds them open.
-    assert_eq!(store.lock().unwrap().removed, ["vigil-s0", "vigil-state"]);
+    assert_eq!(store.lock().unwrap().removed, names);
+}
+
+/// A live session's name in the store, for `vm`.
+fn is_live(name: &str, vm: &str) -> bool {
+    let hex: String = vm.bytes().map(|b| format!("{b:02x}")).collect();
+    name.starts_with("vigil-o") && name.ends_with(&format!("-{hex}"))
+}
+
+/// Start vigild as systemd starts it after a stop: the stored descriptors
+/// from 3 on, named, for its own PID.
+fn start_with_stored(rig: &mut Rig, notify: &std::path::Path, stored: &[(String, OwnedFd)]) {
+    let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
+    let moves: Vec<String> = stored
+        .iter()
+        .enumerate()
+        .map(|(i, (_, fd))| format!("{}<&{} {}<&-", 3 + i, fd.as_raw_fd(), fd.as_raw_fd()))
+        .collect();
+    let env = [
+        ("NOTIFY_SOCKET", notify.display().to_string()),
+        ("FDSTORE", "16".to_string()),
+        ("LISTEN_FDS", stored.len().to_string()),
+        ("LISTEN_FDNAMES", names.join(":")),
+    ];
+    let script = format!("export LISTEN_PID=$$; exec \"$@\" {}", moves.join(" "));
+    rig.start_vigild_with(&env, Some(&script));
+}
+
+/// vigild killed (SIGKILL, a crash): it hands nothing over, but the store
+/// holds every served session, so nothing is closed under the guest (a
+/// close reaching a paused VM's vsock breaks it). The next vigild cannot
+/// serve them on (where the stream stood is unknown); it closes each once
+/// its guest runs, and the agent reconnects.
+#[test]
+fn a_killed_vigild_closes_nothing_and_the_next_one_closes_what_it_left() {
+    let mut rig = Rig::new("");
+    rig.kill_vigild();
+    let notify = rig.path("notify.sock");
+    let store = manager(UnixDatagram::bind(&notify).unwrap());
+    let env = [
+        ("NOTIFY_SOCKET", notify.display().to_string()),
+        ("FDSTORE", "16".to_string()),
+    ];
+    rig.start_vigild_with(&env, None);
+    let mut a = FakeAgent::connect(&rig, "db");
+    for seq in 1..=3 {
+        a.send(&Message::Heartbeat(Heartbeat {
+            seq,
+            uptime_ms: 10_000 + seq * 500,
+        }));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    rig.wait_healthy("db");
+    let names: Vec<String> = store
+        .lock()
+        .unwrap()
+        .fds
+        .iter()
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert!(names.len() == 1 && is_live(&names[0], "db"), "{names:?}");
+    rig.kill_vigild(); // SIGKILL
+                       // The agent hears nothing: the store holds its connection.
+    a.stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    loop {
+        match a.reader.read_message() {
+            Ok(Some(Message::Keepalive(_))) => continue, // sent before the kill
+            Ok(other) => panic!("the guest heard {other:?} when vigild was killed"),
+            Err(_) => break, // timed out: open and quiet
+        }
+    }
+    let stored = std::mem::take(&mut store.lock().unwrap().fds);
+    start_with_stored(&mut rig, &notify, &stored);
+    drop(stored);
+    // Its domain runs: the next vigild closes the connection; the agent
+    // hears the end (and would reconnect).
+    a.stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    loop {
+        match a.reader.read_message() {
+            Ok(Some(Message::Keepalive(_))) => continue,
+            Ok(None) => break,
+            other => panic!(
+                "expected the connection's end, got {other:?}\n{}",
+                rig.log()
+            ),
+        }
+    }
+    wait_until(Duration::from_secs(5), "the close logged", || {
+        rig.log()
+            .contains("vm=db: the agent connection a killed vigild left is closed")
+    });
+    assert!(store.lock().unwrap().removed.contains(&names[0]));
+    // The agent reconnects and is served.
+    let mut b = FakeAgent::connect(&rig, "db");
+    for seq in 1..=3 {
+        b.send(&Message::Heartbeat(Heartbeat {
+            seq,
+            uptime_ms: 20_000 + seq * 500,
+        }));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    rig.wait_healthy("db");
 }

@@ -57,33 +57,24 @@ impl Vm {
     /// its own (systemd 254+), else not (an older systemd). How many
     /// descriptors the new vigild took out of the store.
     pub fn restart_vigild(&mut self, store: bool) -> usize {
+        self.restart_vigild_after("-TERM", store)
+    }
+
+    /// The same after another signal (`-KILL`: a crash, nothing handed
+    /// over; what vigild kept in the store goes to the next one).
+    pub fn restart_vigild_after(&mut self, signal: &str, store: bool) -> usize {
         let pid = self.vigild.id().to_string();
-        assert!(Command::new("kill").arg(&pid).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success());
         common::wait_until(Duration::from_secs(10), "vigild to exit", || {
             matches!(self.vigild.try_wait(), Ok(Some(_)))
         });
         let manager = self.manager.clone();
-        let stored = std::mem::take(&mut manager.lock().unwrap().fds);
         let before = manager.lock().unwrap().removed.len();
-        let mut env = manager_env(self.dir.path(), store);
-        let mut script = None;
-        if !stored.is_empty() {
-            use std::os::fd::AsRawFd;
-            let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
-            env.push(("LISTEN_FDS", stored.len().to_string()));
-            env.push(("LISTEN_FDNAMES", names.join(":")));
-            let moves: Vec<String> = stored
-                .iter()
-                .enumerate()
-                .map(|(i, (_, fd))| format!("{}<&{} {}<&-", 3 + i, fd.as_raw_fd(), fd.as_raw_fd()))
-                .collect();
-            script = Some(format!(
-                "export LISTEN_PID=$$; exec \"$@\" {}",
-                moves.join(" ")
-            ));
-        }
-        self.vigild = spawn_vigild(self.dir.path(), &env, script.as_deref());
-        drop(stored);
+        self.vigild = respawn_vigild(self.dir.path(), &manager, store);
         common::wait_until(Duration::from_secs(30), "vigild back", || {
             UnixStream::connect(self.sock()).is_ok()
         });
@@ -193,8 +184,38 @@ pub fn type_into(sock: &std::path::Path, conn: &mut Option<UnixStream>, cmd: &st
     false
 }
 
+/// vigild started again under the stand-in service manager, as systemd
+/// starts it: what the manager holds in its store passed from descriptor
+/// 3 on, named (`LISTEN_FDS`, `LISTEN_FDNAMES`, for its own PID); with
+/// `store`, with a store of its own.
+pub fn respawn_vigild(
+    w: &std::path::Path,
+    manager: &Arc<Mutex<common::Store>>,
+    store: bool,
+) -> Child {
+    use std::os::fd::AsRawFd;
+    let stored = std::mem::take(&mut manager.lock().unwrap().fds);
+    let mut env = manager_env(w, store);
+    let mut script = None;
+    if !stored.is_empty() {
+        let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
+        env.push(("LISTEN_FDS", stored.len().to_string()));
+        env.push(("LISTEN_FDNAMES", names.join(":")));
+        let moves: Vec<String> = stored
+            .iter()
+            .enumerate()
+            .map(|(i, (_, fd))| format!("{}<&{} {}<&-", 3 + i, fd.as_raw_fd(), fd.as_raw_fd()))
+            .collect();
+        script = Some(format!(
+            "export LISTEN_PID=$$; exec \"$@\" {}",
+            moves.join(" ")
+        ));
+    }
+    spawn_vigild(w, &env, script.as_deref())
+}
+
 /// A vigild's environment under the stand-in service manager.
-fn manager_env(w: &std::path::Path, store: bool) -> Vec<(&'static str, String)> {
+pub fn manager_env(w: &std::path::Path, store: bool) -> Vec<(&'static str, String)> {
     let mut env = vec![("NOTIFY_SOCKET", w.join("notify.sock").display().to_string())];
     if store {
         env.push(("FDSTORE", "64".to_string()));

@@ -420,13 +420,60 @@ fn fault_matrix_on_a_real_vm() {
     });
     vm.wait_healthy(60);
     eprintln!("reset loop: quarantined after the budget, released, healthy again");
+    // vigild killed while the VM is paused (a crash): nothing is handed
+    // over, but the store holds the session it served, so nothing is
+    // closed under the paused guest (a close reaching its vsock would
+    // break it: the soak's first run found this). The next vigild keeps
+    // that connection until the guest runs, then closes it; the agent
+    // reconnects. No fault, the guest healthy.
+    let t_p = now_ms();
+    assert!(virsh(&["suspend", DOMAIN]).status.success());
+    let taken = vm.restart_vigild_after("-KILL", true);
+    assert!(taken >= 1, "the session as served: {}", vm.log());
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !vm.log().contains("left is closed"),
+        "closed while the guest was paused: {}",
+        vm.log()
+    );
+    assert!(virsh(&["resume", DOMAIN]).status.success());
+    let resumed = Instant::now();
+    common::wait_until(
+        Duration::from_secs(30),
+        "the left connection closed",
+        || {
+            vm.log()
+                .contains("the agent connection a killed vigild left is closed")
+        },
+    );
+    vm.wait_healthy(60);
+    std::thread::sleep(Duration::from_secs(10));
+    let faults: Vec<Value> = vm
+        .records_since(t_p)
+        .into_iter()
+        .filter(|r| r["record"] == "fault")
+        .collect();
+    assert!(
+        faults.is_empty(),
+        "faults across a killed vigild: {faults:?}\n{}",
+        vm.log()
+    );
+    assert_eq!(vm.state(), "healthy", "{}", vm.log());
+    eprintln!(
+        "vigild killed while paused: its session kept in the store, closed {:?} after resume, agent back, no fault",
+        resumed.elapsed()
+    );
     // vigild restarted while the VM is paused, as systemd 254+ restarts it
     // (an upgrade): the session goes to the descriptor store and the next
     // vigild serves it on. The guest hears nothing; nothing is a fault.
     let t_p = now_ms();
     assert!(virsh(&["suspend", DOMAIN]).status.success());
     let taken = vm.restart_vigild(false);
-    assert_eq!(taken, 2, "the session and its state: {}", vm.log());
+    assert!(
+        taken >= 3,
+        "the session as served, as handed over, and the state: {}",
+        vm.log()
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert!(virsh(&["resume", DOMAIN]).status.success());
     std::thread::sleep(Duration::from_secs(15));

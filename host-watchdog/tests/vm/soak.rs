@@ -59,6 +59,9 @@ enum HealKind {
 struct Soak {
     dir: PathBuf,
     vigild: Child,
+    /// The stand-in service manager vigild runs under, with a descriptor
+    /// store: what a killed vigild kept there goes to the next one.
+    manager: Arc<Mutex<common::Store>>,
     vms: Vec<Guest1>,
     log: std::fs::File,
     heals: Vec<Heal>,
@@ -128,7 +131,7 @@ impl Soak {
     }
 
     fn start_vigild(&mut self) {
-        self.vigild = spawn_vigild(&self.dir, &[], None);
+        self.vigild = respawn_vigild(&self.dir, &self.manager, true);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.vigild_up() {
             assert!(Instant::now() < deadline, "vigild did not come back");
@@ -180,10 +183,13 @@ fn boot_all(dir: &std::path::Path) -> Soak {
     }
     std::fs::write(dir.join("vigild.toml"), config).unwrap();
     let log = std::fs::File::create(dir.join("injections.jsonl")).unwrap();
-    let vigild = spawn_vigild(dir, &[], None);
+    let manager =
+        common::manager(std::os::unix::net::UnixDatagram::bind(dir.join("notify.sock")).unwrap());
+    let vigild = respawn_vigild(dir, &manager, true);
     let soak = Soak {
         dir: dir.to_path_buf(),
         vigild,
+        manager,
         vms,
         log,
         heals: Vec::new(),

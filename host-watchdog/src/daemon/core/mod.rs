@@ -130,6 +130,8 @@ pub struct Core {
     reject_logged: HashMap<String, LogLimit>,
     /// Sessions the previous vigild handed over, served once the first
     /// poll has named every VM.
+    /// Connections a killed vigild left, by VM, until their guests run.
+    orphans: Vec<(String, std::os::fd::OwnedFd)>,
     to_adopt: Vec<(
         String,
         crate::daemon::session::Adopted,
@@ -358,6 +360,7 @@ impl Core {
             last_prune: 0,
             reject_logged: HashMap::new(),
             to_adopt: Vec::new(),
+            orphans: Vec::new(),
             last_ran: now,
             hv_watch: Arc::default(),
             hv_judged_from: now,
@@ -464,12 +467,14 @@ impl Core {
                     if !self.hand_over().await {
                         self.close_sessions_for_exit().await;
                     }
+                    self.keep_orphans_for_exit();
                     self.stop_writer();
                     return false;
                 }
                 CoreMsg::Journal(w) => self.on_written(now, w),
                 CoreMsg::Tick => {
                     self.judge_hypervisor(now);
+                    self.release_orphans();
                     let out = self.engine.global(now, engine::Global::Tick);
                     self.apply(now, out);
                     self.nics_due(now);

@@ -18,6 +18,45 @@ impl Core {
         self.to_adopt = sessions;
     }
 
+    /// Keep connections a killed vigild left until their guests run.
+    pub fn hold_orphans(&mut self, orphans: Vec<(String, std::os::fd::OwnedFd)>) {
+        self.orphans = orphans;
+    }
+
+    /// Close the connections a killed vigild left whose guests run again
+    /// (or are gone): never one of a paused guest, or one whose domain's
+    /// state is not known yet.
+    pub(super) fn release_orphans(&mut self) {
+        if self.orphans.is_empty() {
+            return;
+        }
+        let (close, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.orphans)
+            .into_iter()
+            .partition(|(vm, _)| {
+                orphan_may_close(self.vms.contains_key(vm), self.engine.domain(vm))
+            });
+        self.orphans = keep;
+        for (vm, fd) in close {
+            // A shutdown: the agent hears the end at once and reconnects.
+            let _ = nix::sys::socket::shutdown(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                nix::sys::socket::Shutdown::Both,
+            );
+            log::info!("vm={vm}: the agent connection a killed vigild left is closed; the agent reconnects");
+        }
+    }
+
+    /// Connections still waiting for their guests go back to the store
+    /// for the next vigild (without one they close as vigild exits).
+    pub(super) fn keep_orphans_for_exit(&mut self) {
+        for (i, (vm, fd)) in std::mem::take(&mut self.orphans).into_iter().enumerate() {
+            let id = u64::MAX - i as u64; // no session of this vigild's
+            if crate::daemon::handover::keep(&vm, id, std::os::fd::AsFd::as_fd(&fd)).is_none() {
+                log::warn!("vm={vm}: a connection a killed vigild left closes as vigild exits");
+            }
+        }
+    }
+
     /// Serve the handed-over sessions where the previous vigild stopped.
     pub(super) fn adopt_handed_over(&mut self) {
         use crate::daemon::session;
@@ -138,5 +177,36 @@ impl Core {
             let _ =
                 s.tx.try_send(Box::new(Message::Keepalive(Keepalive { interval_ms })));
         }
+    }
+}
+
+/// Whether a connection a killed vigild left may be closed now: its VM
+/// is not known here any more, or its domain's state is known and not
+/// paused (a close written to a paused VM's vsock breaks it).
+fn orphan_may_close(known: bool, domain: Option<engine::DomainState>) -> bool {
+    use engine::DomainState as D;
+    match domain {
+        _ if !known => true,
+        None | Some(D::Unknown | D::Paused(_)) => false,
+        Some(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::orphan_may_close;
+    use crate::engine::{DomainState as D, PauseReason, StopReason};
+
+    #[test]
+    fn a_left_connection_waits_for_its_guest_to_run() {
+        assert!(!orphan_may_close(true, Some(D::Paused(PauseReason::User))));
+        assert!(!orphan_may_close(true, Some(D::Unknown)));
+        assert!(!orphan_may_close(true, None));
+        assert!(orphan_may_close(true, Some(D::Running)));
+        assert!(orphan_may_close(
+            true,
+            Some(D::ShutOff(StopReason::Destroyed))
+        ));
+        assert!(orphan_may_close(false, None));
     }
 }
