@@ -132,6 +132,8 @@ pub struct Core {
     /// poll has named every VM.
     /// Connections a killed vigild left, by VM, until their guests run.
     orphans: Vec<(String, std::os::fd::OwnedFd)>,
+    /// Every domain polled once: what is not listed is gone.
+    listed: bool,
     to_adopt: Vec<(
         String,
         crate::daemon::session::Adopted,
@@ -361,6 +363,7 @@ impl Core {
             reject_logged: HashMap::new(),
             to_adopt: Vec::new(),
             orphans: Vec::new(),
+            listed: false,
             last_ran: now,
             hv_watch: Arc::default(),
             hv_judged_from: now,
@@ -534,6 +537,7 @@ impl Core {
                 CoreMsg::Polled { polls, full } => {
                     self.on_polled(now, polls, full);
                     self.adopt_handed_over();
+                    self.listed |= full;
                 }
                 CoreMsg::Hv(ev) => self.on_hv(now, ev),
                 CoreMsg::Nics { vm, nics } => self.on_nics(now, &vm, nics),

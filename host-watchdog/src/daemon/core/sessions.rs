@@ -27,8 +27,8 @@ impl Core {
     /// (or are gone): never one of a paused guest, or one whose domain's
     /// state is not known yet.
     pub(super) fn release_orphans(&mut self) {
-        if self.orphans.is_empty() {
-            return;
+        if self.orphans.is_empty() || !self.listed {
+            return; // (before the first full poll, no state is known)
         }
         let (close, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.orphans)
             .into_iter()
