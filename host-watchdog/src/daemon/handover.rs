@@ -101,7 +101,7 @@ pub fn store(sessions: Vec<(String, Adopted, OwnedFd)>) -> std::io::Result<usize
 /// [`forget`] it when the session ends (none: no store, or the VM's name
 /// too long for one).
 pub fn keep(vm: &str, session: u64, fd: BorrowedFd<'_>) -> Option<String> {
-    if capacity() == 0 {
+    if capacity() == 0 || !keep_allowed(vm, std::time::Instant::now()) {
         return None;
     }
     let hex: String = vm.bytes().map(|b| format!("{b:02x}")).collect();
@@ -115,6 +115,24 @@ pub fn keep(vm: &str, session: u64, fd: BorrowedFd<'_>) -> Option<String> {
         Err(e) => {
             log::warn!("vm={vm}: its session cannot be kept in the store: {e}");
             None
+        }
+    }
+}
+
+/// A guest reconnecting in a loop makes no more than one store request a
+/// second (each is a message to the service manager); a session not kept
+/// is only closed by a crash, as without a store. One entry per VM.
+fn keep_allowed(vm: &str, now: std::time::Instant) -> bool {
+    static LAST: std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let Ok(mut last) = LAST.lock() else {
+        return false;
+    };
+    match last.get(vm) {
+        Some(t) if now.duration_since(*t) < std::time::Duration::from_secs(1) => false,
+        _ => {
+            last.insert(vm.to_string(), now);
+            true
         }
     }
 }
@@ -246,6 +264,21 @@ fn read_state(fd: OwnedFd) -> anyhow::Result<Vec<Stored>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guest_reconnecting_in_a_loop_is_kept_once_a_second() {
+        let t = std::time::Instant::now();
+        assert!(keep_allowed("loop-vm", t));
+        assert!(!keep_allowed(
+            "loop-vm",
+            t + std::time::Duration::from_millis(300)
+        ));
+        assert!(keep_allowed("other-vm", t));
+        assert!(keep_allowed(
+            "loop-vm",
+            t + std::time::Duration::from_millis(1100)
+        ));
+    }
 
     #[test]
     fn a_live_sessions_name_gives_back_its_vm() {
