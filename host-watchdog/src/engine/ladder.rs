@@ -103,6 +103,11 @@ impl Vm {
     }
 
     fn quarantine(&mut self, _now: Millis, why: &str, ctx: &mut Ctx<'_>, out: &mut Output) {
+        if self.quarantined {
+            // Evidence and the alert were taken when it was quarantined.
+            self.settle(why, out);
+            return;
+        }
         self.quarantined = true;
         let fault = self.fault.as_ref().map_or(0, |f| f.id);
         for kind in [ActionKind::CaptureEvidence, ActionKind::Alert] {

@@ -156,6 +156,18 @@ impl Engine {
         Output::default()
     }
 
+    /// A VM was quarantined when the last run ended: it still is, after a
+    /// restart too, until an operator releases it (when its VM is added,
+    /// if it is not yet).
+    pub fn restore_quarantine(&mut self, now: Millis, vm: &str) -> Output {
+        let mut out = Output::default();
+        match self.vms.get_mut(vm) {
+            Some(v) => v.restore_quarantine(now, &mut out),
+            None => self.waiting.entry(vm.to_string()).or_default().quarantined = true,
+        }
+        out
+    }
+
     /// Resume a fault from a previous run (when its VM is added, if it is
     /// not yet). An action the restart interrupted is then the daemon's to
     /// finish: see [`Engine::take_resume`].
@@ -164,6 +176,10 @@ impl Engine {
         match self.vms.get_mut(vm) {
             Some(v) => {
                 v.restore(now, fault, &self.cfg, &mut out);
+                if v.quarantined {
+                    // Its repairs stopped: nothing is resumed.
+                    return out;
+                }
                 if let (Some((id, kind)), Some((_, _, _, at))) =
                     (&fault.interrupted, &fault.last_step)
                 {
@@ -343,6 +359,11 @@ impl Engine {
         self.seed_destructive(vm, &w.destructive);
         for (f, at) in &w.recovered {
             self.seed_recovered(vm, f, *at);
+        }
+        if w.quarantined {
+            let o = self.restore_quarantine(now, vm);
+            out.records.extend(o.records);
+            out.actions.extend(o.actions);
         }
         if let Some(f) = &w.fault {
             let o = self.restore_fault(now, vm, f);

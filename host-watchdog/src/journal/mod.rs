@@ -343,6 +343,7 @@ impl Journal {
             Default::default();
         let mut warnings = std::collections::BTreeSet::new();
         let mut maintenance = std::collections::BTreeMap::new();
+        let mut quarantined = std::collections::BTreeSet::new();
         for e in self.rows(
             "SELECT seq, t_ms, body FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             0,
@@ -416,6 +417,11 @@ impl Journal {
                     warnings.remove(&(vm, kind, subject));
                 }
                 Record::Transition { vm, to, why, .. } => {
+                    if to == crate::engine::State::Quarantined {
+                        quarantined.insert(vm.clone());
+                    } else {
+                        quarantined.remove(&vm);
+                    }
                     if to == crate::engine::State::Maintenance {
                         maintenance.insert(vm, crate::engine::maintenance_until(&why));
                     } else {
@@ -454,6 +460,7 @@ impl Journal {
         u.recovered = recovered.into_values().collect();
         u.warnings = warnings.into_iter().collect();
         u.maintenance = maintenance.into_iter().collect();
+        u.quarantined = quarantined.into_iter().collect();
         Ok(u)
     }
 }
@@ -474,6 +481,9 @@ pub struct Unsettled {
     pub warnings: Vec<(String, crate::engine::warn::WarningKind, Option<String>)>,
     /// VMs in maintenance when the journal ends, until when (if timed).
     pub maintenance: Vec<(String, Option<Millis>)>,
+    /// VMs quarantined when the journal ends (until an operator releases
+    /// them).
+    pub quarantined: Vec<String>,
 }
 
 #[cfg(test)]
@@ -703,6 +713,29 @@ mod tests {
                 Some("/data".to_string())
             )]
         );
+    }
+
+    #[test]
+    fn a_quarantine_not_released_is_found_for_the_restart() {
+        use crate::engine::State;
+        let mut j = Journal::open(Path::new(":memory:")).unwrap();
+        let t = |vm: &str, from, to| Record::Transition {
+            vm: vm.into(),
+            from,
+            to,
+            why: "x".into(),
+        };
+        j.append(
+            1,
+            &[
+                t("web", State::Recovering, State::Quarantined),
+                t("db", State::Recovering, State::Quarantined),
+                t("db", State::Quarantined, State::Discovering),
+                t("web", State::Discovering, State::Quarantined),
+            ],
+        )
+        .unwrap();
+        assert_eq!(j.unsettled().unwrap().quarantined, vec!["web".to_string()]);
     }
 
     #[test]

@@ -326,6 +326,11 @@ impl Core {
             log::info!("vm={vm} stays in maintenance (from the journal)");
             let _ = engine.restore_maintenance(now, vm, *until);
         }
+        // So does a quarantine: no repairs until the operator releases it.
+        for vm in &u.quarantined {
+            log::info!("vm={vm} stays quarantined (from the journal)");
+            let _ = engine.restore_quarantine(now, vm);
+        }
         for (vm, f) in u.faults.into_iter().filter(|(vm, _)| vm != engine::HOST) {
             log::info!(
                 "vm={vm} fault #{} {} resumes from the journal",

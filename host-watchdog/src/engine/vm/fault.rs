@@ -182,6 +182,13 @@ impl Vm {
             None if r.last_failed => (None, Some(now)),
             None => (None, verify_until),
         };
+        // A quarantined VM's fault is held: seen, never repaired.
+        let held = self.quarantined;
+        let (pending, verify_until) = if held {
+            (None, None)
+        } else {
+            (pending, verify_until)
+        };
         self.fault = Some(ActiveFault {
             id: r.id,
             kind: r.kind,
@@ -196,7 +203,7 @@ impl Vm {
             verify_until,
             verify_from,
             next_try_at: now,
-            held: false,
+            held,
             acted,
             suppressed_noted: false,
             flaps: 0,
@@ -204,6 +211,25 @@ impl Vm {
             reopened_at: None,
         });
         self.settle(&format!("{} resumed from the journal", r.kind), out);
+    }
+
+    /// Quarantined when the last run ended: still, until released. Its
+    /// fault, if one is open, is held (no evidence or alert again: both
+    /// were taken when it was quarantined).
+    pub fn restore_quarantine(&mut self, _now: Millis, out: &mut Output) {
+        if self.quarantined {
+            return;
+        }
+        self.quarantined = true;
+        if let Some(f) = self.fault.as_mut() {
+            f.held = true;
+            f.pending = None;
+            f.verify_until = None;
+        }
+        self.settle(
+            "quarantined before vigild restarted: no more repairs until released",
+            out,
+        );
     }
 
     /// Convert the active fault into a host-wide one (breaker tripped).
