@@ -20,6 +20,7 @@ mod harness;
 mod host;
 mod network;
 mod prevention;
+mod restarts;
 mod soak;
 mod world;
 
@@ -420,124 +421,7 @@ fn fault_matrix_on_a_real_vm() {
     });
     vm.wait_healthy(60);
     eprintln!("reset loop: quarantined after the budget, released, healthy again");
-    // vigild killed while the VM is paused (a crash): nothing is handed
-    // over, but the store holds the session it served, so nothing is
-    // closed under the paused guest (a close reaching its vsock would
-    // break it: the soak's first run found this). The next vigild keeps
-    // that connection until the guest runs, then closes it; the agent
-    // reconnects. No fault, the guest healthy.
-    let t_p = now_ms();
-    assert!(virsh(&["suspend", DOMAIN]).status.success());
-    let taken = vm.restart_vigild_after("-KILL", true);
-    assert!(taken >= 1, "the session as served: {}", vm.log());
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        !vm.log().contains("left is closed"),
-        "closed while the guest was paused: {}",
-        vm.log()
-    );
-    assert!(virsh(&["resume", DOMAIN]).status.success());
-    let resumed = Instant::now();
-    common::wait_until(
-        Duration::from_secs(30),
-        "the left connection closed",
-        || {
-            vm.log()
-                .contains("the agent connection a killed vigild left is closed")
-        },
-    );
-    vm.wait_healthy(60);
-    std::thread::sleep(Duration::from_secs(10));
-    let faults: Vec<Value> = vm
-        .records_since(t_p)
-        .into_iter()
-        .filter(|r| r["record"] == "fault")
-        .collect();
-    assert!(
-        faults.is_empty(),
-        "faults across a killed vigild: {faults:?}\n{}",
-        vm.log()
-    );
-    assert_eq!(vm.state(), "healthy", "{}", vm.log());
-    eprintln!(
-        "vigild killed while paused: its session kept in the store, closed {:?} after resume, agent back, no fault",
-        resumed.elapsed()
-    );
-    // vigild restarted while the VM is paused, as systemd 254+ restarts it
-    // (an upgrade): the session goes to the descriptor store and the next
-    // vigild serves it on. The guest hears nothing; nothing is a fault.
-    let t_p = now_ms();
-    assert!(virsh(&["suspend", DOMAIN]).status.success());
-    let taken = vm.restart_vigild(false);
-    assert!(
-        taken >= 3,
-        "the session as served, as handed over, and the state: {}",
-        vm.log()
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(virsh(&["resume", DOMAIN]).status.success());
-    std::thread::sleep(Duration::from_secs(15));
-    let faults: Vec<Value> = vm
-        .records_since(t_p)
-        .into_iter()
-        .filter(|r| r["record"] == "fault")
-        .collect();
-    assert!(
-        faults.is_empty(),
-        "faults across a handed-over restart: {faults:?}\n{}",
-        vm.log()
-    );
-    assert_eq!(vm.state(), "healthy", "{}", vm.log());
-    assert!(
-        vm.log().contains("agent session taken over"),
-        "{}",
-        vm.log()
-    );
-    eprintln!("vigild restarted while paused, session handed over: no fault, healthy");
-    // The same with no descriptor store (systemd before 254): its exit
-    // closes the agent's connection last, and that write to a paused VM
-    // may break vhost-device-vsock until destroy + start. The restarted
-    // vigild must not call the idle, silent guest hung: transport-down,
-    // no reset.
-    let t_p = now_ms();
-    assert!(virsh(&["suspend", DOMAIN]).status.success());
-    assert_eq!(vm.restart_vigild(true), 0);
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(virsh(&["resume", DOMAIN]).status.success());
-    let resumed = now_ms();
-    // Either the channel broke (a fault names it) or it survived (the VM
-    // stays healthy); the guest is never repaired.
-    let deadline = Instant::now() + Duration::from_secs(110);
-    let f = loop {
-        let fault = vm
-            .records_since(t_p)
-            .into_iter()
-            .find(|r| r["record"] == "fault");
-        if let Some(f) = fault {
-            break f;
-        }
-        if Instant::now() > deadline {
-            assert_eq!(vm.state(), "healthy", "{}", vm.log());
-            break serde_json::json!({"kind": "none: the channel survived", "layer": "-"});
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    let after: Vec<Value> = vm.records_since(t_p);
-    let repairs: Vec<&Value> = after.iter().filter(|r| destructive(r)).collect();
-    assert!(
-        repairs.is_empty(),
-        "no repair of a healthy guest: {repairs:?}"
-    );
-    assert!(
-        f["kind"] == "transport-down" || f["layer"] == "-",
-        "the channel, not the guest: {f}"
-    );
-    eprintln!(
-        "vigild restarted while paused, no store: {} ({}) located {} ms after resume; no reset",
-        f["kind"],
-        f["layer"],
-        f["located"].as_u64().unwrap_or(0).saturating_sub(resumed)
-    );
+    restarts::restarts_while_paused(&mut vm);
     // vigild stops on SIGTERM (with a remote libvirt connection it once
     // hung there, deregistering its event callbacks).
     let pid = vm.vigild.id().to_string();
@@ -613,6 +497,18 @@ fn fault_matrix_on_a_real_vm() {
     // reboots it through the agent, and the loop is gone.
     let mut vm = boot(None);
     vm.wait_healthy(60);
+    // The guest starts with all 512 MiB and its balloon driver gives back
+    // 128: the steps are taken from what it has, so let it settle first.
+    let settled = |info: &str| {
+        info.lines()
+            .any(|l| l.starts_with("Used memory:") && l.contains("393216 KiB"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !settled(&String::from_utf8(virsh(&["dominfo", DOMAIN]).stdout).unwrap())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let t0 = now_ms();
     let began = Instant::now();
     vm.shell("(while :; do tail /dev/zero; done) &");
@@ -626,7 +522,16 @@ fn fault_matrix_on_a_real_vm() {
         .filter(|r| r["record"] == "intent" && r["action"]["kind"] == "add-memory")
         .filter_map(|r| r["action"]["memory_kib"].as_u64())
         .collect();
-    assert_eq!(sizes, [491_520, 524_288], "balloon steps: {after:?}");
+    // 384 -> 480 -> 512 MiB when the balloon stood at 384 MiB when the
+    // first step was taken; in any case steps up from what the guest had,
+    // ending at the maximum.
+    assert!(
+        !sizes.is_empty()
+            && sizes.windows(2).all(|w| w[0] < w[1])
+            && sizes[0] > 393_216
+            && sizes.last() == Some(&524_288),
+        "balloon steps {sizes:?}: {after:?}"
+    );
     let faults: Vec<&Value> = after.iter().filter(|r| r["record"] == "fault").collect();
     assert!(
         faults.iter().all(|f| f["kind"] == "memory-exhaustion"),
@@ -642,7 +547,8 @@ fn fault_matrix_on_a_real_vm() {
         "at the maximum: {info}"
     );
     eprintln!(
-        "memory ladder: add-memory to 480 and 512 MiB, agent-reboot, healthy {:?} after the OOM loop began",
+        "memory ladder: add-memory to {:?} KiB, agent-reboot, healthy {:?} after the OOM loop began",
+        sizes,
         began.elapsed()
     );
 
