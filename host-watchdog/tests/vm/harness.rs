@@ -269,6 +269,8 @@ pub struct Guest {
     pub current_mib: u32,
     /// More devices for the domain XML.
     pub extra: String,
+    /// More lines for vigild's configuration.
+    pub vigild_config: String,
 }
 
 impl Guest {
@@ -284,6 +286,14 @@ impl Guest {
             memory_mib: 512,
             current_mib: 384,
             extra: String::new(),
+            // The busybox guest reboots in seconds: 30 s without an OOM
+            // kill after the memory ladder's reboot is enough (the
+            // default, 90 s, is for guests that take a minute to boot).
+            vigild_config: "[engine.ladders.memory-exhaustion]\n\
+                rungs = [{ action = \"add-memory\", attempts = 2, verify_ms = 30000 }, \
+                { action = \"agent-reboot\", attempts = 1, verify_ms = 30000 }]\n\
+                exhausted = \"hold\"\n"
+                .into(),
         };
         assert!(
             g.kernel.exists() && g.initrd.exists() && g.disk.exists(),
@@ -308,6 +318,7 @@ impl Guest {
             memory_mib: 768,
             current_mib: 512,
             extra: String::new(),
+            vigild_config: String::new(),
         };
         assert!(g.disk.exists(), "no Debian image in {}", dir.display());
         g
@@ -343,6 +354,7 @@ pub fn boot_guest(g: &Guest, known_good: Option<&str>) -> Vm {
     // Trends trusted from 15 s of reports (the default is 5 min): a disk
     // that fills in a minute is predicted full before it is.
     config.push_str("[engine.warnings]\ntrend_window_ms = 60000\ntrend_min_span_ms = 15000\n");
+    config.push_str(&g.vigild_config);
     std::fs::write(w.join("vigild.toml"), config).unwrap();
     let manager =
         common::manager(std::os::unix::net::UnixDatagram::bind(w.join("notify.sock")).unwrap());
