@@ -31,13 +31,6 @@ fn first_heartbeat(vm: &Vm, t0: u64, secs: u64) -> u64 {
     }
 }
 
-fn faults_since(vm: &Vm, t0: u64) -> Vec<Value> {
-    vm.records_since(t0)
-        .into_iter()
-        .filter(|r| r["record"] == "fault" || r["record"] == "reopened")
-        .collect()
-}
-
 fn no_destructive_since(vm: &Vm, t0: u64, what: &str) {
     let bad: Vec<Value> = vm
         .records_since(t0)
@@ -106,7 +99,7 @@ fn kernel_vsock_loopback(vm: &mut Vm, rows: &mut Vec<Row>) {
         repair: closed["repair_ms"].as_u64(),
         injected: 0,
     });
-    let f = faults_since(vm, t0);
+    let f = vm.faults_since(t0);
     assert!(f.is_empty(), "the loopback case disturbed the guest: {f:?}");
 }
 
@@ -141,7 +134,7 @@ fn fault_matrix_on_a_debian_guest() {
     // A healthy Debian guest raised no fault at all since boot, the
     // loopback case's half minute included: its sandboxed agent reports
     // the guest's mounts, not its read-only binds.
-    let f = faults_since(&vm, t_boot);
+    let f = vm.faults_since(t_boot);
     assert!(
         f.is_empty(),
         "faults on a healthy guest: {f:?}\n{}",
@@ -222,7 +215,7 @@ fn fault_matrix_on_a_debian_guest() {
     let t0 = now_ms();
     vm.shell("systemctl kill cron.service");
     std::thread::sleep(Duration::from_secs(7));
-    let f = faults_since(&vm, t0);
+    let f = vm.faults_since(t0);
     assert!(f.is_empty(), "maintenance must hold faults: {f:?}");
     case(
         &mut vm,
@@ -249,7 +242,7 @@ fn fault_matrix_on_a_debian_guest() {
         .count();
     assert!(into >= 1, "the APT hook declared maintenance: {after:?}");
     vm.wait_healthy(30);
-    let f = faults_since(&vm, t0);
+    let f = vm.faults_since(t0);
     assert!(f.is_empty(), "an upgrade is no fault: {f:?}");
     eprintln!("apt-get install --reinstall cron: maintenance around dpkg, no fault");
     // The agent's own package upgraded in place (reinstalled): the APT
@@ -268,7 +261,7 @@ fn fault_matrix_on_a_debian_guest() {
     });
     vm.wait_healthy(30);
     std::thread::sleep(Duration::from_secs(3));
-    let f = faults_since(&vm, t0);
+    let f = vm.faults_since(t0);
     assert!(
         f.is_empty(),
         "an agent upgrade is no fault: {f:?}\n{}",
@@ -285,7 +278,7 @@ fn fault_matrix_on_a_debian_guest() {
     boots.push(hb - t0);
     vm.wait_healthy(30);
     assert_eq!(bye_logged(&vm, "Reboot"), before + 1, "{}", vm.log());
-    let f = faults_since(&vm, t0);
+    let f = vm.faults_since(t0);
     assert!(f.is_empty(), "systemctl reboot made faults: {f:?}");
     no_destructive_since(&vm, t0, "systemctl reboot");
     eprintln!(
@@ -301,7 +294,7 @@ fn fault_matrix_on_a_debian_guest() {
     boots.push(hb - t0);
     vm.wait_healthy(30);
     assert_eq!(bye_logged(&vm, "Reboot"), before + 2, "{}", vm.log());
-    let f = faults_since(&vm, t0);
+    let f = vm.faults_since(t0);
     assert!(f.is_empty(), "agent-reboot made faults: {f:?}");
     eprintln!(
         "vigilctl action agent-reboot: the agent's reboot command ran, back in {} ms",
@@ -316,7 +309,7 @@ fn fault_matrix_on_a_debian_guest() {
     std::thread::sleep(Duration::from_secs(5));
     vm.shell("systemctl start vigil-agent");
     vm.wait_healthy(30);
-    let f = faults_since(&vm, t0);
+    let f = vm.faults_since(t0);
     assert!(
         f.is_empty(),
         "systemctl stop vigil-agent made faults: {f:?}"
@@ -358,7 +351,7 @@ fn fault_matrix_on_a_debian_guest() {
     std::thread::sleep(Duration::from_secs(5));
     assert!(bye_logged(&vm, "Shutdown") >= 1, "{}", vm.log());
     assert_eq!(vm.state(), "off", "{}", vm.log());
-    let f = faults_since(&vm, t0);
+    let f = vm.faults_since(t0);
     assert!(f.is_empty(), "poweroff made faults: {f:?}");
     no_destructive_since(&vm, t0, "poweroff");
     eprintln!("poweroff: bye(shutdown), left off, no fault");
@@ -384,7 +377,7 @@ fn fault_matrix_on_a_debian_guest() {
         hb - t0
     );
     vm.wait_healthy(30);
-    let f = faults_since(&vm, t0);
+    let f = vm.faults_since(t0);
     assert!(f.is_empty(), "late driver made faults: {f:?}");
     drop(vm);
 
@@ -428,7 +421,7 @@ fn debian_boots() {
             times[times.len() - 1]
         );
     }
-    let f = faults_since(&vm, t0);
+    let f = vm.faults_since(t0);
     assert!(f.is_empty(), "faults across the boots: {f:?}");
     let mut sorted = times.clone();
     sorted.sort_unstable();

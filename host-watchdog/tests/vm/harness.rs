@@ -163,6 +163,26 @@ impl Vm {
             .map(|(_, r)| r)
             .collect()
     }
+
+    /// Faults opened or reopened since `t`.
+    pub fn faults_since(&self, t: u64) -> Vec<Value> {
+        self.records_since(t)
+            .into_iter()
+            .filter(|r| r["record"] == "fault" || r["record"] == "reopened")
+            .collect()
+    }
+
+    /// Nothing was a fault since `t` (`what` happened), and the VM is
+    /// healthy.
+    pub fn assert_untouched_since(&self, t: u64, what: &str) {
+        let faults = self.faults_since(t);
+        assert!(
+            faults.is_empty(),
+            "faults across {what}: {faults:?}\n{}",
+            self.log()
+        );
+        assert_eq!(self.state(), "healthy", "{}", self.log());
+    }
 }
 
 /// Type `cmd` into a guest's root shell at `sock` on `conn` (connected, or

@@ -51,11 +51,7 @@ fn fault_matrix_on_a_real_vm() {
     std::thread::sleep(Duration::from_secs(8));
     assert!(virsh(&["resume", DOMAIN]).status.success());
     std::thread::sleep(Duration::from_secs(5));
-    let faults: Vec<Value> = vm
-        .records_since(t0)
-        .into_iter()
-        .filter(|r| r["record"] == "fault")
-        .collect();
+    let faults = vm.faults_since(t0);
     assert!(faults.is_empty(), "suspend/resume made faults: {faults:?}");
     vm.wait_healthy(20);
     // libvirtd stopped and started again under the guest: blind, said,
@@ -90,11 +86,7 @@ fn fault_matrix_on_a_real_vm() {
     let t0 = now_ms();
     vm.shell("for i in 1 2; do (while :; do :; done) & done; sleep 30; kill %1 %2");
     std::thread::sleep(Duration::from_secs(32));
-    let faults: Vec<Value> = vm
-        .records_since(t0)
-        .into_iter()
-        .filter(|r| r["record"] == "fault")
-        .collect();
+    let faults = vm.faults_since(t0);
     assert!(faults.is_empty(), "CPU load made faults: {faults:?}");
     // The load is over (the shell answers only once its command ended)
     // and the vCPUs have been idle a while: the SIGSTOP below must find a
@@ -349,11 +341,7 @@ fn fault_matrix_on_a_real_vm() {
     let t0 = now_ms();
     vm.shell("killall testsvc");
     std::thread::sleep(Duration::from_secs(7));
-    let faults: Vec<Value> = vm
-        .records_since(t0)
-        .into_iter()
-        .filter(|r| r["record"] == "fault")
-        .collect();
+    let faults = vm.faults_since(t0);
     assert!(
         faults.is_empty(),
         "maintenance must suppress faults: {faults:?}"

@@ -35,17 +35,7 @@ pub fn restarts_while_paused(vm: &mut Vm) {
     );
     vm.wait_healthy(60);
     std::thread::sleep(Duration::from_secs(10));
-    let faults: Vec<Value> = vm
-        .records_since(t_p)
-        .into_iter()
-        .filter(|r| r["record"] == "fault")
-        .collect();
-    assert!(
-        faults.is_empty(),
-        "faults across a killed vigild: {faults:?}\n{}",
-        vm.log()
-    );
-    assert_eq!(vm.state(), "healthy", "{}", vm.log());
+    vm.assert_untouched_since(t_p, "a killed vigild");
     eprintln!(
         "vigild killed while paused: its session kept in the store, closed {:?} after resume, agent back, no fault",
         resumed.elapsed()
@@ -64,17 +54,7 @@ pub fn restarts_while_paused(vm: &mut Vm) {
     std::thread::sleep(Duration::from_secs(2));
     assert!(virsh(&["resume", DOMAIN]).status.success());
     std::thread::sleep(Duration::from_secs(15));
-    let faults: Vec<Value> = vm
-        .records_since(t_p)
-        .into_iter()
-        .filter(|r| r["record"] == "fault")
-        .collect();
-    assert!(
-        faults.is_empty(),
-        "faults across a handed-over restart: {faults:?}\n{}",
-        vm.log()
-    );
-    assert_eq!(vm.state(), "healthy", "{}", vm.log());
+    vm.assert_untouched_since(t_p, "a handed-over restart");
     assert!(
         vm.log().contains("agent session taken over"),
         "{}",
