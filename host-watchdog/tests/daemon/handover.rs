@@ -14,14 +14,7 @@ use super::*;
 #[test]
 fn a_restart_hands_sessions_over_and_the_guest_hears_nothing() {
     let mut rig = Rig::with_top("keepalive_interval_ms = 300\n", "");
-    rig.kill_vigild();
-    let notify = rig.path("notify.sock");
-    let store = manager(UnixDatagram::bind(&notify).unwrap());
-    let env = [
-        ("NOTIFY_SOCKET", notify.display().to_string()),
-        ("FDSTORE", "16".to_string()),
-    ];
-    rig.start_vigild_with(&env, None);
+    let store = under_manager(&mut rig);
     let mut a = FakeAgent::connect(&rig, "db");
     assert!(a.version >= 2, "keepalives need version 2 on");
     let mut seq = 0;
@@ -83,7 +76,7 @@ fn a_restart_hands_sessions_over_and_the_guest_hears_nothing() {
     }
     // The next vigild, as systemd starts it: the stored descriptors from 3
     // on, named, for its own PID.
-    start_with_stored(&mut rig, &notify, &stored);
+    start_with_stored(&mut rig, &stored);
     drop(stored); // the manager's copies go: the next vigild holds them
     a.stream.write_all(tail).unwrap();
     beat(&mut a, 4);
@@ -116,9 +109,27 @@ fn is_live(name: &str, vm: &str) -> bool {
     name.starts_with("vigil-o") && name.ends_with(&format!("-{hex}"))
 }
 
+/// A stand-in service manager's store, what it was handed so far.
+type Stored = std::sync::Arc<std::sync::Mutex<common::Store>>;
+
+/// vigild started again under a stand-in service manager with a
+/// descriptor store: the store.
+fn under_manager(rig: &mut Rig) -> Stored {
+    rig.kill_vigild();
+    let notify = rig.path("notify.sock");
+    let store = manager(UnixDatagram::bind(&notify).unwrap());
+    let env = [
+        ("NOTIFY_SOCKET", notify.display().to_string()),
+        ("FDSTORE", "16".to_string()),
+    ];
+    rig.start_vigild_with(&env, None);
+    store
+}
+
 /// Start vigild as systemd starts it after a stop: the stored descriptors
 /// from 3 on, named, for its own PID.
-fn start_with_stored(rig: &mut Rig, notify: &std::path::Path, stored: &[(String, OwnedFd)]) {
+fn start_with_stored(rig: &mut Rig, stored: &[(String, OwnedFd)]) {
+    let notify = rig.path("notify.sock");
     let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
     let moves: Vec<String> = stored
         .iter()
@@ -143,14 +154,7 @@ fn start_with_stored(rig: &mut Rig, notify: &std::path::Path, stored: &[(String,
 #[test]
 fn a_killed_vigild_closes_nothing_and_the_next_one_closes_what_it_left() {
     let mut rig = Rig::new("");
-    rig.kill_vigild();
-    let notify = rig.path("notify.sock");
-    let store = manager(UnixDatagram::bind(&notify).unwrap());
-    let env = [
-        ("NOTIFY_SOCKET", notify.display().to_string()),
-        ("FDSTORE", "16".to_string()),
-    ];
-    rig.start_vigild_with(&env, None);
+    let store = under_manager(&mut rig);
     let mut a = FakeAgent::connect(&rig, "db");
     for seq in 1..=3 {
         a.send(&Message::Heartbeat(Heartbeat {
@@ -181,7 +185,7 @@ fn a_killed_vigild_closes_nothing_and_the_next_one_closes_what_it_left() {
         }
     }
     let stored = std::mem::take(&mut store.lock().unwrap().fds);
-    start_with_stored(&mut rig, &notify, &stored);
+    start_with_stored(&mut rig, &stored);
     drop(stored);
     // Its domain runs: the next vigild closes the connection; the agent
     // hears the end (and would reconnect).
