@@ -44,9 +44,31 @@ fn on_stop_signal(stopper: Stopper) -> anyhow::Result<()> {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
+    lock_in_memory();
     let agent = Agent::new(config);
     on_stop_signal(agent.stopper())?;
     agent.run()
+}
+
+/// Keep the agent's pages in RAM (each as it is first touched): a guest
+/// that runs out of memory evicts every program's code and thrashes before
+/// its OOM killer acts; an agent paged out with them stops heartbeating
+/// and reporting for that whole time, and the host sees an agent down
+/// where the guest is out of memory. Locked, it keeps reporting the
+/// memory pressure. Needs CAP_IPC_LOCK (or a large RLIMIT_MEMLOCK); the
+/// agent runs on without it.
+fn lock_in_memory() {
+    use nix::sys::mman::{mlockall, MlockAllFlags};
+    let flags = MlockAllFlags::MCL_CURRENT
+        | MlockAllFlags::MCL_FUTURE
+        | MlockAllFlags::from_bits_retain(nix::libc::MCL_ONFAULT);
+    match mlockall(flags) {
+        Ok(()) => log::info!("locked in memory: stays responsive when the guest thrashes"),
+        Err(e) => log::warn!(
+            "cannot lock the agent in memory ({e}): if the guest runs out of memory its \
+             heartbeats may stall before the OOM killer acts"
+        ),
+    }
 }
 
 /// `vigil-agent maintenance`: ask the running agent. As a hook it never

@@ -115,15 +115,18 @@ fn fault_matrix_on_a_debian_guest() {
         hb - t_boot
     );
     vm.wait_healthy(30);
-    // The unit runs as packaged: started by its device, hardened.
+    // The unit runs as packaged: started by its device, hardened, the
+    // agent locked in memory.
     let unit = vm.shell_out(
         "systemctl show -p ActiveState,ProtectSystem,WantedBy,BindsTo vigil-agent.service; \
-         ls /etc/systemd/system/dev-vsock.device.wants/",
+         ls /etc/systemd/system/dev-vsock.device.wants/; \
+         journalctl -b -u vigil-agent | grep -q 'locked in memory: stays' && echo AGENT\"\"LOCKED",
         30,
     );
     for want in [
         "ActiveState=active",
         "ProtectSystem=full",
+        "AGENTLOCKED",
         "BindsTo=dev-vsock.device",
         "vigil-agent.service",
     ] {
