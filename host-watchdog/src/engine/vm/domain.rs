@@ -73,6 +73,14 @@ impl Vm {
             .is_some_and(|(_, k)| stops_and_starts(k));
         match d {
             DomainState::Running => {
+                // Never seen running nor heard from, first seen paused
+                // for no stated reason (libvirt's "starting up" is one):
+                // libvirt starts every domain paused and resumes it, and
+                // vigild started in between; the guest boots now. (An
+                // operator's pause is a resume: its short grace.)
+                let starting = self.running_seen.is_none()
+                    && self.arrivals.last().is_none()
+                    && was == DomainState::Paused(PauseReason::Other);
                 self.running_seen = Some(now);
                 if self.off || matches!(was, DomainState::ShutOff(_) | DomainState::Crashed { .. })
                 {
@@ -81,7 +89,12 @@ impl Vm {
                     self.rearm(now, ctx.cfg.boot_grace_ms);
                     self.settle("domain started", out);
                 } else if matches!(was, DomainState::Paused(_)) {
-                    self.rearm(now, ctx.cfg.resume_grace_ms);
+                    let grace = if starting {
+                        ctx.cfg.boot_grace_ms.max(ctx.cfg.resume_grace_ms)
+                    } else {
+                        ctx.cfg.resume_grace_ms
+                    };
+                    self.rearm(now, grace);
                     self.resumed_at = Some(now);
                     self.settle("domain resumed", out);
                 } else {
