@@ -76,25 +76,22 @@ impl Vm {
                 // Never seen running nor heard from, first seen paused
                 // for no stated reason (libvirt's "starting up" is one):
                 // libvirt starts every domain paused and resumes it, and
-                // vigild started in between; the guest boots now. (An
-                // operator's pause is a resume: its short grace.)
+                // vigild started in between: a start, not a resume (an
+                // operator's pause is a resume: its short grace).
                 let starting = self.running_seen.is_none()
                     && self.arrivals.last().is_none()
                     && was == DomainState::Paused(PauseReason::Other);
                 self.running_seen = Some(now);
-                if self.off || matches!(was, DomainState::ShutOff(_) | DomainState::Crashed { .. })
+                if self.off
+                    || starting
+                    || matches!(was, DomainState::ShutOff(_) | DomainState::Crashed { .. })
                 {
                     self.off = false;
                     self.awaiting_first = true;
                     self.rearm(now, ctx.cfg.boot_grace_ms);
                     self.settle("domain started", out);
                 } else if matches!(was, DomainState::Paused(_)) {
-                    let grace = if starting {
-                        ctx.cfg.boot_grace_ms.max(ctx.cfg.resume_grace_ms)
-                    } else {
-                        ctx.cfg.resume_grace_ms
-                    };
-                    self.rearm(now, grace);
+                    self.rearm(now, ctx.cfg.resume_grace_ms);
                     self.resumed_at = Some(now);
                     self.settle("domain resumed", out);
                 } else {
