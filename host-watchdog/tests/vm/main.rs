@@ -153,8 +153,8 @@ fn fault_matrix_on_a_real_vm() {
         "fs-readonly",
         "guest-storage",
         Some("alert"),
-        |vm| vm.shell("mount -o remount,ro /data"),
-        |vm| vm.shell("mount -o remount,rw /data"),
+        |vm| remount(vm, "ro"),
+        |vm| remount(vm, "rw"),
     );
     // A real ext4 error (the driver's own error path, as a bad block would
     // take it; errors=remount-ro): the journal aborts and every write fails
@@ -548,4 +548,15 @@ fn memory_ladder_to_the_maximum() {
         sizes,
         began.elapsed()
     );
+}
+
+/// Remount /data `ro` or `rw`, and fail the test if the guest's mount did
+/// (a busy filesystem refuses `ro`: then the case would wait for a fault
+/// never injected).
+fn remount(vm: &mut Vm, how: &str) {
+    let out = vm.shell_out(
+        &format!("mount -o remount,{how} /data || echo REMOUNT\"\"FAILED"),
+        30,
+    );
+    assert!(!out.contains("REMOUNTFAILED"), "remount,{how}: {out}");
 }

@@ -19,15 +19,23 @@ pub fn disk_fills_steadily(vm: &mut Vm, rows: &mut Vec<Row>) {
         "guest-storage",
         Some("alert"),
         |vm| {
+            // The loop stops at ENOSPC or when told to (the heal): left
+            // running past a delete it refilled the disk during the next
+            // cases, and its open file made `remount,ro` fail (busy).
             vm.shell(
-                "(i=0; while dd if=/dev/zero of=/data/fill bs=1M count=1 seek=$i conv=notrunc 2>/dev/null; do i=$((i+1)); sleep 0.5; done) &",
+                "rm -f /tmp/fill.stop; (i=0; while [ ! -e /tmp/fill.stop ] && dd if=/dev/zero of=/data/fill bs=1M count=1 seek=$i conv=notrunc 2>/dev/null; do i=$((i+1)); sleep 0.5; done) & echo $! > /tmp/fill.pid",
             );
             // The warning first (the case then waits for the fault).
             vm.wait(90, "predicted-full", "warning", |r| {
                 r["kind"] == "predicted-full"
             });
         },
-        |vm| vm.shell("rm -f /data/fill; sync"),
+        |vm| {
+            vm.shell_out(
+                "touch /tmp/fill.stop; while kill -0 $(cat /tmp/fill.pid) 2>/dev/null; do sleep 0.2; done; rm -f /data/fill; sync",
+                60,
+            );
+        },
     );
     predicted_before_full(vm, t_fill);
 }
