@@ -20,7 +20,7 @@
 //! Events: `domain VM STATE` (running, paused:REASON, shutoff:REASON,
 //! crashed[:panicked]), `hello VM boot=ID`, `heartbeat VM`, `report VM
 //! [service=NAME:up|down] [disk=MOUNT:PCT] [ro=MOUNT] [kernel=KIND[@-MS]]
-//! [psi=PCT] [blocked=N] [net=IF:up|down|nocarrier|noaddr [route=none]
+//! [psi=PCT[/STALL_MS]] [blocked=N] [net=IF:up|down|nocarrier|noaddr [route=none]
 //! [gw=unresolved] [tcp=ADDR:PORT:ok|fail]]`, `nics VM MAC:up|down ...`
 //! (the host's view of the vNICs; the Nth `net=` interface has MAC
 //! 52:54:00:00:00:0N), `notice VM maintenance=SECS|maintenance-end`, `bye VM

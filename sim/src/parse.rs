@@ -171,12 +171,14 @@ fn report(args: &[&str]) -> Result<Snapshot, String> {
                 });
             }
             "psi" => {
-                let x = (v.parse::<f64>().map_err(|_| format!("bad psi {v:?}"))? * 100.0).round()
+                // psi=PCT[/STALL_MS]: avg10, and the stall counter (ms).
+                let (pct, stall) = v.split_once('/').unwrap_or((v, "0"));
+                let x = (pct.parse::<f64>().map_err(|_| format!("bad psi {v:?}"))? * 100.0).round()
                     as u32;
                 let line = PsiLine {
                     avg10: x,
                     avg60: x,
-                    total_us: 0,
+                    total_us: num(stall, "psi stall ms")? * 1000,
                 };
                 s.pressure = Some(Pressure {
                     memory: Some(PsiResource {

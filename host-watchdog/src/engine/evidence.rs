@@ -163,14 +163,14 @@ pub fn shown_good(kind: FaultKind, subject: Option<&str>, s: &Snapshot) -> bool 
 /// still shows it (tasks blocked in D state behind hung-task lines; memory
 /// under pressure behind OOM kills). Such a fault does not close while it
 /// lasts, however quiet the kernel log is.
-pub fn lingering(kind: FaultKind, s: &Snapshot, cfg: &EngineConfig) -> Option<String> {
+pub fn lingering(kind: FaultKind, s: &Snapshot, pressure: Option<u32>) -> Option<String> {
     match kind {
         FaultKind::KernelDegraded => s
             .processes
             .filter(|p| p.uninterruptible > 0)
             .map(|p| format!("{} tasks in uninterruptible sleep (D)", p.uninterruptible)),
         FaultKind::MemoryExhaustion => {
-            memory_pressure(s, cfg).map(|p| format!("memory pressure {}.{:02}%", p / 100, p % 100))
+            pressure.map(|p| format!("memory pressure {}.{:02}%", p / 100, p % 100))
         }
         _ => None,
     }
@@ -184,10 +184,46 @@ pub fn panicking(s: &Snapshot) -> bool {
         .any(|e| matches!(e.kind, KernelEventKind::Panic | KernelEventKind::Oops))
 }
 
-/// Memory pressure in this report (PSI some avg10 over the threshold).
-pub fn memory_pressure(s: &Snapshot, cfg: &EngineConfig) -> Option<u32> {
-    let p = s.pressure?.memory?.some.avg10;
-    (p >= cfg.memory_pressure_avg10).then_some(p)
+/// When the agent looked (guest uptime, ms) and the memory stall counter
+/// it read (PSI some total, µs): what the next report's stall share is
+/// measured from.
+pub type StallCounter = (u64, u64);
+
+/// Memory pressure in this report: PSI some avg10 over the threshold, and
+/// tasks stalled on memory for as large a share of the time since the
+/// previous report (`prev`). avg10 is a 10 s average: just after an OOM
+/// kill it still reads 40 % while the counter has stopped, and a guest no
+/// longer stalling is not under pressure. Without a counter to measure from
+/// (the first report, a new boot, an agent that sends none, reports less
+/// than a second apart) avg10 decides alone.
+pub fn memory_pressure(
+    s: &Snapshot,
+    cfg: &EngineConfig,
+    prev: Option<StallCounter>,
+) -> Option<u32> {
+    let some = s.pressure?.memory?.some;
+    if some.avg10 < cfg.memory_pressure_avg10 {
+        return None;
+    }
+    match prev {
+        Some((at, stalled))
+            if stalled > 0
+                && s.uptime_ms >= at.saturating_add(1000)
+                && some.total_us >= stalled =>
+        {
+            // The stalled share of the interval, in avg10's unit (% × 100);
+            // the guest's numbers, so saturating.
+            let share = (some.total_us - stalled).saturating_mul(10) / (s.uptime_ms - at);
+            (share >= u64::from(cfg.memory_pressure_avg10)).then_some(some.avg10)
+        }
+        _ => Some(some.avg10),
+    }
+}
+
+/// The memory stall counter a report shows, for the next report's
+/// [`memory_pressure`].
+pub fn memory_stall_counter(s: &Snapshot) -> Option<StallCounter> {
+    Some((s.uptime_ms, s.pressure?.memory?.some.total_us))
 }
 
 /// Every condition in a report, most severe first.
@@ -203,6 +239,55 @@ pub fn conditions(s: &Snapshot, cfg: &EngineConfig) -> Vec<Condition> {
 mod tests {
     use super::*;
     use vigil_protocol::snapshot::*;
+
+    #[test]
+    fn memory_pressure_is_stalling_now_not_a_lagging_average() {
+        let cfg = EngineConfig::default();
+        // avg10 (% × 100) and the stall counter (µs), at `uptime` ms.
+        let report = |uptime_ms: u64, avg10: u32, total_us: u64| Snapshot {
+            uptime_ms,
+            pressure: Some(Pressure {
+                memory: Some(PsiResource {
+                    some: PsiLine {
+                        avg10,
+                        avg60: avg10,
+                        total_us,
+                    },
+                    full: None,
+                }),
+                ..Pressure::default()
+            }),
+            ..Snapshot::default()
+        };
+        let p = |s: &Snapshot, prev| memory_pressure(s, &cfg, prev);
+        let first = report(10_000, 6_200, 9_000_000);
+        assert_eq!(
+            p(&first, None),
+            Some(6_200),
+            "no counter yet: avg10 decides"
+        );
+        let before = memory_stall_counter(&first);
+        // The counter stopped: avg10 lags, nothing stalls.
+        assert_eq!(p(&report(15_000, 4_800, 9_000_000), before), None);
+        // Stalled 2.5 s of 5 s: 50 %.
+        assert_eq!(p(&report(15_000, 4_800, 11_500_000), before), Some(4_800));
+        // Stalled 1 s of 5 s: 20 %, under the 40 % threshold.
+        assert_eq!(p(&report(15_000, 4_800, 10_000_000), before), None);
+        // Under the threshold however much it stalls now.
+        assert_eq!(p(&report(15_000, 3_000, 14_000_000), before), None);
+        // A new boot (counter and uptime went back), or reports too close
+        // together to measure: avg10 alone.
+        assert_eq!(p(&report(4_000, 4_800, 100), before), Some(4_800));
+        assert_eq!(p(&report(10_500, 4_800, 9_000_000), before), Some(4_800));
+        // A guest's absurd counters neither panic nor count as pressure.
+        assert_eq!(p(&report(u64::MAX, 4_800, 9_000_000), before), None);
+        assert_eq!(
+            p(&report(15_000, 4_800, u64::MAX), before),
+            Some(4_800),
+            "saturates to all of it"
+        );
+        assert_eq!(p(&first, Some((u64::MAX, 1))), Some(6_200));
+    }
 
     #[test]
     fn conditions_from_a_report() {

@@ -71,6 +71,16 @@ const FIT: Fit = Fit {
     min_samples: 4,
 };
 
+/// Fill-rate samples are kept at least this far apart, so that the 64 kept
+/// cover the 30 min window (the host is sampled every few seconds: kept
+/// every time, they covered five minutes).
+const SPACING_MS: Millis = FIT.window_ms / FIT.max_samples as Millis;
+
+/// A rate is projected at most this many times as far ahead as it was
+/// seen: a minute's burst of writes (a build, an install) says nothing of
+/// the next six hours; half an hour of steady filling does.
+const PROJECT: Millis = 12;
+
 #[derive(Debug)]
 struct Track {
     last: FsSample,
@@ -130,7 +140,12 @@ impl Storage {
             {
                 t.used.clear();
             }
-            t.used.push(now, used as f64, FIT);
+            if t.used
+                .newest()
+                .is_none_or(|at| now.saturating_sub(at) >= SPACING_MS)
+            {
+                t.used.push(now, used as f64, FIT);
+            }
             let (space, inodes) = s.use_percent();
             let high = f64::from(full_pct);
             // Full at the mark; space again one point below it.
@@ -234,9 +249,11 @@ impl Storage {
 }
 
 /// Milliseconds until `s` reaches `full_pct` at the fitted rate (none
-/// when it does not fill, or too little is known).
+/// when it does not fill, too little is known, or it is further ahead than
+/// the rate was seen for can tell).
 fn predict(used: &Series, s: &FsSample, full_pct: u8) -> Option<Millis> {
     used.until(s.size as f64 * f64::from(full_pct) / 100.0, FIT)
+        .filter(|ms| *ms <= used.span().saturating_mul(PROJECT))
 }
 
 #[cfg(test)]
@@ -334,8 +351,9 @@ mod tests {
         let mut st = Storage::default();
         let mut at = 0;
         let mut avail = 900;
-        // 10 MiB a minute: full in under 2 h with a 2 h horizon.
-        for _ in 0..6 {
+        // 10 MiB a minute: full in under 2 h with a 2 h horizon, once
+        // seen for 7 minutes (12 × 7 min is more than the 82 min left).
+        for _ in 0..8 {
             st.sample(at, vec![fs(avail)], 99, 2 * HOUR);
             at += 60_000;
             avail -= 10;
@@ -354,6 +372,37 @@ mod tests {
             at += 60_000;
         }
         assert!(st.troubles(at).is_empty());
+    }
+
+    /// A burst of writes (a build, an install: 200 MiB a minute with
+    /// 50 GiB free, sampled every 5 s) is not projected six hours ahead
+    /// from a minute or two; the same rate kept up is.
+    #[test]
+    fn a_burst_of_writes_is_not_projected_hours_ahead() {
+        let big = |avail_mib: u64| FsSample {
+            size: 100 * 1024 * MIB,
+            ..fs(avail_mib)
+        };
+        let mut st = Storage::default();
+        let mut avail = 50 * 1024;
+        let mut at = 0;
+        let mut run = |st: &mut Storage, minutes: u64| {
+            for _ in 0..minutes * 12 {
+                st.sample(at, vec![big(avail)], 99, 6 * HOUR);
+                at += 5_000;
+                avail -= 200 / 12;
+            }
+            at - 5_000
+        };
+        let now = run(&mut st, 2);
+        assert!(st.troubles(now).is_empty(), "{:?}", st.troubles(now));
+        // Kept up for 25 minutes: full in about 4 h, predicted.
+        let now = run(&mut st, 23);
+        let t = st.troubles(now);
+        assert!(
+            t.len() == 1 && t[0].why.contains("will be full in 3h"),
+            "{t:?}"
+        );
     }
 
     #[test]

@@ -239,6 +239,8 @@ pub(super) struct Vm {
     /// When monitoring began (this vigild's start, or the VM's definition).
     pub added_at: Millis,
     pub pressure_streak: u32,
+    /// The last report's memory stall counter.
+    pub mem_stall: Option<evidence::StallCounter>,
     pub panic_seen: Option<Millis>,
     /// When the host's OOM killer killed this VM's QEMU, and its line.
     pub host_oom: Option<(Millis, String)>,
@@ -312,6 +314,7 @@ impl Vm {
             resumed_at: None,
             added_at: now,
             pressure_streak: 0,
+            mem_stall: None,
             panic_seen: None,
             host_oom: None,
             space_wait: false,

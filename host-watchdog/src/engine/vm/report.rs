@@ -26,7 +26,9 @@ impl Vm {
             self.panic_seen = Some(now);
         }
         let mut conds = evidence::conditions(s, ctx.cfg);
-        match evidence::memory_pressure(s, ctx.cfg) {
+        let pressure = evidence::memory_pressure(s, ctx.cfg, self.mem_stall);
+        self.mem_stall = evidence::memory_stall_counter(s);
+        match pressure {
             Some(p) => {
                 self.pressure_streak += 1;
                 if self.pressure_streak >= ctx.cfg.memory_pressure_reports {
@@ -53,7 +55,7 @@ impl Vm {
             (ctx.cfg.disk_full_percent, ctx.cfg.inodes_full_percent),
             out,
         );
-        self.review_active(now, s, &conds, ctx, out);
+        self.review_active(now, s, &conds, pressure, ctx, out);
         if let Some(n) = &s.network {
             self.net.reported(n.clone());
             // The agent last looked and found nothing new then: what this
@@ -99,6 +101,7 @@ impl Vm {
         now: Millis,
         s: &Snapshot,
         conds: &[evidence::Condition],
+        pressure: Option<u32>,
         ctx: &mut Ctx<'_>,
         out: &mut Output,
     ) {
@@ -122,7 +125,7 @@ impl Vm {
                 }
             }
             Basis::Event => {
-                self.linger = evidence::lingering(f.kind, s, ctx.cfg);
+                self.linger = evidence::lingering(f.kind, s, pressure);
                 let again = conds.iter().any(|c| shows(&c) && c.event_at.is_some());
                 let verifying = f.acted && f.pending.is_none() && f.verify_until.is_some();
                 if again {
