@@ -513,6 +513,10 @@ mod tests {
                 "listed twice",
             ),
             ("[engine]\nheartbeat_timeout_ms = 10", "engine:"),
+            (
+                "[engine]\nservice_start_grace_ms = 3600000",
+                "engine: service_start_grace_ms must be at most",
+            ),
             ("poll_interval_ms = 5", "poll_interval_ms"),
             ("quiet_poll_interval_ms = 500", "quiet_poll_interval_ms"),
             ("hypervisor_timeout_ms = 100", "hypervisor_timeout_ms"),

@@ -240,8 +240,10 @@ pub fn audit(entries: &[Entry], log: &[Injection]) -> Audit {
             _ => {}
         }
     }
-    // Each fault injection claims the first unclaimed sighting on its VM
-    // within its bound.
+    // Each fault injection claims an unclaimed sighting on its VM within
+    // its bound: of the expected kind and layer if there is one, else one
+    // located after it, else the first (a sighting of another kind located
+    // before the injection is not taken for it while a better one exists).
     let mut claimed: BTreeSet<usize> = BTreeSet::new();
     let mut explained: BTreeSet<u64> = BTreeSet::new();
     for inj in log.iter().filter(|i| i.expect.is_some()) {
@@ -253,9 +255,13 @@ pub fn audit(entries: &[Entry], log: &[Injection]) -> Audit {
                 deadline += o.2.saturating_sub(o.1) + 10_000;
             }
         }
-        let found = sightings.iter().enumerate().find(|(n, s)| {
-            !claimed.contains(n) && s.0 == inj.vm && s.4 + 2_000 >= inj.t && s.4 <= deadline
-        });
+        let found = sightings
+            .iter()
+            .enumerate()
+            .filter(|(n, s)| {
+                !claimed.contains(n) && s.0 == inj.vm && s.4 + 2_000 >= inj.t && s.4 <= deadline
+            })
+            .min_by_key(|(n, s)| (s.2 != x.kind || s.3 != x.layer, s.4 < inj.t, *n));
         match found {
             None => a.violations.push(format!(
                 "{} on {} at {}: no fault within {} ms (expected {} in {})",
@@ -509,6 +515,32 @@ mod tests {
             (a.injected, a.detected, a.right, a.detect_ms[0]),
             (1, 1, 1, 2000)
         );
+    }
+
+    /// The CI's 5-minute soak: a service-down (a false restart at boot)
+    /// located 1.2 s before an agent kill, then the agent-down the kill
+    /// caused. The kill is the agent-down's; the service-down and its
+    /// restart are false (they were once taken for the kill, of the wrong
+    /// kind, and the agent-down called unexplained).
+    #[test]
+    fn an_injection_claims_the_fault_it_caused_not_one_just_before() {
+        let agent_kill = r#"{"t":3200,"what":"agent-kill","vm":"a","expect":{"kind":"agent-down","layer":"agent","within_ms":30000}}"#;
+        let entries = vec![
+            fault(2000, "a", 1, FaultKind::ServiceDown, Layer::GuestService),
+            intent(2000, "a", 1, 1, ActionKind::RestartService("s".into())),
+            outcome(2100, "a", 1),
+            fault(4200, "a", 2, FaultKind::AgentDown, Layer::Agent),
+            intent(4200, "a", 2, 2, ActionKind::Alert),
+            outcome(4200, "a", 2),
+        ];
+        let a = audit(&entries, &log(&[agent_kill]));
+        assert_eq!((a.detected, a.right, a.false_actions), (1, 1, 1));
+        let text = a.violations.join("\n");
+        assert!(
+            text.contains("fault #1 service-down on a at 2000: no injection"),
+            "{text}"
+        );
+        assert!(!text.contains("#2"), "{text}");
     }
 
     #[test]

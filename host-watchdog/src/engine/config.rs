@@ -68,6 +68,10 @@ pub struct EngineConfig {
     pub adaptive_k: f64,
     /// Longest wait for the first heartbeat after a start or reboot.
     pub boot_grace_ms: Millis,
+    /// A watched service not running in a boot younger than this (the
+    /// guest's uptime), and not yet seen running in it, is starting, not
+    /// down: an agent can start before the services it watches.
+    pub service_start_grace_ms: Millis,
     /// Grace after resume, maintenance end or release before deadlines count.
     pub resume_grace_ms: Millis,
     /// After the agent says bye because the guest shuts down: how long the
@@ -309,6 +313,7 @@ impl Default for EngineConfig {
             min_timeout_ms: 1_500,
             adaptive_k: 6.0,
             boot_grace_ms: 60_000,
+            service_start_grace_ms: 30_000,
             resume_grace_ms: 5_000,
             shutdown_grace_ms: 120_000,
             agent_stopped_grace_ms: 600_000,
@@ -398,6 +403,9 @@ impl EngineConfig {
             return Err(
                 "host_storage_horizon_ms must be at most 30 days (0: no prediction)".into(),
             );
+        }
+        if self.service_start_grace_ms > 600_000 {
+            return Err("service_start_grace_ms must be at most 600000 (10 min)".into());
         }
         if self.network_hold_ms > 600_000 {
             return Err("network_hold_ms must be at most 600000 (10 min)".into());

@@ -11,6 +11,7 @@ impl Vm {
             Input::Hello { boot_id } => {
                 if self.boot_id.as_deref().is_some_and(|b| b != boot_id) {
                     self.awaiting_first = true;
+                    self.services_seen.clear();
                     self.net.new_boot();
                     self.operator_down_over(now, None, "guest booted again", out);
                 }

@@ -1,6 +1,6 @@
 //! One VM's detection state and how each observation moves it.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use vigil_protocol::snapshot::Snapshot;
 use vigil_protocol::{ByeReason, Notice};
@@ -213,6 +213,8 @@ pub(super) struct Vm {
     pub session_open: bool,
     pub clean_bye: Option<ByeReason>,
     pub boot_id: Option<String>,
+    /// Watched services seen running in this boot.
+    pub services_seen: BTreeSet<String>,
     pub stats: Option<(Millis, DomainStats)>,
     /// When the domain was last seen running.
     pub running_seen: Option<Millis>,
@@ -299,6 +301,7 @@ impl Vm {
             session_open: false,
             clean_bye: None,
             boot_id: None,
+            services_seen: BTreeSet::new(),
             stats: None,
             running_seen: None,
             last_report: None,

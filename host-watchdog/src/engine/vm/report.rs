@@ -68,6 +68,7 @@ impl Vm {
         if self.frozen() {
             return;
         }
+        self.starting_services(s, &mut conds, ctx.cfg);
         conds.sort_by_key(|c| std::cmp::Reverse(c.kind.severity()));
         let Some((kind, first)) = conds.first().map(|c| (c.kind, c.subject.clone())) else {
             return;
@@ -92,6 +93,33 @@ impl Vm {
         let subject = same.iter().find_map(|c| c.subject.clone());
         let evidence = same.into_iter().take(3).map(|c| c.evidence).collect();
         self.locate(now, onset, now, kind, subject, evidence, ctx, out);
+    }
+
+    /// Watched services not running that this boot has not seen running
+    /// yet: while the boot is young (`service_start_grace_ms` of guest
+    /// uptime) they are starting, not down (the agent can start before
+    /// them); after it, they are down. Only what is newly located is held:
+    /// an open fault is judged on the report as it is.
+    fn starting_services(
+        &mut self,
+        s: &Snapshot,
+        conds: &mut Vec<evidence::Condition>,
+        cfg: &EngineConfig,
+    ) {
+        use vigil_protocol::snapshot::WatchTarget::{Process, Unit};
+        for w in s.watched.iter().filter(|w| w.running) {
+            let (Process(n) | Unit(n)) = &w.target;
+            if !self.services_seen.contains(n.as_str()) {
+                self.services_seen.insert(n.to_string());
+            }
+        }
+        let young = s.uptime_ms < cfg.service_start_grace_ms;
+        let seen = &self.services_seen;
+        conds.retain(|c| {
+            !(young
+                && c.kind == FaultKind::ServiceDown
+                && c.subject.as_ref().is_some_and(|n| !seen.contains(n)))
+        });
     }
 
     /// Does this report show the active fault still there, gone, or back
