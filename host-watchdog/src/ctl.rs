@@ -256,6 +256,9 @@ impl Client {
         if let Some(a) = v.heartbeat_age_ms {
             println!("heartbeat:     {:.1}s ago", a as f64 / 1000.0);
         }
+        if let Some(why) = &v.quarantine {
+            println!("quarantined:   {why} (vigilctl release {})", v.domain);
+        }
         if let (Some(k), Some(id)) = (v.fault, v.fault_id) {
             println!("fault:         #{id} {k}");
         }

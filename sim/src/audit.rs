@@ -405,8 +405,11 @@ pub fn audit(entries: &[Entry], log: &[Injection]) -> Audit {
     for i in log {
         if i.what == "final" {
             let st = i.raw["state"].as_str().unwrap_or("?");
+            // Quarantined with a reason: its fault, or (the fault gone
+            // since) why vigild says it is quarantined.
+            let reason = !i.raw["fault"].is_null() || i.raw["quarantine"].is_string();
             let ok = st == "healthy"
-                || (st == "quarantined" && !i.raw["fault"].is_null())
+                || (st == "quarantined" && reason)
                 || (i.raw["fault"] == "transport-down" && wedged(&i.vm));
             if !ok {
                 a.violations.push(format!(
@@ -626,6 +629,22 @@ mod tests {
             .violations
             .iter()
             .any(|v| v.contains("destructive, for a wedged transport")));
+    }
+
+    /// The 60-minute soak: a VM quarantined for its reset budget, whose
+    /// fault then cleared, ends quarantined with no fault: a reason all
+    /// the same when vigild says why it is quarantined, none when not.
+    #[test]
+    fn quarantined_with_a_reason_its_fault_gone_since() {
+        let ends = |last: &str| audit(&[], &log(&[last])).violations;
+        let why = r#"{"t":90000,"what":"final","vm":"b","state":"quarantined","fault":null,"quarantine":"budget exhausted"}"#;
+        assert!(ends(why).is_empty(), "{:?}", ends(why));
+        let none = r#"{"t":90000,"what":"final","vm":"b","state":"quarantined","fault":null,"quarantine":null}"#;
+        assert!(
+            ends(none).iter().any(|v| v.contains("b ended quarantined")),
+            "{:?}",
+            ends(none)
+        );
     }
 
     #[test]

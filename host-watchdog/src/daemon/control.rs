@@ -275,6 +275,9 @@ pub struct VmView {
     pub fault: Option<String>,
     /// Active fault: id.
     pub fault_id: Option<u64>,
+    /// Why it is quarantined, while it is (its fault may have gone since).
+    #[serde(default)]
+    pub quarantine: Option<String>,
     /// Guest hostname from the agent (a cross-check, not an identity).
     pub hostname: Option<String>,
     /// Agent version.

@@ -109,6 +109,7 @@ impl Vm {
             return;
         }
         self.quarantined = true;
+        self.quarantine_why = Some(why.to_string());
         let fault = self.fault.as_ref().map_or(0, |f| f.id);
         for kind in [ActionKind::CaptureEvidence, ActionKind::Alert] {
             self.side_action(kind, fault, ctx, out);

@@ -156,16 +156,26 @@ impl Engine {
         Output::default()
     }
 
-    /// A VM was quarantined when the last run ended: it still is, after a
-    /// restart too, until an operator releases it (when its VM is added,
-    /// if it is not yet).
-    pub fn restore_quarantine(&mut self, now: Millis, vm: &str) -> Output {
+    /// A VM was quarantined when the last run ended (`why`: what
+    /// quarantined it): it still is, after a restart too, until an operator
+    /// releases it (when its VM is added, if it is not yet).
+    pub fn restore_quarantine(&mut self, now: Millis, vm: &str, why: &str) -> Output {
         let mut out = Output::default();
         match self.vms.get_mut(vm) {
-            Some(v) => v.restore_quarantine(now, &mut out),
-            None => self.waiting.entry(vm.to_string()).or_default().quarantined = true,
+            Some(v) => v.restore_quarantine(now, why, &mut out),
+            None => {
+                self.waiting.entry(vm.to_string()).or_default().quarantined = Some(why.to_string())
+            }
         }
         out
+    }
+
+    /// Why a VM is quarantined, while it is.
+    pub fn quarantine_reason(&self, vm: &str) -> Option<&str> {
+        self.vms
+            .get(vm)
+            .filter(|v| v.quarantined)
+            .and_then(|v| v.quarantine_why.as_deref())
     }
 
     /// Resume a fault from a previous run (when its VM is added, if it is
@@ -360,8 +370,8 @@ impl Engine {
         for (f, at) in &w.recovered {
             self.seed_recovered(vm, f, *at);
         }
-        if w.quarantined {
-            let o = self.restore_quarantine(now, vm);
+        if let Some(why) = &w.quarantined {
+            let o = self.restore_quarantine(now, vm, why);
             out.records.extend(o.records);
             out.actions.extend(o.actions);
         }

@@ -70,6 +70,6 @@ pub(super) struct Waiting {
     pub(super) hello: Option<String>,
     /// In maintenance when the last run ended (until when, if timed).
     pub(super) maintenance: Option<Option<Millis>>,
-    /// Quarantined when the last run ended.
-    pub(super) quarantined: bool,
+    /// Quarantined when the last run ended, and why.
+    pub(super) quarantined: Option<String>,
 }

@@ -562,23 +562,32 @@ mod tests {
     fn a_quarantine_not_released_is_found_for_the_restart() {
         use crate::engine::State;
         let mut j = Journal::open(Path::new(":memory:")).unwrap();
-        let t = |vm: &str, from, to| Record::Transition {
+        let t = |vm: &str, from, to, why: &str| Record::Transition {
             vm: vm.into(),
             from,
             to,
-            why: "x".into(),
+            why: why.into(),
         };
         j.append(
             1,
             &[
-                t("web", State::Recovering, State::Quarantined),
-                t("db", State::Recovering, State::Quarantined),
-                t("db", State::Quarantined, State::Discovering),
-                t("web", State::Discovering, State::Quarantined),
+                t(
+                    "web",
+                    State::Recovering,
+                    State::Quarantined,
+                    "ladder exhausted",
+                ),
+                t("db", State::Recovering, State::Quarantined, "budget"),
+                t("db", State::Quarantined, State::Discovering, "released"),
+                // A restart's restoring transition keeps the first reason.
+                t("web", State::Discovering, State::Quarantined, "restored"),
             ],
         )
         .unwrap();
-        assert_eq!(j.unsettled().unwrap().quarantined, vec!["web".to_string()]);
+        assert_eq!(
+            j.unsettled().unwrap().quarantined,
+            vec![("web".to_string(), "ladder exhausted".to_string())]
+        );
     }
 
     #[test]

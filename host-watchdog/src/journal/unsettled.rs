@@ -23,7 +23,7 @@ impl Journal {
             Default::default();
         let mut warnings = std::collections::BTreeSet::new();
         let mut maintenance = std::collections::BTreeMap::new();
-        let mut quarantined = std::collections::BTreeSet::new();
+        let mut quarantined = std::collections::BTreeMap::new();
         for e in self.rows(
             "SELECT seq, t_ms, body FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             0,
@@ -98,7 +98,9 @@ impl Journal {
                 }
                 Record::Transition { vm, to, why, .. } => {
                     if to == crate::engine::State::Quarantined {
-                        quarantined.insert(vm.clone());
+                        // What quarantined it first: a restart's
+                        // restoring transition keeps it.
+                        quarantined.entry(vm.clone()).or_insert_with(|| why.clone());
                     } else {
                         quarantined.remove(&vm);
                     }
@@ -162,6 +164,6 @@ pub struct Unsettled {
     /// VMs in maintenance when the journal ends, until when (if timed).
     pub maintenance: Vec<(String, Option<Millis>)>,
     /// VMs quarantined when the journal ends (until an operator releases
-    /// them).
-    pub quarantined: Vec<String>,
+    /// them), and what quarantined them.
+    pub quarantined: Vec<(String, String)>,
 }

@@ -398,6 +398,15 @@ fn fault_matrix_on_a_real_vm() {
         "no reset past the budget"
     );
     assert_eq!(vm.state(), "quarantined");
+    // The operator sees why, and how to release it.
+    let status = common::ctl(&sock, &["status", DOMAIN]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("quarantined:   ")
+            && status.contains("budget exhausted")
+            && status.contains(&format!("vigilctl release {DOMAIN}")),
+        "{status}"
+    );
     let last_reset = common::find(&sock, "intent", DOMAIN, |r| r["action"]["kind"] == "reset")
         .iter()
         .filter_map(|r| r["action"]["id"].as_u64())

@@ -304,7 +304,7 @@ fn soak() {
         let name = s.vms[i].name.clone();
         s.note(serde_json::json!({
             "what": "final", "vm": name, "state": st["state"], "fault": st["fault"],
-            "domain_state": st["domain_state"],
+            "quarantine": st["quarantine"], "domain_state": st["domain_state"],
         }));
     }
     s.check_journal("end");

@@ -27,6 +27,7 @@ impl Core {
                 .map(|t| now.saturating_sub(t)),
             fault: fault.map(|(_, k)| k.name().to_string()),
             fault_id: fault.map(|(id, _)| id),
+            quarantine: self.engine.quarantine_reason(name).map(String::from),
             hostname: v
                 .and_then(|v| v.session.as_ref())
                 .map(|s| s.hostname.clone()),

@@ -95,9 +95,9 @@ pub(super) fn resume(
         let _ = engine.restore_maintenance(now, vm, *until);
     }
     // So does a quarantine: no repairs until the operator releases it.
-    for vm in &u.quarantined {
-        log::info!("vm={vm} stays quarantined (from the journal)");
-        let _ = engine.restore_quarantine(now, vm);
+    for (vm, why) in &u.quarantined {
+        log::info!("vm={vm} stays quarantined (from the journal): {why}");
+        let _ = engine.restore_quarantine(now, vm, why);
     }
     for (vm, f) in u.faults.into_iter().filter(|(vm, _)| vm != engine::HOST) {
         log::info!(

@@ -213,21 +213,22 @@ impl Vm {
         self.settle(&format!("{} resumed from the journal", r.kind), out);
     }
 
-    /// Quarantined when the last run ended: still, until released. Its
-    /// fault, if one is open, is held (no evidence or alert again: both
-    /// were taken when it was quarantined).
-    pub fn restore_quarantine(&mut self, _now: Millis, out: &mut Output) {
+    /// Quarantined when the last run ended (`why`: what quarantined it
+    /// then): still, until released. Its fault, if one is open, is held (no
+    /// evidence or alert again: both were taken when it was quarantined).
+    pub fn restore_quarantine(&mut self, _now: Millis, why: &str, out: &mut Output) {
         if self.quarantined {
             return;
         }
         self.quarantined = true;
+        self.quarantine_why = Some(why.to_string());
         if let Some(f) = self.fault.as_mut() {
             f.held = true;
             f.pending = None;
             f.verify_until = None;
         }
         self.settle(
-            "quarantined before vigild restarted: no more repairs until released",
+            &format!("quarantined before vigild restarted ({why}): no more repairs until released"),
             out,
         );
     }

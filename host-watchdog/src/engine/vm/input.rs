@@ -169,6 +169,7 @@ impl Vm {
                 self.recovered.clear(); // the operator starts every ladder over
                 if self.quarantined {
                     self.quarantined = false;
+                    self.quarantine_why = None;
                     self.destructive_log.clear();
                     self.close_fault(now, Closure::Released, out);
                     self.rearm(now, ctx.cfg.resume_grace_ms);

@@ -225,6 +225,8 @@ pub(super) struct Vm {
     /// No actions until an operator's release; detection goes on, and new
     /// faults are journaled and alerted.
     pub quarantined: bool,
+    /// Why it was quarantined (what the operator releases it from).
+    pub quarantine_why: Option<String>,
     pub off: bool,
     /// Host clock minus guest clock (ms), the least seen since the last
     /// (re)connect or resume: maps guest times onto the host's.
@@ -309,6 +311,7 @@ impl Vm {
             fault: None,
             maintenance: None,
             quarantined: false,
+            quarantine_why: None,
             off: false,
             clock_offset: None,
             last_observed: None,
