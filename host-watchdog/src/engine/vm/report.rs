@@ -107,9 +107,13 @@ impl Vm {
         cfg: &EngineConfig,
     ) {
         use vigil_protocol::snapshot::WatchTarget::{Process, Unit};
+        // Bounded: a guest names at most MAX_WATCHED services a report, and
+        // could name new ones in every report.
         for w in s.watched.iter().filter(|w| w.running) {
             let (Process(n) | Unit(n)) = &w.target;
-            if !self.services_seen.contains(n.as_str()) {
+            if !self.services_seen.contains(n.as_str())
+                && self.services_seen.len() < 2 * vigil_protocol::limits::MAX_WATCHED
+            {
                 self.services_seen.insert(n.to_string());
             }
         }
