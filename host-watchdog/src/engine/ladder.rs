@@ -28,7 +28,7 @@ impl Vm {
             return;
         }
         for _ in 0..8 {
-            if self.frozen() || self.quarantined {
+            if self.frozen() || self.quarantine.is_some() {
                 return;
             }
             let Some(f) = &self.fault else { return };
@@ -103,13 +103,12 @@ impl Vm {
     }
 
     fn quarantine(&mut self, _now: Millis, why: &str, ctx: &mut Ctx<'_>, out: &mut Output) {
-        if self.quarantined {
+        if self.quarantine.is_some() {
             // Evidence and the alert were taken when it was quarantined.
             self.settle(why, out);
             return;
         }
-        self.quarantined = true;
-        self.quarantine_why = Some(why.to_string());
+        self.quarantine = Some(why.to_string());
         let fault = self.fault.as_ref().map_or(0, |f| f.id);
         for kind in [ActionKind::CaptureEvidence, ActionKind::Alert] {
             self.side_action(kind, fault, ctx, out);

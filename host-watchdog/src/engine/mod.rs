@@ -172,10 +172,7 @@ impl Engine {
 
     /// Why a VM is quarantined, while it is.
     pub fn quarantine_reason(&self, vm: &str) -> Option<&str> {
-        self.vms
-            .get(vm)
-            .filter(|v| v.quarantined)
-            .and_then(|v| v.quarantine_why.as_deref())
+        self.vms.get(vm).and_then(|v| v.quarantine.as_deref())
     }
 
     /// Resume a fault from a previous run (when its VM is added, if it is
@@ -186,7 +183,7 @@ impl Engine {
         match self.vms.get_mut(vm) {
             Some(v) => {
                 v.restore(now, fault, &self.cfg, &mut out);
-                if v.quarantined {
+                if v.quarantine.is_some() {
                     // Its repairs stopped: nothing is resumed.
                     return out;
                 }

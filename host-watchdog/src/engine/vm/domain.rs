@@ -247,7 +247,7 @@ impl Vm {
         if !(reason == PauseReason::NoSpace || self.space_wait)
             || !ctx.armed
             || ctx.hypervisor_silent
-            || self.quarantined
+            || self.quarantine.is_some()
             || self.maintenance.is_some()
         {
             return;

@@ -136,7 +136,7 @@ impl Vm {
             // Keep what there is to see before any recovery changes it.
             self.side_action(ActionKind::CaptureEvidence, id, ctx, out);
         }
-        if self.quarantined {
+        if self.quarantine.is_some() {
             // Quarantine stops repairs, not seeing: journal it, tell the
             // operator, take no action until released.
             if let Some(f) = self.fault.as_mut() {
@@ -183,7 +183,7 @@ impl Vm {
             None => (None, verify_until),
         };
         // A quarantined VM's fault is held: seen, never repaired.
-        let held = self.quarantined;
+        let held = self.quarantine.is_some();
         let (pending, verify_until) = if held {
             (None, None)
         } else {
@@ -217,11 +217,10 @@ impl Vm {
     /// then): still, until released. Its fault, if one is open, is held (no
     /// evidence or alert again: both were taken when it was quarantined).
     pub fn restore_quarantine(&mut self, _now: Millis, why: &str, out: &mut Output) {
-        if self.quarantined {
+        if self.quarantine.is_some() {
             return;
         }
-        self.quarantined = true;
-        self.quarantine_why = Some(why.to_string());
+        self.quarantine = Some(why.to_string());
         if let Some(f) = self.fault.as_mut() {
             f.held = true;
             f.pending = None;

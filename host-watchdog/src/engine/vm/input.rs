@@ -167,9 +167,7 @@ impl Vm {
             }
             Input::Operator(OperatorCommand::Release) => {
                 self.recovered.clear(); // the operator starts every ladder over
-                if self.quarantined {
-                    self.quarantined = false;
-                    self.quarantine_why = None;
+                if self.quarantine.take().is_some() {
                     self.destructive_log.clear();
                     self.close_fault(now, Closure::Released, out);
                     self.rearm(now, ctx.cfg.resume_grace_ms);

@@ -224,9 +224,8 @@ pub(super) struct Vm {
     pub maintenance: Option<Option<Millis>>,
     /// No actions until an operator's release; detection goes on, and new
     /// faults are journaled and alerted.
-    pub quarantined: bool,
-    /// Why it was quarantined (what the operator releases it from).
-    pub quarantine_why: Option<String>,
+    /// Quarantined, and why (what the operator releases it from).
+    pub quarantine: Option<String>,
     pub off: bool,
     /// Host clock minus guest clock (ms), the least seen since the last
     /// (re)connect or resume: maps guest times onto the host's.
@@ -310,8 +309,7 @@ impl Vm {
             suspect: None,
             fault: None,
             maintenance: None,
-            quarantined: false,
-            quarantine_why: None,
+            quarantine: None,
             off: false,
             clock_offset: None,
             last_observed: None,
@@ -338,7 +336,7 @@ impl Vm {
     /// The state the facts say this VM is in.
     fn derive(&self) -> State {
         let paused_on_purpose = self.paused_on_purpose();
-        if self.quarantined {
+        if self.quarantine.is_some() {
             State::Quarantined
         } else if self.maintenance.is_some() {
             State::Maintenance
@@ -366,7 +364,7 @@ impl Vm {
     /// exhausted, an expected agent absent past its boot grace), and why:
     /// what a cluster's monitor asks.
     pub fn health_verdict(&self, now: Millis) -> (bool, String) {
-        if self.quarantined {
+        if self.quarantine.is_some() {
             return (false, "quarantined: no more repairs until released".into());
         }
         if let Some(f) = &self.fault {
